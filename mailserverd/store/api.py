@@ -1,0 +1,117 @@
+"""The store's interface as protocol code sees it.
+
+Protocol packages (smtp, imap, pop3, jmap) import only this module and
+mailserverd.store.service.AsyncStore; they never see SQLAlchemy or RocksDB.
+Every AsyncStore method returns a Deferred and runs its blocking work on the
+store's own thread pool, never on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+# RFC 6154 special-use mailboxes every new account gets, besides INBOX.
+SPECIAL_USE = {
+    "Drafts": "\\Drafts",
+    "Sent": "\\Sent",
+    "Junk": "\\Junk",
+    "Trash": "\\Trash",
+    "Archive": "\\Archive",
+}
+DEFAULT_MAILBOXES = ("INBOX",) + tuple(SPECIAL_USE)
+
+# RFC 3501 2.3.2 system flags we store as columns; keywords are free-form.
+SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
+
+
+class StoreError(Exception):
+    """A request the store refuses; the message is safe to show a client."""
+
+
+class NoSuchMailbox(StoreError):
+    pass
+
+
+class MailboxExists(StoreError):
+    pass
+
+
+class OverQuota(StoreError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Account:
+    """An authenticated or resolved mail account (the twisted.cred avatar)."""
+
+    id: int
+    address: str
+    shard: int
+    quota: int = 0  # bytes; 0 = unlimited
+
+
+@dataclasses.dataclass(frozen=True)
+class Mailbox:
+    id: int
+    name: str  # "/"-separated hierarchy, stored as UTF-8 (not modified UTF-7)
+    special_use: Optional[str]
+    uidvalidity: int
+    uidnext: int
+    subscribed: bool
+    highestmodseq: int = 0
+    # Counts, filled by list_mailboxes/get_mailbox.
+    exists: int = 0
+    unseen: int = 0
+    size: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageRef:
+    """One message's membership in one mailbox."""
+
+    mailbox_id: int
+    uid: int
+    message_id: int  # the message row; stable while the message lives
+    size: int  # octets of the full message as delivered (prepend + body)
+    flags: frozenset  # system flags and keywords, e.g. {"\\Seen", "$Junk"}
+    modseq: int
+    received_at: float  # unix time of delivery (IMAP INTERNALDATE)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryTarget:
+    """Where one copy of a delivered message goes.
+
+    prepend: header lines the server adds for this copy (Return-Path,
+    Received, Authentication-Results), CRLF-terminated bytes, stored beside
+    the immutable body blob so the body is never rewritten.
+    """
+
+    account: Account
+    mailbox: str = "INBOX"  # a mailbox name, e.g. "INBOX" or "Junk"
+    prepend: bytes = b""
+    flags: frozenset = frozenset()
+
+
+class MailStore:
+    """What AsyncStore offers protocol code. Every method returns a Deferred.
+
+    Directory:
+      is_local_domain(domain) -> bool
+      resolve_recipient(address) -> list[Account]   aliases and catch-all expanded;
+                                                    [] for an unknown user
+      sender_addresses(account) -> frozenset[str]   own address + aliases that
+                                                    deliver only to it (lower case)
+    Mail (account-scoped: an Account can only reach its own rows):
+      deliver(body, targets, received_at=None) -> list[MessageRef]
+            fires only after the blob and rows are durable (group commit)
+      append(account, mailbox_name, body, flags=(), received_at=None) -> MessageRef
+      list_mailboxes(account) -> list[Mailbox]
+      get_mailbox(account, name) -> Mailbox           NoSuchMailbox if absent
+      list_messages(account, mailbox_id) -> list[MessageRef]   ordered by uid
+      read_message(account, message_id) -> bytes      prepend + body
+      store_flags(account, mailbox_id, uids, flags, mode) -> list[MessageRef]
+            mode is "add", "remove" or "replace"
+      expunge(account, mailbox_id, uids) -> None
+    """

@@ -1,0 +1,88 @@
+"""The service tree: one root MultiService; the store, the control socket and
+one service per configured listener are its children (twisted.application)."""
+
+from __future__ import annotations
+
+import importlib
+
+from twisted.application import service
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+
+from .auth import build_authenticator
+from .store.service import AsyncStore
+
+log = Logger(namespace="mailserverd")
+
+# listener name -> (protocol module, mode, implicit TLS)
+LISTENER_PROTOCOLS = {
+    "smtp": ("mailserverd.smtp.server", "smtp", False),
+    "submission": ("mailserverd.smtp.server", "submission", False),
+    "submissions": ("mailserverd.smtp.server", "submissions", True),
+    "pop3": ("mailserverd.pop3.server", "pop3", False),
+    "pop3s": ("mailserverd.pop3.server", "pop3s", True),
+}
+
+
+class ListenerService(service.Service):
+    """Listens on one endpoint; `listening` fires when bound or fails with the reason."""
+
+    def __init__(self, name: str, address: tuple[str, int], endpoint, factory):
+        self.name = name
+        self.address = address
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port = None
+        self.listening: defer.Deferred | None = None
+
+    def startService(self):
+        super().startService()
+        self.listening = self.endpoint.listen(self.factory)
+        self.listening.addCallback(self._bound)
+
+    def _bound(self, port):
+        self.port = port
+        host, number = self.address
+        log.info("listening: {name} on {host}:{port}", name=self.name, host=host, port=number)
+        return port
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+
+
+def make_endpoint(reactor, address: tuple[str, int], tls_config, implicit_tls: bool):
+    host, port = address
+    if implicit_tls:
+        return endpoints.SSL4ServerEndpoint(reactor, port, tls_config.server_context_factory(),
+                                            interface=host, backlog=128)
+    if ":" in host:
+        return endpoints.TCP6ServerEndpoint(reactor, port, interface=host, backlog=128)
+    return endpoints.TCP4ServerEndpoint(reactor, port, interface=host, backlog=128)
+
+
+def build_service_tree(settings, store, tls_config, reactor) -> service.MultiService:
+    """Root service: AsyncStore, control socket, one ListenerService per listener."""
+    from .control import ControlService
+
+    root = service.MultiService()
+    async_store = AsyncStore(store, reactor)
+    async_store.setServiceParent(root)
+    authenticator = build_authenticator(async_store, settings, reactor)
+    root.authenticator = authenticator
+    root.async_store = async_store
+    ControlService(settings, store, authenticator).setServiceParent(root)
+    for name, (module_name, mode, implicit_tls) in LISTENER_PROTOCOLS.items():
+        address = getattr(settings.listen, name)
+        if not address:
+            continue
+        module = importlib.import_module(module_name)
+        factory = module.build_factory(mode, settings, async_store, authenticator, tls_config)
+        endpoint = make_endpoint(reactor, address, tls_config, implicit_tls)
+        ListenerService(name, address, endpoint, factory).setServiceParent(root)
+    return root
+
+
+def listeners(root: service.MultiService) -> list[ListenerService]:
+    return [child for child in root if isinstance(child, ListenerService)]

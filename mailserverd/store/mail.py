@@ -1,0 +1,397 @@
+"""Mail rows on the shards: mailboxes, messages, flags, the change log.
+
+Synchronous and thread-safe; AsyncStore calls it from its threads. Every
+write that references a blob holds blobs.lock from the synced blob write to
+the metadata commit, and purges check references under the same lock, so a
+blob is never freed while a commit that needs it is in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from ..mime.summary import summarize
+from . import schema
+from .api import (DEFAULT_MAILBOXES, SPECIAL_USE, Account, DeliveryTarget, Mailbox, MessageRef,
+                  NoSuchMailbox, OverQuota, StoreError)
+from .blobs import BlobStore, blob_id_of
+
+_FLAG_COLUMNS = {"\\Seen": "seen", "\\Answered": "answered", "\\Flagged": "flagged",
+                 "\\Deleted": "deleted", "\\Draft": "draft"}
+_FLAG_COLUMN_BY_LOWER = {flag.lower(): column for flag, column in _FLAG_COLUMNS.items()}
+
+
+@dataclasses.dataclass
+class Delivery:
+    """One message for one or more targets, committed with others in a group."""
+
+    body: bytes
+    targets: Sequence[DeliveryTarget]
+    received_at: float | None = None
+    skip_duplicates: bool = False  # import: a body already in the mailbox is not added again
+    result: list = dataclasses.field(default_factory=list)  # MessageRef per stored copy
+    error: Exception | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """What subscribers (IMAP IDLE, JMAP push) hear after a commit."""
+
+    account_id: int
+    modseq: int
+
+
+class MailStore:
+    def __init__(self, shards: Sequence[Engine], blobs: BlobStore, clock=time.time):
+        self.shards = list(shards)
+        self.blobs = blobs
+        self.clock = clock
+
+    def engine(self, account: Account) -> Engine:
+        return self.shards[account.shard]
+
+    # Accounts
+
+    def init_account(self, account: Account) -> None:
+        """Create the account's counters and RFC 6154 mailboxes (idempotent)."""
+        with self.engine(account).begin() as conn:
+            self._ensure_account(conn, account)
+
+    def _ensure_account(self, conn: Connection, account: Account) -> None:
+        exists = conn.execute(select(schema.account_state.c.account_id)
+                              .where(schema.account_state.c.account_id == account.id)).first()
+        if exists:
+            return
+        conn.execute(insert(schema.account_state).values(account_id=account.id, modseq=1, used_bytes=0))
+        # UIDVALIDITY from the clock (RFC 3501 2.3.1.1: must change if UIDs are reused)
+        uidvalidity = int(self.clock())
+        for name in DEFAULT_MAILBOXES:
+            conn.execute(insert(schema.mailboxes).values(
+                account_id=account.id, name=name, special_use=SPECIAL_USE.get(name),
+                uidvalidity=uidvalidity, uidnext=1, subscribed=True, modseq=1))
+
+    def purge_account(self, account: Account) -> int:
+        """Delete all of the account's mail rows; free blobs nobody references. Returns messages removed."""
+        with self.blobs.lock:
+            with self.engine(account).begin() as conn:
+                rows = conn.execute(select(schema.messages.c.blob_id)
+                                    .where(schema.messages.c.account_id == account.id)).scalars().all()
+                freed = self._release_blobs(conn, rows)
+                for table in (schema.mailbox_messages, schema.messages, schema.mailboxes,
+                              schema.changes, schema.account_state):
+                    conn.execute(delete(table).where(table.c.account_id == account.id))
+            self._free_unreferenced(account.shard, freed)
+        return len(rows)
+
+    # Delivery (group commit)
+
+    def deliver_many(self, deliveries: Sequence[Delivery]) -> list[Change]:
+        """Store several deliveries with one synced blob batch and one
+        transaction per shard. Each Delivery gets .result or .error."""
+        now = self.clock()
+        summaries = {}
+        blobs = {}
+        for item in deliveries:
+            blob_id = blob_id_of(item.body)
+            blobs[blob_id] = item.body
+            if blob_id not in summaries:
+                summaries[blob_id] = summarize(item.body)
+        by_shard: dict[int, list[tuple[Delivery, DeliveryTarget]]] = defaultdict(list)
+        for item in deliveries:
+            for target in item.targets:
+                by_shard[target.account.shard].append((item, target))
+        changes = []
+        with self.blobs.lock:
+            self.blobs.put_many(blobs)  # RocksDB WriteBatch, sync=True, before the metadata
+            for shard, work in by_shard.items():
+                try:
+                    with self.shards[shard].begin() as conn:
+                        changes.extend(self._insert_copies(conn, work, summaries, now))
+                except Exception as exc:  # the whole shard transaction rolled back
+                    for item, _target in work:
+                        item.error = item.error or exc
+                        item.result = []
+        return changes
+
+    def _insert_copies(self, conn, work, summaries, now) -> list[Change]:
+        changes = []
+        for item, target in work:
+            if item.error is not None:
+                continue
+            account = target.account
+            self._ensure_account(conn, account)
+            blob_id = blob_id_of(item.body)
+            mailbox = self._mailbox_row(conn, account, target.mailbox)
+            if item.skip_duplicates and conn.execute(
+                    select(schema.mailbox_messages.c.uid)
+                    .join(schema.messages, schema.messages.c.id == schema.mailbox_messages.c.message_id)
+                    .where(schema.mailbox_messages.c.mailbox_id == mailbox.id,
+                           schema.messages.c.blob_id == blob_id).limit(1)).first():
+                continue
+            size = len(target.prepend) + len(item.body)
+            if account.quota and self._used_bytes(conn, account) + size > account.quota:
+                item.error = OverQuota(f"{account.address} is over quota")
+                continue
+            summary = summaries[blob_id]
+            modseq = self._next_modseq(conn, account, size)
+            message_id = conn.execute(insert(schema.messages).values(
+                account_id=account.id, blob_id=blob_id, prepend=target.prepend, size=size,
+                received_at=item.received_at or now, sent_at=summary.date and summary.date.timestamp(),
+                subject=summary.subject, from_addr=summary.from_, to_addr=summary.to,
+                cc_addr=summary.cc, message_id_header=summary.message_id,
+                in_reply_to=summary.in_reply_to, references=" ".join(summary.references),
+                preview=summary.preview, has_attachment=summary.has_attachment,
+            )).inserted_primary_key[0]
+            self._add_blob_ref(conn, blob_id, len(item.body))
+            ref = self._add_membership(conn, account, mailbox, message_id, size, target.flags,
+                                       modseq, item.received_at or now)
+            item.result.append(ref)
+            changes.append(Change(account.id, modseq))
+        return changes
+
+    def _used_bytes(self, conn, account) -> int:
+        return conn.execute(select(schema.account_state.c.used_bytes)
+                            .where(schema.account_state.c.account_id == account.id)).scalar() or 0
+
+    def _next_modseq(self, conn, account: Account, size_delta: int = 0) -> int:
+        # UPDATE ... RETURNING takes the row lock on PostgreSQL, so several
+        # nodes allocate modseqs without a race (RFC 7162 3.1: strictly increasing).
+        state = schema.account_state
+        return conn.execute(update(state).where(state.c.account_id == account.id)
+                            .values(modseq=state.c.modseq + 1, used_bytes=state.c.used_bytes + size_delta)
+                            .returning(state.c.modseq)).scalar_one()
+
+    def _add_membership(self, conn, account, mailbox, message_id, size, flags, modseq, received_at):
+        boxes = schema.mailboxes
+        uid = conn.execute(update(boxes).where(boxes.c.id == mailbox.id)
+                           .values(uidnext=boxes.c.uidnext + 1, modseq=modseq)
+                           .returning(boxes.c.uidnext)).scalar_one() - 1
+        columns, keywords = _flag_columns(flags)
+        conn.execute(insert(schema.mailbox_messages).values(
+            mailbox_id=mailbox.id, uid=uid, message_id=message_id, account_id=account.id,
+            modseq=modseq, keywords=" ".join(sorted(keywords)), **columns))
+        self._log(conn, account, modseq, "Email", message_id, mailbox.id, uid, "created")
+        return MessageRef(mailbox_id=mailbox.id, uid=uid, message_id=message_id, size=size,
+                          flags=frozenset(flags), modseq=modseq, received_at=received_at)
+
+    def _log(self, conn, account, modseq, kind, object_id, mailbox_id, uid, op) -> None:
+        conn.execute(insert(schema.changes).values(
+            account_id=account.id, modseq=modseq, kind=kind, object_id=object_id,
+            mailbox_id=mailbox_id, uid=uid, op=op, at=self.clock()))
+
+    def _add_blob_ref(self, conn, blob_id: str, size: int) -> None:
+        refs = schema.blob_refs
+        if not conn.execute(update(refs).where(refs.c.blob_id == blob_id)
+                            .values(refs=refs.c.refs + 1)).rowcount:
+            conn.execute(insert(refs).values(blob_id=blob_id, refs=1, size=size))
+
+    def _release_blobs(self, conn, blob_ids: Iterable[str]) -> list[str]:
+        """Drop one reference per id; returns ids whose count on this shard reached 0."""
+        refs = schema.blob_refs
+        counts: dict[str, int] = defaultdict(int)
+        for blob_id in blob_ids:
+            counts[blob_id] += 1
+        released = []
+        for blob_id, count in counts.items():
+            left = conn.execute(update(refs).where(refs.c.blob_id == blob_id)
+                                .values(refs=refs.c.refs - count).returning(refs.c.refs)).scalar()
+            if left is not None and left <= 0:
+                conn.execute(delete(refs).where(refs.c.blob_id == blob_id))
+                released.append(blob_id)
+        return released
+
+    def _free_unreferenced(self, shard: int, blob_ids: list[str]) -> None:
+        """Delete blobs no other shard references. Caller holds blobs.lock."""
+        if not blob_ids:
+            return
+        still_used = set()
+        for index, engine in enumerate(self.shards):
+            if index == shard:
+                continue
+            with engine.connect() as conn:
+                still_used.update(conn.execute(select(schema.blob_refs.c.blob_id)
+                                               .where(schema.blob_refs.c.blob_id.in_(blob_ids))).scalars())
+        self.blobs.delete_many(b for b in blob_ids if b not in still_used)
+
+    # Mailboxes
+
+    def _mailbox_row(self, conn, account: Account, name: str):
+        name = "INBOX" if name.upper() == "INBOX" else name  # RFC 3501 5.1: INBOX is case-insensitive
+        row = conn.execute(select(schema.mailboxes).where(
+            schema.mailboxes.c.account_id == account.id, schema.mailboxes.c.name == name)).first()
+        if row is None:
+            raise NoSuchMailbox(f"no such mailbox: {name}")
+        return row
+
+    def _mailbox_with_counts(self, conn, row) -> Mailbox:
+        mm = schema.mailbox_messages
+        exists, unseen = conn.execute(
+            select(func.count(), func.count().filter(mm.c.seen.is_(False)))
+            .where(mm.c.mailbox_id == row.id)).one()
+        size = conn.execute(select(func.coalesce(func.sum(schema.messages.c.size), 0))
+                            .join(mm, mm.c.message_id == schema.messages.c.id)
+                            .where(mm.c.mailbox_id == row.id)).scalar()
+        return Mailbox(id=row.id, name=row.name, special_use=row.special_use,
+                       uidvalidity=row.uidvalidity, uidnext=row.uidnext, subscribed=row.subscribed,
+                       highestmodseq=row.modseq, exists=exists, unseen=unseen, size=size)
+
+    def ensure_mailbox(self, account: Account, name: str) -> Mailbox:
+        """The named mailbox, created (with a fresh UIDVALIDITY) if it does not exist."""
+        name = "INBOX" if name.upper() == "INBOX" else name
+        parts = name.split("/")
+        if (len(name) > 512 or any(not part or part in (".", "..") for part in parts)
+                or any(ord(ch) < 0x20 or ch in "\x7f*%" for ch in name)):
+            raise StoreError(f"invalid mailbox name: {name!r}")
+        with self.engine(account).begin() as conn:
+            self._ensure_account(conn, account)
+            try:
+                row = self._mailbox_row(conn, account, name)
+            except NoSuchMailbox:
+                modseq = self._next_modseq(conn, account)
+                mailbox_id = conn.execute(insert(schema.mailboxes).values(
+                    account_id=account.id, name=name, special_use=None,
+                    uidvalidity=int(self.clock()), uidnext=1, subscribed=True,
+                    modseq=modseq)).inserted_primary_key[0]
+                self._log(conn, account, modseq, "Mailbox", mailbox_id, None, None, "created")
+                row = self._mailbox_row(conn, account, name)
+            return self._mailbox_with_counts(conn, row)
+
+    def list_mailboxes(self, account: Account) -> list[Mailbox]:
+        with self.engine(account).begin() as conn:
+            self._ensure_account(conn, account)
+            rows = conn.execute(select(schema.mailboxes).where(schema.mailboxes.c.account_id == account.id)
+                                .order_by(schema.mailboxes.c.name)).all()
+            return [self._mailbox_with_counts(conn, row) for row in rows]
+
+    def get_mailbox(self, account: Account, name: str) -> Mailbox:
+        with self.engine(account).begin() as conn:
+            self._ensure_account(conn, account)
+            return self._mailbox_with_counts(conn, self._mailbox_row(conn, account, name))
+
+    # Messages
+
+    def list_messages(self, account: Account, mailbox_id: int) -> list[MessageRef]:
+        mm, msgs = schema.mailbox_messages, schema.messages
+        query = (select(mm, msgs.c.size, msgs.c.received_at)
+                 .join(msgs, msgs.c.id == mm.c.message_id)
+                 .where(mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id)
+                 .order_by(mm.c.uid))
+        with self.engine(account).connect() as conn:
+            return [_ref(row) for row in conn.execute(query)]
+
+    def read_message(self, account: Account, message_id: int) -> bytes:
+        with self.engine(account).connect() as conn:
+            row = conn.execute(select(schema.messages.c.prepend, schema.messages.c.blob_id).where(
+                schema.messages.c.id == message_id, schema.messages.c.account_id == account.id)).first()
+        if row is None:
+            raise StoreError("no such message")
+        return bytes(row.prepend) + self.blobs.get(row.blob_id)
+
+    def store_flags(self, account: Account, mailbox_id: int, uids: Iterable[int],
+                    flags: Iterable[str], mode: str) -> list[MessageRef]:
+        """RFC 3501 6.4.6: mode "add", "remove" or "replace"; each changed row gets a new modseq."""
+        if mode not in ("add", "remove", "replace"):
+            raise StoreError(f"bad flag mode {mode!r}")
+        flags = frozenset(flags)
+        mm, msgs = schema.mailbox_messages, schema.messages
+        changed = []
+        with self.engine(account).begin() as conn:
+            rows = conn.execute(select(mm, msgs.c.size, msgs.c.received_at)
+                                .join(msgs, msgs.c.id == mm.c.message_id)
+                                .where(mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id,
+                                       mm.c.uid.in_(list(uids)))).all()
+            for row in rows:
+                current = _ref(row).flags
+                new = {"add": current | flags, "remove": current - flags, "replace": flags}[mode]
+                if new == current:
+                    continue
+                modseq = self._next_modseq(conn, account)
+                columns, keywords = _flag_columns(new)
+                conn.execute(update(mm).where(mm.c.mailbox_id == mailbox_id, mm.c.uid == row.uid)
+                             .values(modseq=modseq, keywords=" ".join(sorted(keywords)), **columns))
+                conn.execute(update(schema.mailboxes).where(schema.mailboxes.c.id == mailbox_id)
+                             .values(modseq=modseq))
+                self._log(conn, account, modseq, "Email", row.message_id, mailbox_id, row.uid, "updated")
+                changed.append(dataclasses.replace(_ref(row), flags=frozenset(new), modseq=modseq))
+        return changed
+
+    def expunge(self, account: Account, mailbox_id: int, uids: Iterable[int]) -> list[int]:
+        """Remove the memberships; messages left in no mailbox are deleted and
+        their blobs released. Returns the UIDs actually removed."""
+        mm, msgs = schema.mailbox_messages, schema.messages
+        uids = list(uids)
+        with self.blobs.lock:
+            with self.engine(account).begin() as conn:
+                rows = conn.execute(select(mm.c.uid, mm.c.message_id).where(
+                    mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id,
+                    mm.c.uid.in_(uids))).all()
+                if not rows:
+                    return []
+                orphans = []
+                for row in rows:
+                    conn.execute(delete(mm).where(mm.c.mailbox_id == mailbox_id, mm.c.uid == row.uid))
+                    still_in = conn.execute(select(mm.c.uid).where(mm.c.message_id == row.message_id)
+                                            .limit(1)).first()
+                    modseq = self._next_modseq(conn, account)
+                    self._log(conn, account, modseq, "Email", row.message_id, mailbox_id, row.uid,
+                              "updated" if still_in else "destroyed")
+                    if not still_in:
+                        orphans.append(row.message_id)
+                conn.execute(update(schema.mailboxes).where(schema.mailboxes.c.id == mailbox_id)
+                             .values(modseq=modseq))
+                freed = []
+                if orphans:
+                    gone = conn.execute(select(msgs.c.blob_id, msgs.c.size)
+                                        .where(msgs.c.id.in_(orphans))).all()
+                    conn.execute(delete(msgs).where(msgs.c.id.in_(orphans)))
+                    state = schema.account_state
+                    conn.execute(update(state).where(state.c.account_id == account.id)
+                                 .values(used_bytes=state.c.used_bytes - sum(r.size for r in gone)))
+                    freed = self._release_blobs(conn, [r.blob_id for r in gone])
+            self._free_unreferenced(account.shard, freed)
+        return [row.uid for row in rows]
+
+    def highest_modseq(self, account: Account) -> int:
+        with self.engine(account).connect() as conn:
+            return conn.execute(select(schema.account_state.c.modseq)
+                                .where(schema.account_state.c.account_id == account.id)).scalar() or 0
+
+    def changes_since(self, account: Account, modseq: int, limit: int = 10000) -> list:
+        """Change-log rows after `modseq`, oldest first (IMAP QRESYNC, JMAP /changes)."""
+        ch = schema.changes
+        with self.engine(account).connect() as conn:
+            return conn.execute(select(ch).where(ch.c.account_id == account.id, ch.c.modseq > modseq)
+                                .order_by(ch.c.modseq).limit(limit)).all()
+
+    def usage(self, account: Account) -> int:
+        with self.engine(account).connect() as conn:
+            return self._used_bytes(conn, account)
+
+
+def _flag_columns(flags: Iterable[str]) -> tuple[dict, set]:
+    columns = {column: False for column in _FLAG_COLUMNS.values()}
+    keywords = set()
+    for flag in flags:
+        column = _FLAG_COLUMN_BY_LOWER.get(flag.lower())  # RFC 3501 2.3.2: flags are case-insensitive
+        if column:
+            columns[column] = True
+        elif not flag.startswith("\\"):
+            keywords.add(flag)
+    return columns, keywords
+
+
+def _ref(row) -> MessageRef:
+    flags = {flag for flag, column in _FLAG_COLUMNS.items() if getattr(row, column)}
+    flags.update(k for k in row.keywords.split(" ") if k)
+    return MessageRef(mailbox_id=row.mailbox_id, uid=row.uid, message_id=row.message_id,
+                      size=row.size, flags=frozenset(flags), modseq=row.modseq,
+                      received_at=row.received_at)
+
+
+__all__ = ["MailStore", "Delivery", "Change"]

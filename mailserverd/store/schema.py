@@ -1,0 +1,183 @@
+"""Tables of the directory and of each shard (SQLAlchemy Core), and migrations.
+
+One schema serves SQLite and PostgreSQL. The partition key is the account:
+all of one account's mail rows live on the shard the directory names.
+Migrations are numbered steps recorded in schema_version, so an upgrade
+never needs a dump and reload (MIGRATIONS below; append, never edit).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer,
+                        LargeBinary, MetaData, String, Table, Text, UniqueConstraint,
+                        select, text)
+from sqlalchemy.engine import Connection
+
+# A BigInteger primary key that SQLite still treats as its rowid alias.
+ID = BigInteger().with_variant(Integer(), "sqlite")
+
+directory_meta = MetaData()
+
+domains = Table(
+    "domains", directory_meta,
+    Column("name", String(255), primary_key=True),  # lower case, IDNA (A-labels)
+    Column("created_at", Float, nullable=False),
+)
+
+accounts = Table(
+    "accounts", directory_meta,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("address", String(320), nullable=False, unique=True),  # lower case
+    Column("domain", String(255), ForeignKey("domains.name"), nullable=False, index=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("quota", BigInteger, nullable=False, default=0),  # bytes; 0 = unlimited
+    Column("shard", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+aliases = Table(
+    "aliases", directory_meta,
+    # "local@domain", or "@domain" for a catch-all
+    Column("address", String(320), primary_key=True),
+    Column("domain", String(255), ForeignKey("domains.name"), nullable=False, index=True),
+    Column("targets", Text, nullable=False),  # comma-separated addresses
+)
+
+shard_meta = MetaData()
+
+# Per-account counters: the change log's modseq (RFC 7162 3.1.1: per-mailbox
+# HIGHESTMODSEQ may come from one per-account sequence) and used quota.
+account_state = Table(
+    "account_state", shard_meta,
+    Column("account_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("modseq", BigInteger, nullable=False),
+    Column("used_bytes", BigInteger, nullable=False),
+)
+
+mailboxes = Table(
+    "mailboxes", shard_meta,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("account_id", BigInteger, nullable=False),
+    Column("name", String(1024), nullable=False),  # UTF-8, "/"-separated
+    Column("special_use", String(32)),  # RFC 6154, e.g. "\\Sent"
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("uidnext", BigInteger, nullable=False),
+    Column("subscribed", Boolean, nullable=False, default=True),
+    Column("modseq", BigInteger, nullable=False),  # last change to this mailbox's contents
+    UniqueConstraint("account_id", "name", name="uq_mailbox_name"),
+)
+
+# One row per message; the body is a content-addressed blob, never rewritten.
+messages = Table(
+    "messages", shard_meta,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("account_id", BigInteger, nullable=False),
+    Column("blob_id", String(64), nullable=False),  # sha256 hex of the body
+    Column("prepend", LargeBinary, nullable=False, default=b""),  # headers we added
+    Column("size", BigInteger, nullable=False),  # len(prepend) + len(body)
+    Column("received_at", Float, nullable=False),
+    Column("sent_at", Float),
+    Column("thread_id", BigInteger),
+    Column("subject", Text),
+    Column("from_addr", Text),
+    Column("to_addr", Text),
+    Column("cc_addr", Text),
+    Column("message_id_header", Text),
+    Column("in_reply_to", Text),
+    Column("references", Text),
+    Column("preview", Text),
+    Column("has_attachment", Boolean, nullable=False, default=False),
+    Index("ix_messages_account_blob", "account_id", "blob_id"),
+    Index("ix_messages_blob", "blob_id"),
+)
+
+# Membership of a message in a mailbox, with its IMAP UID, flags and modseq.
+mailbox_messages = Table(
+    "mailbox_messages", shard_meta,
+    Column("mailbox_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("uid", BigInteger, primary_key=True, autoincrement=False),
+    Column("message_id", BigInteger, nullable=False),
+    Column("account_id", BigInteger, nullable=False),
+    Column("modseq", BigInteger, nullable=False),
+    Column("seen", Boolean, nullable=False, default=False),
+    Column("answered", Boolean, nullable=False, default=False),
+    Column("flagged", Boolean, nullable=False, default=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("draft", Boolean, nullable=False, default=False),
+    Column("keywords", Text, nullable=False, default=""),  # space-separated
+    Index("ix_mm_unseen", "mailbox_id", "seen"),
+    Index("ix_mm_flagged", "mailbox_id", "flagged"),
+    Index("ix_mm_message", "message_id"),
+)
+
+# The per-account change log read by IMAP CONDSTORE/QRESYNC and JMAP /changes.
+changes = Table(
+    "changes", shard_meta,
+    Column("account_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("modseq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),  # "Email" or "Mailbox"
+    Column("object_id", BigInteger, nullable=False),  # message id or mailbox id
+    Column("mailbox_id", BigInteger),  # for Email changes: the mailbox affected
+    Column("uid", BigInteger),  # for Email changes: the UID in that mailbox
+    Column("op", String(16), nullable=False),  # created, updated, destroyed
+    Column("at", Float, nullable=False),
+)
+
+# How many messages of this shard reference each blob; the blob store frees
+# a blob when no shard references it any more.
+blob_refs = Table(
+    "blob_refs", shard_meta,
+    Column("blob_id", String(64), primary_key=True),
+    Column("refs", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+)
+
+version_meta = MetaData()
+schema_version = Table(
+    "schema_version", version_meta,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+)
+
+
+def _create(metadata: MetaData) -> callable:
+    def step(conn: Connection) -> None:
+        metadata.create_all(conn)
+    return step
+
+
+# Append new steps; never edit or reorder a released one.
+MIGRATIONS = {
+    "directory": [_create(directory_meta)],
+    "shard": [_create(shard_meta)],
+}
+
+
+def migrate(conn: Connection, kind: str) -> int:
+    """Bring a database of `kind` up to the newest schema; returns the version."""
+    version_meta.create_all(conn)
+    current = conn.execute(select(schema_version.c.version)).scalar()
+    steps = MIGRATIONS[kind]
+    if current is None:
+        current = 0
+        conn.execute(schema_version.insert().values(version=0))
+    if current > len(steps):
+        raise RuntimeError(f"{kind} database schema version {current} is newer than this "
+                           f"mailserverd ({len(steps)}); upgrade mailserverd")
+    for number in range(current, len(steps)):
+        steps[number](conn)
+        conn.execute(schema_version.update().values(version=number + 1))
+    return len(steps)
+
+
+def sqlite_pragmas(dbapi_connection, _record) -> None:
+    """WAL and synchronous=FULL: a commit survives power loss (DESIGN: durable before 250)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+__all__ = ["domains", "accounts", "aliases", "account_state", "mailboxes", "messages",
+           "mailbox_messages", "changes", "blob_refs", "migrate", "sqlite_pragmas", "text"]

@@ -98,6 +98,7 @@ class ControlService(service.Service):
         if os.path.exists(path):
             os.unlink(path)  # stale: we hold the store lock, so no other daemon uses it
         factory = Factory.forProtocol(ControlProtocol)
+        factory.noisy = False
         factory.store, factory.settings, factory.reactor = self.store, self.settings, self.reactor
         factory.authenticator = self.authenticator
         endpoint = endpoints.UNIXServerEndpoint(self.reactor, path, mode=0o600, wantPID=False)

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from ..mime.summary import summarize
@@ -120,40 +120,133 @@ class MailStore:
         return changes
 
     def _insert_copies(self, conn, work, summaries, now) -> list[Change]:
+        """Plan every copy (mailbox, duplicate, quota), then write them in bulk:
+        one counter update per account and mailbox, executemany inserts."""
+        plans = self._plan_copies(conn, work)
+        if not plans:
+            return []
+        by_account: dict[int, list] = defaultdict(list)
+        by_mailbox: dict[int, list] = defaultdict(list)
+        for plan in plans:
+            by_account[plan["account"].id].append(plan)
+            by_mailbox[plan["mailbox"].id].append(plan)
+        state, boxes = schema.account_state, schema.mailboxes
         changes = []
-        for item, target in work:
-            if item.error is not None:
-                continue
-            account = target.account
-            self._ensure_account(conn, account)
-            blob_id = blob_id_of(item.body)
-            mailbox = self._mailbox_row(conn, account, target.mailbox)
-            if item.skip_duplicates and conn.execute(
-                    select(schema.mailbox_messages.c.uid)
-                    .join(schema.messages, schema.messages.c.id == schema.mailbox_messages.c.message_id)
-                    .where(schema.mailbox_messages.c.mailbox_id == mailbox.id,
-                           schema.messages.c.blob_id == blob_id).limit(1)).first():
-                continue
-            size = len(target.prepend) + len(item.body)
-            if account.quota and self._used_bytes(conn, account) + size > account.quota:
-                item.error = OverQuota(f"{account.address} is over quota")
-                continue
-            summary = summaries[blob_id]
-            modseq = self._next_modseq(conn, account, size)
-            message_id = conn.execute(insert(schema.messages).values(
-                account_id=account.id, blob_id=blob_id, prepend=target.prepend, size=size,
-                received_at=item.received_at or now, sent_at=summary.date and summary.date.timestamp(),
+        for account_id, group in by_account.items():
+            # UPDATE ... RETURNING takes the row lock on PostgreSQL, so several
+            # nodes allocate modseqs without a race (RFC 7162 3.1: strictly increasing).
+            last = conn.execute(update(state).where(state.c.account_id == account_id).values(
+                modseq=state.c.modseq + len(group),
+                used_bytes=state.c.used_bytes + sum(p["size"] for p in group))
+                .returning(state.c.modseq)).scalar_one()
+            for offset, plan in enumerate(group):
+                plan["modseq"] = last - len(group) + 1 + offset
+                changes.append(Change(account_id, plan["modseq"]))
+        for mailbox_id, group in by_mailbox.items():
+            next_uid = conn.execute(update(boxes).where(boxes.c.id == mailbox_id).values(
+                uidnext=boxes.c.uidnext + len(group), modseq=max(p["modseq"] for p in group))
+                .returning(boxes.c.uidnext)).scalar_one()
+            for offset, plan in enumerate(group):
+                plan["uid"] = next_uid - len(group) + offset  # RFC 3501 2.3.1.1: ascending
+        rows = []
+        for plan in plans:
+            item, target = plan["item"], plan["target"]
+            summary = summaries[plan["blob_id"]]
+            rows.append(dict(
+                account_id=plan["account"].id, blob_id=plan["blob_id"], prepend=target.prepend,
+                size=plan["size"], received_at=item.received_at or now,
+                sent_at=summary.date.timestamp() if summary.date else None,
                 subject=summary.subject, from_addr=summary.from_, to_addr=summary.to,
                 cc_addr=summary.cc, message_id_header=summary.message_id,
                 in_reply_to=summary.in_reply_to, references=" ".join(summary.references),
-                preview=summary.preview, has_attachment=summary.has_attachment,
-            )).inserted_primary_key[0]
-            self._add_blob_ref(conn, blob_id, len(item.body))
-            ref = self._add_membership(conn, account, mailbox, message_id, size, target.flags,
-                                       modseq, item.received_at or now)
-            item.result.append(ref)
-            changes.append(Change(account.id, modseq))
+                preview=summary.preview, has_attachment=summary.has_attachment))
+        ids = conn.execute(insert(schema.messages).returning(schema.messages.c.id,
+                                                             sort_by_parameter_order=True),
+                           rows).scalars().all()
+        memberships, log = [], []
+        for plan, message_id, row in zip(plans, ids, rows):
+            columns, keywords = _flag_columns(plan["target"].flags)
+            memberships.append(dict(mailbox_id=plan["mailbox"].id, uid=plan["uid"],
+                                    message_id=message_id, account_id=plan["account"].id,
+                                    modseq=plan["modseq"], keywords=" ".join(sorted(keywords)),
+                                    **columns))
+            log.append(dict(account_id=plan["account"].id, modseq=plan["modseq"], kind="Email",
+                            object_id=message_id, mailbox_id=plan["mailbox"].id, uid=plan["uid"],
+                            op="created", at=now))
+            plan["item"].result.append(MessageRef(
+                mailbox_id=plan["mailbox"].id, uid=plan["uid"], message_id=message_id,
+                size=plan["size"], flags=frozenset(plan["target"].flags), modseq=plan["modseq"],
+                received_at=row["received_at"]))
+        conn.execute(insert(schema.mailbox_messages), memberships)
+        conn.execute(insert(schema.changes), log)
+        self._add_blob_refs(conn, [(plan["blob_id"], len(plan["item"].body)) for plan in plans])
         return changes
+
+    def _plan_copies(self, conn, work) -> list[dict]:
+        """Resolve mailboxes, skip duplicates, check quotas; an item with any
+        failing target stores nothing on this shard and gets .error."""
+        mailboxes: dict[tuple[int, str], object] = {}
+        present: dict[int, set[str]] = {}
+        used: dict[int, int] = {}
+        plans, failed = [], set()
+        blob_ids = {id(item): blob_id_of(item.body) for item, _ in work}
+        for item, target in work:
+            if item.error is not None:
+                failed.add(id(item))
+                continue
+            account = target.account
+            key = (account.id, target.mailbox)
+            try:
+                if key not in mailboxes:
+                    self._ensure_account(conn, account)
+                    mailboxes[key] = self._mailbox_row(conn, account, target.mailbox)
+            except NoSuchMailbox as exc:
+                item.error = exc
+                failed.add(id(item))
+                continue
+            mailbox = mailboxes[key]
+            blob_id = blob_ids[id(item)]
+            if item.skip_duplicates:
+                if mailbox.id not in present:
+                    present[mailbox.id] = self._blobs_in_mailbox(conn, mailbox.id, set(blob_ids.values()))
+                if blob_id in present[mailbox.id]:
+                    continue
+                present[mailbox.id].add(blob_id)  # a repeat inside one batch is a duplicate too
+            size = len(target.prepend) + len(item.body)
+            if account.quota:
+                if account.id not in used:
+                    used[account.id] = self._used_bytes(conn, account)
+                if used[account.id] + size > account.quota:
+                    item.error = OverQuota(f"{account.address} is over quota")
+                    failed.add(id(item))
+                    continue
+                used[account.id] += size
+            plans.append(dict(item=item, target=target, account=account, mailbox=mailbox,
+                              blob_id=blob_id, size=size))
+        return [plan for plan in plans if id(plan["item"]) not in failed]
+
+    def _blobs_in_mailbox(self, conn, mailbox_id: int, blob_ids: set[str]) -> set[str]:
+        mm, msgs = schema.mailbox_messages, schema.messages
+        return set(conn.execute(select(msgs.c.blob_id)
+                                .join(mm, mm.c.message_id == msgs.c.id)
+                                .where(mm.c.mailbox_id == mailbox_id,
+                                       msgs.c.blob_id.in_(list(blob_ids)))).scalars())
+
+    def _add_blob_refs(self, conn, blobs: list[tuple[str, int]]) -> None:
+        refs = schema.blob_refs
+        counts: dict[str, int] = defaultdict(int)
+        sizes = {}
+        for blob_id, size in blobs:
+            counts[blob_id] += 1
+            sizes[blob_id] = size
+        known = set(conn.execute(select(refs.c.blob_id).where(refs.c.blob_id.in_(list(counts)))).scalars())
+        if known:
+            conn.execute(update(refs).where(refs.c.blob_id == bindparam("b_id"))
+                         .values(refs=refs.c.refs + bindparam("b_count")),
+                         [{"b_id": b, "b_count": counts[b]} for b in known])
+        new = [dict(blob_id=b, refs=counts[b], size=sizes[b]) for b in counts if b not in known]
+        if new:
+            conn.execute(insert(refs), new)
 
     def _used_bytes(self, conn, account) -> int:
         return conn.execute(select(schema.account_state.c.used_bytes)
@@ -167,29 +260,10 @@ class MailStore:
                             .values(modseq=state.c.modseq + 1, used_bytes=state.c.used_bytes + size_delta)
                             .returning(state.c.modseq)).scalar_one()
 
-    def _add_membership(self, conn, account, mailbox, message_id, size, flags, modseq, received_at):
-        boxes = schema.mailboxes
-        uid = conn.execute(update(boxes).where(boxes.c.id == mailbox.id)
-                           .values(uidnext=boxes.c.uidnext + 1, modseq=modseq)
-                           .returning(boxes.c.uidnext)).scalar_one() - 1
-        columns, keywords = _flag_columns(flags)
-        conn.execute(insert(schema.mailbox_messages).values(
-            mailbox_id=mailbox.id, uid=uid, message_id=message_id, account_id=account.id,
-            modseq=modseq, keywords=" ".join(sorted(keywords)), **columns))
-        self._log(conn, account, modseq, "Email", message_id, mailbox.id, uid, "created")
-        return MessageRef(mailbox_id=mailbox.id, uid=uid, message_id=message_id, size=size,
-                          flags=frozenset(flags), modseq=modseq, received_at=received_at)
-
     def _log(self, conn, account, modseq, kind, object_id, mailbox_id, uid, op) -> None:
         conn.execute(insert(schema.changes).values(
             account_id=account.id, modseq=modseq, kind=kind, object_id=object_id,
             mailbox_id=mailbox_id, uid=uid, op=op, at=self.clock()))
-
-    def _add_blob_ref(self, conn, blob_id: str, size: int) -> None:
-        refs = schema.blob_refs
-        if not conn.execute(update(refs).where(refs.c.blob_id == blob_id)
-                            .values(refs=refs.c.refs + 1)).rowcount:
-            conn.execute(insert(refs).values(blob_id=blob_id, refs=1, size=size))
 
     def _release_blobs(self, conn, blob_ids: Iterable[str]) -> list[str]:
         """Drop one reference per id; returns ids whose count on this shard reached 0."""

@@ -1,0 +1,80 @@
+"""Who we accept mail for: local/relay decisions at RCPT, and sender ownership.
+
+Inbound (the MX) accepts recipients only in local domains and refuses
+everything else as relaying (554 5.7.1), including the classic tricks that
+made old MTAs relay: the percent hack, bang paths, source routes, quoted or
+doubled "@", and address literals. Submission refuses remote recipients with
+a temporary error until the outbound queue exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from twisted.internet import defer
+
+from ..store.api import Account
+from . import replies
+from .replies import Reply
+from .syntax import Path
+
+# Characters that route mail onwards in some MTAs' local parts: "a%b@local" (percent
+# hack), "b!a@local" (UUCP bang path), "a@b@local" and "\"a@b\"@local".
+_ROUTING_CHARACTERS = frozenset("%!@")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipientDecision:
+    reply: Reply
+    accounts: tuple[Account, ...] = ()
+    address: str = ""  # the address that was resolved, for the log and the Received "for"
+
+
+def is_relay_trick(path: Path) -> bool:
+    """True for forms that ask us to forward elsewhere, whatever the domain says."""
+    if path.is_literal:  # "a@[192.0.2.1]": we never deliver to an address literal
+        return True
+    return any(char in _ROUTING_CHARACTERS for char in path.local)
+
+
+def postmaster_candidates(hostname: str) -> list[str]:
+    """Where a bare <Postmaster> (RFC 5321 4.1.1.3) goes: our host name, then its parent domain."""
+    candidates = [f"postmaster@{hostname}"]
+    if hostname.count(".") >= 2:
+        candidates.append(f"postmaster@{hostname.split('.', 1)[1]}")
+    return candidates
+
+
+@defer.inlineCallbacks
+def decide_recipient(store, path: Path, hostname: str, submission: bool):
+    """Deferred[RecipientDecision] for one RCPT (after syntax checks).
+
+    store: the AsyncStore (is_local_domain, resolve_recipient).
+    """
+    if not path.domain:  # a bare <Postmaster>
+        for address in postmaster_candidates(hostname):
+            accounts = yield store.resolve_recipient(address)
+            if accounts:
+                return RecipientDecision(replies.RECIPIENT_OK, tuple(accounts), address)
+        return RecipientDecision(replies.UNKNOWN_USER)
+    if is_relay_trick(path):
+        return RecipientDecision(replies.RELAY_DENIED)
+    # RFC 5321 C: a source route is ignored, but a route through a foreign domain is
+    # a request to relay, and is refused as one.
+    for hop in path.route:
+        local = yield store.is_local_domain(hop)
+        if not local:
+            return RecipientDecision(replies.RELAY_DENIED)
+    local = yield store.is_local_domain(path.domain)
+    if not local:
+        return RecipientDecision(replies.REMOTE_NOT_AVAILABLE if submission else replies.RELAY_DENIED)
+    address = f"{path.local}@{path.domain}"
+    accounts = yield store.resolve_recipient(address)
+    if not accounts:
+        return RecipientDecision(replies.UNKNOWN_USER, (), address)
+    return RecipientDecision(replies.RECIPIENT_OK, tuple(accounts), address)
+
+
+def owns_address(allowed: frozenset[str], address: str) -> bool:
+    """Case-insensitive membership of `address` in the account's sender addresses."""
+    return address.lower() in {item.lower() for item in allowed}

@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from zope.interface import implementer
 
 # Mozilla "intermediate" cipher list for TLS 1.2; TLS 1.3 suites are fixed by OpenSSL.
 CIPHERS = (b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -55,14 +57,19 @@ def ensure_self_signed(data_dir: str, hostname: str) -> tuple[str, str]:
     return cert_path, key_path
 
 
+@implementer(IOpenSSLServerConnectionCreator)
 class _ContextFactory:
-    """What transport.startTLS and SSL4ServerEndpoint want: getContext()."""
+    """What transport.startTLS and SSL4ServerEndpoint want. It reads the
+    current context at each handshake, so SIGHUP reloads reach new connections."""
 
     def __init__(self, owner: "TLSConfig"):
         self._owner = owner
 
     def getContext(self):
         return self._owner.context
+
+    def serverConnectionForTLS(self, tls_protocol):
+        return SSL.Connection(self._owner.context, None)
 
 
 class TLSConfig:

@@ -282,6 +282,8 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
 
 
 class SMTPFactory(protocol.ServerFactory):
+    noisy = False  # the listener service logs the port; one line per transaction is ours
+
     def __init__(self, mode: str, settings, store, authenticator, tls, chain: CheckChain, clock):
         if mode not in MODES:
             raise ValueError(f"unknown SMTP mode {mode!r}; expected one of {MODES}")

@@ -185,6 +185,7 @@ class SMTPMachine:
                 return None
             del self._buffer[:end + 1]
             self._discarding_line = False
+            self._sasl = None  # an over-long SASL response ends the exchange too
             self._reply(replies.LINE_TOO_LONG)
             return self._next_line() if self._closed is None else None
         if end < 0:
@@ -199,6 +200,7 @@ class SMTPMachine:
     def _handle_line(self, raw: bytes):
         limit = MAX_AUTH_LINE if self._sasl is not None or raw[:5].upper() == b"AUTH " else MAX_COMMAND_LINE
         if len(raw) > limit:
+            self._sasl = None
             return self._reply(replies.LINE_TOO_LONG)
         if _HTTP_VERB.match(raw):
             self.close(replies.HTTP_REFUSED, "HTTP request")

@@ -517,6 +517,12 @@ def test_auth_failure_cancel_and_garbage():
     assert codes(lines)[-4:] == ["535 5.7.8", "334", "501 5.0.0", "501 5.5.2"]
 
 
+def test_overlong_sasl_response_ends_the_exchange():
+    """A SASL response over 12,288 octets gets 500 5.5.2 and the next line is a command again."""
+    events, lines = run(make(**SUBMISSION), b"EHLO c\r\nAUTH PLAIN\r\n" + b"A" * 13_000 + b"\r\nNOOP\r\n")
+    assert codes(lines)[-3:] == ["334", "500 5.5.2", "250 2.0.0"] and not of_type(events, AuthAttempt)
+
+
 def test_auth_for_another_identity_is_refused():
     """PLAIN with an authzid other than the user gets 535 5.7.8 without asking the authenticator."""
     events, lines = run(make(**SUBMISSION), b"EHLO c\r\nAUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\n")

@@ -149,6 +149,13 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
         d = defer.maybeDeferred(handler, event)
         d.addErrback(self._internal_error, event)
         d.addCallback(self._answer)
+        d.addErrback(self._broken)
+
+    def _broken(self, failure):
+        # Only a bug gets here; a session stuck paused forever would be worse than a reset.
+        log.failure("smtp: session {id} broken; closing", failure=failure, id=self.session.id)
+        self._lost = True
+        self.transport.abortConnection()
 
     def _answer(self, result):
         reply, account = result if isinstance(result, tuple) else (result, None)

@@ -34,12 +34,15 @@ class PostgresFailed(Exception):
 
 
 def find_bin_dir() -> str | None:
-    """The directory of initdb/pg_ctl: $MAILSERVERD_PG_BIN, Debian's 15, else the newest installed."""
+    """The directory of initdb/pg_ctl: $MAILSERVERD_PG_BIN if set, else Debian's 15, else the
+    newest installed."""
     override = os.environ.get(PG_BIN_ENV)
-    candidates = [override] if override else []
-    candidates.append(f"/usr/lib/postgresql/{PG_VERSION}/bin")
-    installed = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += sorted(installed, key=_major_version, reverse=True)
+    if override:
+        candidates = [override]
+    else:
+        installed = glob.glob("/usr/lib/postgresql/*/bin")
+        candidates = [f"/usr/lib/postgresql/{PG_VERSION}/bin"]
+        candidates += sorted(installed, key=_major_version, reverse=True)
     for directory in candidates:
         if all(os.access(os.path.join(directory, tool), os.X_OK) for tool in ("initdb", "pg_ctl")):
             return directory
@@ -80,9 +83,9 @@ class PostgresServer:
         self.bin_dir = bin_dir or find_bin_dir()
         if self.bin_dir is None:
             raise PostgresUnavailable(
-                f"PostgreSQL server binaries not found (looked in ${PG_BIN_ENV} and "
-                f"/usr/lib/postgresql/*/bin): install Debian's postgresql package "
-                f"(bin/test does it when run as root)")
+                f"PostgreSQL server binaries (initdb, pg_ctl) not found in "
+                f"{os.environ.get(PG_BIN_ENV) or '/usr/lib/postgresql/*/bin'}: install Debian's "
+                f"postgresql package (bin/test does it when run as root)")
         self.run_as = ensure_os_user(SUPERUSER) if os.geteuid() == 0 else None
         self.base_dir: str | None = None
         self.port: int | None = None

@@ -69,7 +69,7 @@ def main(reactor, args):
                   [f"sqlite:///{data}/shard-{n}.sqlite3" for n in range(args.shards)],
                   f"{data}/blobs")
     store.directory.add_domain("bench.test")
-    store.directory.hasher = type(store.directory.hasher)(time_cost=1, memory_cost=8)
+    store.directory.hasher = type(store.directory.hasher)(time_cost=1, memory_cost=64, parallelism=1)
     accounts = [store.add_account(f"user{n}@bench.test", "pw") for n in range(16)]
     messages = sample_messages(200)
     async_store = AsyncStore(store, reactor)

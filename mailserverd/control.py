@@ -62,7 +62,7 @@ class ControlProtocol(LineOnlyReceiver):
         self.transport.write(json.dumps(frame).encode() + b"\n")
 
     def _done(self, status: int) -> None:
-        self.factory.authenticator.forget_cached()  # a password may have changed
+        self.factory.on_change()  # a password, user or alias may have changed
         self._finish(status)
 
     def _crashed(self, failure) -> None:
@@ -81,12 +81,12 @@ class ControlProtocol(LineOnlyReceiver):
 class ControlService(service.Service):
     name = "control"
 
-    def __init__(self, settings, store, authenticator, reactor=None):
+    def __init__(self, settings, store, on_change, reactor=None):
         if reactor is None:
             from twisted.internet import reactor
         self.settings = settings
         self.store = store
-        self.authenticator = authenticator
+        self.on_change = on_change
         self.reactor = reactor
         self.port = None
 
@@ -100,7 +100,7 @@ class ControlService(service.Service):
         factory = Factory.forProtocol(ControlProtocol)
         factory.noisy = False
         factory.store, factory.settings, factory.reactor = self.store, self.settings, self.reactor
-        factory.authenticator = self.authenticator
+        factory.on_change = self.on_change
         endpoint = endpoints.UNIXServerEndpoint(self.reactor, path, mode=0o600, wantPID=False)
         d = endpoint.listen(factory)
         d.addCallback(lambda port: setattr(self, "port", port))

@@ -72,7 +72,10 @@ def build_service_tree(settings, store, tls_config, reactor) -> service.MultiSer
     authenticator = build_authenticator(async_store, settings, reactor)
     root.authenticator = authenticator
     root.async_store = async_store
-    ControlService(settings, store, authenticator).setServiceParent(root)
+    def directory_changed():
+        authenticator.forget_cached()
+        async_store.forget_directory_cache()
+    ControlService(settings, store, directory_changed).setServiceParent(root)
     for name, (module_name, mode, implicit_tls) in LISTENER_PROTOCOLS.items():
         address = getattr(settings.listen, name)
         if not address:

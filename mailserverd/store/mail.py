@@ -52,6 +52,7 @@ class MailStore:
         self.shards = list(shards)
         self.blobs = blobs
         self.clock = clock
+        self._ready_accounts: set[int] = set()  # accounts whose counters and mailboxes exist
 
     def engine(self, account: Account) -> Engine:
         return self.shards[account.shard]
@@ -64,9 +65,10 @@ class MailStore:
             self._ensure_account(conn, account)
 
     def _ensure_account(self, conn: Connection, account: Account) -> None:
-        exists = conn.execute(select(schema.account_state.c.account_id)
-                              .where(schema.account_state.c.account_id == account.id)).first()
-        if exists:
+        if account.id in self._ready_accounts:
+            return
+        if conn.execute(_SELECT_ACCOUNT_STATE, {"a_id": account.id}).first():
+            self._ready_accounts.add(account.id)  # only rows already committed are cached
             return
         conn.execute(insert(schema.account_state).values(account_id=account.id, modseq=1, used_bytes=0))
         # UIDVALIDITY from the clock (RFC 3501 2.3.1.1: must change if UIDs are reused)
@@ -78,6 +80,7 @@ class MailStore:
 
     def purge_account(self, account: Account) -> int:
         """Delete all of the account's mail rows; free blobs nobody references. Returns messages removed."""
+        self._ready_accounts.discard(account.id)
         with self.blobs.lock:
             with self.engine(account).begin() as conn:
                 rows = conn.execute(select(schema.messages.c.blob_id)
@@ -106,6 +109,7 @@ class MailStore:
         for item in deliveries:
             for target in item.targets:
                 by_shard[target.account.shard].append((item, target))
+        self._precheck_cross_shard(by_shard)
         changes = []
         with self.blobs.lock:
             self.blobs.put_many(blobs)  # RocksDB WriteBatch, sync=True, before the metadata
@@ -119,6 +123,20 @@ class MailStore:
                         item.result = []
         return changes
 
+    def _precheck_cross_shard(self, by_shard) -> None:
+        """A delivery whose recipients live on several shards is checked on all
+        of them (mailboxes, quota) before any shard commits, so a refusal on one
+        does not leave copies on another (the client would retry and duplicate)."""
+        spanning = {}
+        for work in by_shard.values():
+            for item, target in work:
+                spanning.setdefault(id(item), set()).add(target.account.shard)
+        for shard, work in by_shard.items():
+            checks = [(item, target) for item, target in work if len(spanning[id(item)]) > 1]
+            if checks:
+                with self.shards[shard].begin() as conn:
+                    self._plan_copies(conn, checks)
+
     def _insert_copies(self, conn, work, summaries, now) -> list[Change]:
         """Plan every copy (mailbox, duplicate, quota), then write them in bulk:
         one counter update per account and mailbox, executemany inserts."""
@@ -130,22 +148,16 @@ class MailStore:
         for plan in plans:
             by_account[plan["account"].id].append(plan)
             by_mailbox[plan["mailbox"].id].append(plan)
-        state, boxes = schema.account_state, schema.mailboxes
         changes = []
         for account_id, group in by_account.items():
-            # UPDATE ... RETURNING takes the row lock on PostgreSQL, so several
-            # nodes allocate modseqs without a race (RFC 7162 3.1: strictly increasing).
-            last = conn.execute(update(state).where(state.c.account_id == account_id).values(
-                modseq=state.c.modseq + len(group),
-                used_bytes=state.c.used_bytes + sum(p["size"] for p in group))
-                .returning(state.c.modseq)).scalar_one()
+            last = conn.execute(_BUMP_ACCOUNT, {"a_id": account_id, "n": len(group),
+                                                "bytes": sum(p["size"] for p in group)}).scalar_one()
             for offset, plan in enumerate(group):
                 plan["modseq"] = last - len(group) + 1 + offset
                 changes.append(Change(account_id, plan["modseq"]))
         for mailbox_id, group in by_mailbox.items():
-            next_uid = conn.execute(update(boxes).where(boxes.c.id == mailbox_id).values(
-                uidnext=boxes.c.uidnext + len(group), modseq=max(p["modseq"] for p in group))
-                .returning(boxes.c.uidnext)).scalar_one()
+            next_uid = conn.execute(_BUMP_MAILBOX, {"m_id": mailbox_id, "n": len(group),
+                                                    "m_modseq": max(p["modseq"] for p in group)}).scalar_one()
             for offset, plan in enumerate(group):
                 plan["uid"] = next_uid - len(group) + offset  # RFC 3501 2.3.1.1: ascending
         rows = []
@@ -160,9 +172,7 @@ class MailStore:
                 cc_addr=summary.cc, message_id_header=summary.message_id,
                 in_reply_to=summary.in_reply_to, references=" ".join(summary.references),
                 preview=summary.preview, has_attachment=summary.has_attachment))
-        ids = conn.execute(insert(schema.messages).returning(schema.messages.c.id,
-                                                             sort_by_parameter_order=True),
-                           rows).scalars().all()
+        ids = conn.execute(_INSERT_MESSAGES, rows).scalars().all()
         memberships, log = [], []
         for plan, message_id, row in zip(plans, ids, rows):
             columns, keywords = _flag_columns(plan["target"].flags)
@@ -177,8 +187,8 @@ class MailStore:
                 mailbox_id=plan["mailbox"].id, uid=plan["uid"], message_id=message_id,
                 size=plan["size"], flags=frozenset(plan["target"].flags), modseq=plan["modseq"],
                 received_at=row["received_at"]))
-        conn.execute(insert(schema.mailbox_messages), memberships)
-        conn.execute(insert(schema.changes), log)
+        conn.execute(_INSERT_MEMBERSHIPS, memberships)
+        conn.execute(_INSERT_CHANGES, log)
         self._add_blob_refs(conn, [(plan["blob_id"], len(plan["item"].body)) for plan in plans])
         return changes
 
@@ -233,20 +243,17 @@ class MailStore:
                                        msgs.c.blob_id.in_(list(blob_ids)))).scalars())
 
     def _add_blob_refs(self, conn, blobs: list[tuple[str, int]]) -> None:
-        refs = schema.blob_refs
         counts: dict[str, int] = defaultdict(int)
         sizes = {}
         for blob_id, size in blobs:
             counts[blob_id] += 1
             sizes[blob_id] = size
-        known = set(conn.execute(select(refs.c.blob_id).where(refs.c.blob_id.in_(list(counts)))).scalars())
+        known = set(conn.execute(_KNOWN_BLOBS, {"ids": list(counts)}).scalars())
         if known:
-            conn.execute(update(refs).where(refs.c.blob_id == bindparam("b_id"))
-                         .values(refs=refs.c.refs + bindparam("b_count")),
-                         [{"b_id": b, "b_count": counts[b]} for b in known])
+            conn.execute(_ADD_BLOB_REFS, [{"b_id": b, "b_count": counts[b]} for b in known])
         new = [dict(blob_id=b, refs=counts[b], size=sizes[b]) for b in counts if b not in known]
         if new:
-            conn.execute(insert(refs), new)
+            conn.execute(_INSERT_BLOB_REFS, new)
 
     def _used_bytes(self, conn, account) -> int:
         return conn.execute(select(schema.account_state.c.used_bytes)
@@ -297,8 +304,7 @@ class MailStore:
 
     def _mailbox_row(self, conn, account: Account, name: str):
         name = "INBOX" if name.upper() == "INBOX" else name  # RFC 3501 5.1: INBOX is case-insensitive
-        row = conn.execute(select(schema.mailboxes).where(
-            schema.mailboxes.c.account_id == account.id, schema.mailboxes.c.name == name)).first()
+        row = conn.execute(_SELECT_MAILBOX, {"a_id": account.id, "m_name": name}).first()
         if row is None:
             raise NoSuchMailbox(f"no such mailbox: {name}")
         return row
@@ -446,6 +452,30 @@ class MailStore:
     def usage(self, account: Account) -> int:
         with self.engine(account).connect() as conn:
             return self._used_bytes(conn, account)
+
+
+# Statements of the delivery hot path, built once: constructing SQLAlchemy
+# expressions per message cost more than executing them.
+_state, _boxes, _refs = schema.account_state, schema.mailboxes, schema.blob_refs
+_SELECT_ACCOUNT_STATE = select(_state.c.account_id).where(_state.c.account_id == bindparam("a_id"))
+_SELECT_MAILBOX = select(_boxes).where(_boxes.c.account_id == bindparam("a_id"),
+                                       _boxes.c.name == bindparam("m_name"))
+# UPDATE ... RETURNING takes the row lock on PostgreSQL, so several nodes
+# allocate modseqs and UIDs without a race (RFC 7162 3.1, RFC 3501 2.3.1.1).
+_BUMP_ACCOUNT = (update(_state).where(_state.c.account_id == bindparam("a_id"))
+                 .values(modseq=_state.c.modseq + bindparam("n"),
+                         used_bytes=_state.c.used_bytes + bindparam("bytes"))
+                 .returning(_state.c.modseq))
+_BUMP_MAILBOX = (update(_boxes).where(_boxes.c.id == bindparam("m_id"))
+                 .values(uidnext=_boxes.c.uidnext + bindparam("n"), modseq=bindparam("m_modseq"))
+                 .returning(_boxes.c.uidnext))
+_INSERT_MESSAGES = insert(schema.messages).returning(schema.messages.c.id, sort_by_parameter_order=True)
+_INSERT_MEMBERSHIPS = insert(schema.mailbox_messages)
+_INSERT_CHANGES = insert(schema.changes)
+_KNOWN_BLOBS = select(_refs.c.blob_id).where(_refs.c.blob_id.in_(bindparam("ids", expanding=True)))
+_ADD_BLOB_REFS = (update(_refs).where(_refs.c.blob_id == bindparam("b_id"))
+                  .values(refs=_refs.c.refs + bindparam("b_count")))
+_INSERT_BLOB_REFS = insert(_refs)
 
 
 def _flag_columns(flags: Iterable[str]) -> tuple[dict, set]:

@@ -27,6 +27,10 @@ from .mail import Delivery
 log = Logger()
 
 MAX_GROUP = 256  # deliveries per group commit
+# Directory answers (local domain? which accounts?) are cached this long; admin
+# commands in this process clear the cache at once, other nodes see changes
+# within the TTL.
+DIRECTORY_TTL = 10.0
 _STOP = object()
 
 
@@ -42,6 +46,7 @@ class AsyncStore(service.Service):
         self._writes: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
         self._subscribers: dict[int, set[Callable]] = defaultdict(set)
+        self._directory_cache: dict[tuple, tuple[float, object]] = {}
 
     # Service
 
@@ -150,11 +155,28 @@ class AsyncStore(service.Service):
 
     # Directory (reads)
 
+    def _cached_directory_read(self, fn, key: str) -> defer.Deferred:
+        cache_key = (fn.__name__, key.lower())
+        hit = self._directory_cache.get(cache_key)
+        now = self.reactor.seconds()
+        if hit and hit[0] > now:
+            return defer.succeed(hit[1])
+
+        def remember(result):
+            if len(self._directory_cache) > 50_000:
+                self._directory_cache.clear()
+            self._directory_cache[cache_key] = (now + DIRECTORY_TTL, result)
+            return result
+        return self._read(fn, key).addCallback(remember)
+
+    def forget_directory_cache(self) -> None:
+        self._directory_cache.clear()
+
     def is_local_domain(self, domain: str) -> defer.Deferred:
-        return self._read(self.store.directory.is_local_domain, domain)
+        return self._cached_directory_read(self.store.directory.is_local_domain, domain)
 
     def resolve_recipient(self, address: str) -> defer.Deferred:
-        return self._read(self.store.directory.resolve_recipient, address)
+        return self._cached_directory_read(self.store.directory.resolve_recipient, address)
 
     def sender_addresses(self, account: Account) -> defer.Deferred:
         return self._read(self.store.directory.sender_addresses, account)

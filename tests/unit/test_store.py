@@ -179,3 +179,16 @@ def test_mailbox_names_are_validated(store):
         with pytest.raises(StoreError):
             store.mail.ensure_mailbox(alice, bad)
     assert store.mail.ensure_mailbox(alice, "Lists/python").name == "Lists/python"
+
+
+def test_refusal_on_one_shard_stores_nothing_on_another(store):
+    """A delivery to accounts on different shards is all-or-nothing when one is over quota."""
+    accounts = [store.add_account(f"user{n}@example.test", "pw") for n in range(12)]
+    first = accounts[0]
+    other = next(a for a in accounts if a.shard != first.shard)
+    store.directory.set_quota(other.address, 10)
+    other = store.directory.get_account(other.address)
+    item = Delivery(MESSAGE, [DeliveryTarget(first), DeliveryTarget(other)])
+    store.mail.deliver_many([item])
+    assert item.error is not None
+    assert store.mail.get_mailbox(first, "INBOX").exists == 0

@@ -3,8 +3,9 @@
 render() turns nested Python values into IMAP data: None -> NIL, int ->
 number, str/bytes -> quoted string or literal, tuple/list -> parenthesised
 list, Atom -> verbatim, Raw -> pre-rendered bytes (e.g. a cached
-BODYSTRUCTURE). It is iterative, so a deeply nested BODYSTRUCTURE cannot
-exhaust the interpreter stack. Every line ends in CRLF; text from elsewhere
+BODYSTRUCTURE), Concat -> items side by side without separators,
+LiteralString -> always a literal. It is iterative, so a deeply nested
+BODYSTRUCTURE cannot exhaust the interpreter stack. Every line ends in CRLF; text from elsewhere
 is stripped of CR, LF and NUL so it can never end a response early.
 """
 
@@ -36,6 +37,15 @@ class Raw(bytes):
     """Already rendered IMAP data, sent verbatim."""
 
 
+class Concat(tuple):
+    """Items written one after another with no space and no parentheses, as the
+    bodies of a multipart BODYSTRUCTURE are (RFC 9051 9: 1*body SP subtype)."""
+
+
+class LiteralString(bytes):
+    """A string always sent as a literal {n}, whatever its content."""
+
+
 class Literal8(bytes):
     """Binary content sent as literal8 ~{n} (RFC 3516 4.3), e.g. BINARY[] with NUL."""
 
@@ -57,7 +67,9 @@ def string(value: Union[str, bytes]) -> bytes:
     """A string: quoted when it is short 7-bit text without CR/LF/NUL, else a literal."""
     data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
     if len(data) <= MAX_QUOTED and _QUOTABLE.fullmatch(data):
-        return quoted(data)
+        if b'"' in data or b"\\" in data:
+            return quoted(data)
+        return b'"' + data + b'"'
     return literal(data)
 
 
@@ -86,12 +98,19 @@ def text(value: str) -> bytes:
 # -- data -----------------------------------------------------------------
 
 def _scalar(item) -> bytes:
+    kind = type(item)
+    if kind is bytes:
+        return string(item)
+    if kind is int:
+        return b"%d" % item
     if item is None:
         return b"NIL"
     if isinstance(item, Raw):
         return bytes(item)
     if isinstance(item, Literal8):
         return b"~{%d}\r\n" % len(item) + bytes(item)
+    if isinstance(item, LiteralString):
+        return literal(bytes(item))
     if isinstance(item, Atom):
         return item.encode("ascii")
     if isinstance(item, bool):
@@ -106,24 +125,27 @@ def _scalar(item) -> bytes:
 def render(value: Value) -> bytes:
     """Render nested values (see the module docstring) without recursion."""
     out = bytearray()
-    stack = [iter((value,))]
+    stack = [(iter((value,)), b" ", b"")]
     first = [True]
     while stack:
+        iterator, separator, closing = stack[-1]
         try:
-            item = next(stack[-1])
+            item = next(iterator)
         except StopIteration:
             stack.pop()
             first.pop()
-            if stack:
-                out += b")"
+            out += closing
             continue
         if first[-1]:
             first[-1] = False
         else:
-            out += b" "
-        if isinstance(item, (list, tuple)):
+            out += separator
+        if isinstance(item, Concat):
+            stack.append((iter(item), b"", b""))
+            first.append(True)
+        elif isinstance(item, (list, tuple)):
             out += b"("
-            stack.append(iter(item))
+            stack.append((iter(item), b" ", b")"))
             first.append(True)
         else:
             out += _scalar(item)

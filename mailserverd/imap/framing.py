@@ -64,7 +64,10 @@ class Framer:
         self._is_append = False
         self._literal_left = 0  # octets of an accepted literal still to come
         self._discard_left = 0  # octets of a refused LITERAL+ literal still to drop
-        self._draining = False  # the current command was answered; drop it to its end
+        # The current line or command was answered already: drop it to its end.
+        # "command": a refused command (its LITERAL+ octets are dropped too);
+        # "plain": an over-long ClientLine.
+        self._draining: Optional[str] = None
         self._line_mode = False  # the next line is a ClientLine, not a command
         self._closed = False
 
@@ -242,7 +245,7 @@ class Framer:
     def _reset(self) -> None:
         self._pieces = []
         self._size = 0
-        self._draining = False
+        self._draining = None
         self._tag = "*"
         self._is_append = False
 

@@ -237,3 +237,13 @@ def test_framing_is_independent_of_read_size(limit):
     for start in range(0, len(stream), limit):
         pieces += run(parser, stream[start:start + limit])
     assert pieces == whole
+
+
+def test_limits_from_settings():
+    """APPEND follows limits.max_message_size; lines never exceed limits.max_line_length."""
+    from types import SimpleNamespace
+    settings = SimpleNamespace(limits=SimpleNamespace(max_message_size=1000, max_line_length=500))
+    limits = ParserLimits.from_settings(settings)
+    assert (limits.max_append, limits.max_line) == (1000, 500)
+    roomy = SimpleNamespace(limits=SimpleNamespace(max_message_size=1000, max_line_length=1 << 20))
+    assert ParserLimits.from_settings(roomy).max_line == 65536

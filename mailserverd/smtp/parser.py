@@ -241,8 +241,10 @@ class SMTPMachine:
         host = self.config.hostname
         if not extended:
             return self._reply(Reply(250, "", host))
+        # DSN (RFC 3461) is not advertised until the outbound queue can send the
+        # notifications it promises; its parameters are still parsed and kept.
         lines = [host, "PIPELINING", f"SIZE {self.config.limits.max_message_size}", "8BITMIME",
-                 "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"]
+                 "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING"]
         if self.config.starttls and not self.tls_active:
             lines.append("STARTTLS")
         if self.auth_available:

@@ -9,6 +9,7 @@ only after its data is durable.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from collections import defaultdict
@@ -32,6 +33,20 @@ MAX_GROUP = 256  # deliveries per group commit
 # within the TTL.
 DIRECTORY_TTL = 10.0
 _STOP = object()
+
+
+@dataclasses.dataclass
+class _Deliver:
+    deferred: defer.Deferred
+    delivery: Delivery
+
+
+@dataclasses.dataclass
+class _Write:
+    deferred: defer.Deferred
+    fn: Callable
+    args: tuple
+    kwargs: dict
 
 
 class AsyncStore(service.Service):
@@ -76,7 +91,7 @@ class AsyncStore(service.Service):
 
     def _write(self, fn, *args, **kwargs) -> defer.Deferred:
         d = defer.Deferred()
-        self._writes.put((d, fn, args, kwargs))
+        self._writes.put(_Write(d, fn, args, kwargs))
         return d
 
     def _write_loop(self) -> None:
@@ -95,18 +110,22 @@ class AsyncStore(service.Service):
                     stop = True
                     break
                 batch.append(item)
-            deliveries = [(d, delivery) for d, delivery in batch if isinstance(delivery, Delivery)]
+            deliveries = [(item.deferred, item.delivery) for item in batch if isinstance(item, _Deliver)]
             if deliveries:
                 self._commit_deliveries(deliveries)
-            for d, fn, args, kwargs in (item for item in batch if len(item) == 4):
-                try:
-                    result = fn(*args, **kwargs)
-                except Exception:
-                    self.reactor.callFromThread(d.errback, Failure())
-                else:
-                    self.reactor.callFromThread(self._fire_write, d, result, args)
+            for item in batch:
+                if isinstance(item, _Write):
+                    self._run_write(item)
             if stop:
                 return
+
+    def _run_write(self, item: "_Write") -> None:
+        try:
+            result = item.fn(*item.args, **item.kwargs)
+        except Exception:
+            self.reactor.callFromThread(item.deferred.errback, Failure())
+        else:
+            self.reactor.callFromThread(self._fire_write, item.deferred, result, item.args)
 
     def _commit_deliveries(self, deliveries) -> None:
         try:
@@ -189,7 +208,7 @@ class AsyncStore(service.Service):
     def deliver(self, body: bytes, targets: list[DeliveryTarget], received_at: float | None = None,
                 skip_duplicates: bool = False) -> defer.Deferred:
         d = defer.Deferred()
-        self._writes.put((d, Delivery(body, list(targets), received_at, skip_duplicates)))
+        self._writes.put(_Deliver(d, Delivery(body, list(targets), received_at, skip_duplicates)))
         return d
 
     def append(self, account: Account, mailbox_name: str, body: bytes, flags=(),

@@ -155,7 +155,7 @@ def test_pipelined_commands_wait_for_each_answer_in_order():
     while not isinstance(machine.next_event(), MailFrom):
         pass
     assert machine.next_event() is PAUSED
-    assert machine.data_to_send().count(b"\r\n") == 8  # only the EHLO reply so far
+    assert machine.data_to_send().count(b"\r\n") == 7  # only the EHLO reply so far
     machine.respond(replies.SENDER_OK)
     rcpt = machine.next_event()
     assert isinstance(rcpt, RcptTo) and machine.next_event() is PAUSED

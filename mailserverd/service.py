@@ -82,6 +82,7 @@ def build_service_tree(settings, store, tls_config, reactor) -> service.MultiSer
             continue
         module = importlib.import_module(module_name)
         factory = module.build_factory(mode, settings, async_store, authenticator, tls_config)
+        factory.noisy = False  # ListenerService logs one line per listener instead
         endpoint = make_endpoint(reactor, address, tls_config, implicit_tls)
         ListenerService(name, address, endpoint, factory).setServiceParent(root)
     return root

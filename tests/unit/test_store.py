@@ -192,3 +192,20 @@ def test_refusal_on_one_shard_stores_nothing_on_another(store):
     store.mail.deliver_many([item])
     assert item.error is not None
     assert store.mail.get_mailbox(first, "INBOX").exists == 0
+
+
+def test_migrations_are_recorded_and_idempotent(tmp_path):
+    """Opening a store twice runs no step twice; a database newer than the code is refused."""
+    from sqlalchemy import create_engine, text
+
+    from mailserverd.store import schema
+
+    engine = create_engine(f"sqlite:///{tmp_path}/m.sqlite3")
+    with engine.begin() as conn:
+        assert schema.migrate(conn, "shard") == len(schema.MIGRATIONS["shard"])
+    with engine.begin() as conn:
+        assert schema.migrate(conn, "shard") == len(schema.MIGRATIONS["shard"])
+        assert conn.execute(text("SELECT count(*) FROM schema_version")).scalar() == 1
+        conn.execute(text("UPDATE schema_version SET version = 99"))
+    with engine.begin() as conn, pytest.raises(RuntimeError, match="newer than this mailserverd"):
+        schema.migrate(conn, "shard")

@@ -225,7 +225,8 @@ class POP3ServerProtocol(protocol.Protocol, TimeoutMixin):
     def _login(self, event: Login):
         factory, machine = self.factory, self.machine
         try:
-            account = yield factory.authenticator.authenticate(event.username, event.password, self.remote_ip)
+            account = yield factory.authenticator.authenticate(event.username, event.password, self.remote_ip,
+                                                             protocol=factory.mode)
         except AuthFailed:
             # The authenticator has logged it and waited out the penalty. RFC 3206 4:
             # one [AUTH] reply whether the user is unknown or the password wrong.

@@ -265,7 +265,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
     def _auth(self, event: AuthAttempt):
         try:
             account = yield self.factory.authenticator.authenticate(
-                event.username, event.password, self.session.remote_ip)
+                event.username, event.password, self.session.remote_ip, protocol=self.factory.mode)
         except AuthFailed:
             return replies.AUTH_FAILED  # the authenticator already waited out the penalty and logged
         except Exception:

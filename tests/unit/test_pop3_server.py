@@ -69,7 +69,7 @@ class Authenticator:
     def __init__(self):
         self.error: Exception | None = None
 
-    def authenticate(self, username, password, remote_ip):
+    def authenticate(self, username, password, remote_ip, protocol=""):
         if self.error is not None:
             return defer.fail(self.error)
         if username == ALICE.address and password == PASSWORD:

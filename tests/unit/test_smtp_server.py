@@ -49,7 +49,7 @@ class StoreDouble:
 
 
 class AuthenticatorDouble:
-    def authenticate(self, username, password, remote_ip):
+    def authenticate(self, username, password, remote_ip, protocol=""):
         if username == "alice@local.test" and password == "secret":
             return defer.succeed(ALICE)
         return defer.fail(AuthFailed())

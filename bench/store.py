@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -78,7 +79,7 @@ def main(reactor, args):
     @defer.inlineCallbacks
     def all_levels():
         print(f"bench/store: SQLite x{args.shards} shards + RocksDB, fsync on, "
-              f"{len(messages)} real messages cycling, data in {data}")
+              f"{len(messages)} real messages cycling, data in {data} (removed after)")
         print(f"{'writers':>8} {'msgs':>6} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'commits':>8}")
         for writers in (1, 8, 64):
             row = yield run_level(reactor, async_store, accounts, messages, writers,
@@ -86,6 +87,7 @@ def main(reactor, args):
             print(f"{row['writers']:>8} {row['messages']:>6} {row['per_s']:>8.0f} "
                   f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['commits']:>8}")
         yield async_store.stopService()
+        shutil.rmtree(data, ignore_errors=True)
     return all_levels()
 
 

@@ -61,9 +61,9 @@ class IMAPSession:
         if self.state == NOT_AUTHENTICATED:
             if self.start_tls is not None and not self.secure:
                 names.append("STARTTLS")
-            if self._login_allowed():
-                names.append("AUTH=PLAIN")
-            else:
+            # AUTH=PLAIN is not advertised: AUTHENTICATE accepts only a SASL-IR
+            # initial response, and the continuation exchange is not built.
+            if not self._login_allowed():
                 names.append("LOGINDISABLED")  # RFC 3501 6.2.3
         return names
 

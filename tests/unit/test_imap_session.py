@@ -110,6 +110,11 @@ def test_capability_advertises_logindisabled_without_tls_or_loopback():
     assert reply.endswith(b"a OK CAPABILITY completed\r\n")
 
 
+def test_capability_after_tls_offers_no_unfinished_mechanisms():
+    """With plaintext allowed, CAPABILITY is IMAP4rev1 alone (no AUTH= until it fully works)."""
+    assert Client().send(b"a CAPABILITY\r\n").startswith(b"* CAPABILITY IMAP4rev1\r\n")
+
+
 def test_login_refused_before_tls():
     """LOGIN before TLS is refused with PRIVACYREQUIRED when plaintext is not allowed."""
     reply = Client(plaintext_ok=False).send(b"a LOGIN alice@example.test secret\r\n")

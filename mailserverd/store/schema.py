@@ -132,6 +132,70 @@ blob_refs = Table(
     Column("size", BigInteger, nullable=False),
 )
 
+# The outbound queue (directory database, shared by every node, so any node can
+# deliver any message): the message with its body, one claimable delivery per
+# (message, recipient domain), and each recipient's state. See outbound/queue.py.
+outbound_meta = MetaData()
+
+outbound_messages = Table(
+    "outbound_messages", outbound_meta,
+    Column("id", String(32), primary_key=True),  # the "queued as" id
+    Column("sender", String(320), nullable=False),  # envelope MAIL FROM; "" = null sender
+    Column("body", LargeBinary, nullable=False),  # full message, CRLF; in SQL so any node has it
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("smtputf8", Boolean, nullable=False, default=False),
+    Column("eight_bit", Boolean, nullable=False, default=False),
+    Column("ret", String(8)),  # RFC 3461 4.3 FULL / HDRS
+    Column("envid", String(100)),  # RFC 3461 4.4
+)
+
+outbound_deliveries = Table(
+    "outbound_deliveries", outbound_meta,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("message_id", String(32), ForeignKey("outbound_messages.id", ondelete="CASCADE"),
+           nullable=False, index=True),
+    Column("domain", String(255), nullable=False),
+    Column("held", Boolean, nullable=False, default=False),  # not claimable until released
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("lease_owner", String(64)),  # claim token of the worker delivering it now
+    Column("lease_until", Float),
+    Column("last_error", Text),
+    Index("ix_outbound_due", "held", "next_attempt_at"),
+)
+
+outbound_recipients = Table(
+    "outbound_recipients", outbound_meta,
+    Column("delivery_id", BigInteger, ForeignKey("outbound_deliveries.id", ondelete="CASCADE"),
+           primary_key=True, autoincrement=False),
+    Column("address", String(320), primary_key=True),
+    Column("notify", String(40)),  # RFC 3461 4.1, e.g. "FAILURE,DELAY" or "NEVER"
+    Column("orcpt", String(520)),  # RFC 3461 4.2 "addr-type;address"
+    Column("status", String(16), nullable=False),  # pending, delivered, failed
+    Column("code", Integer, nullable=False, default=0),
+    Column("enhanced", String(16), nullable=False, default=""),
+    Column("text", Text, nullable=False, default=""),
+    Column("remote_host", String(255), nullable=False, default=""),
+    Column("updated_at", Float),
+)
+
+# Bounce outcomes per address and kind (hard, soft, complaint: kept apart); a
+# recent hard bounce suppresses further sending to the address.
+outbound_bounces = Table(
+    "outbound_bounces", outbound_meta,
+    Column("address", String(320), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("first_at", Float, nullable=False),
+    Column("last_at", Float, nullable=False),
+    Column("code", Integer, nullable=False),
+    Column("enhanced", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Index("ix_outbound_bounces_last", "kind", "last_at"),
+)
+
 version_meta = MetaData()
 schema_version = Table(
     "schema_version", version_meta,
@@ -147,7 +211,7 @@ def _create(metadata: MetaData) -> callable:
 
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
-    "directory": [_create(directory_meta)],
+    "directory": [_create(directory_meta), _create(outbound_meta)],
     "shard": [_create(shard_meta)],
 }
 
@@ -180,4 +244,5 @@ def sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 __all__ = ["domains", "accounts", "aliases", "account_state", "mailboxes", "messages",
-           "mailbox_messages", "changes", "blob_refs", "migrate", "sqlite_pragmas", "text"]
+           "mailbox_messages", "changes", "blob_refs", "outbound_messages", "outbound_deliveries",
+           "outbound_recipients", "outbound_bounces", "migrate", "sqlite_pragmas", "text"]

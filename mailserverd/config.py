@@ -117,7 +117,7 @@ def parse_shards(text: str) -> int | tuple[str, ...]:
 
 # Listener names of INTERFACE.md; BUILT is the subset implemented so far.
 LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http", "https")
-BUILT_LISTENERS = ("smtp", "submission", "submissions", "pop3", "pop3s")
+BUILT_LISTENERS = ("smtp", "submission", "submissions", "pop3", "pop3s", "http")
 
 SCHEMA: dict[str, tuple[str, list[Key]]] = {
     "server": ("Identity and where the embedded default keeps its data.", [
@@ -134,7 +134,8 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
         Key("imaps", parse_listen, "", "IMAP over implicit TLS (not built yet: must stay empty)."),
         Key("pop3", parse_listen, "", example="0.0.0.0:110", doc="POP3 with STLS (RFC 1939, RFC 2595)."),
         Key("pop3s", parse_listen, "", example="0.0.0.0:995", doc="POP3 over implicit TLS."),
-        Key("http", parse_listen, "", "JMAP, /v1 REST, push, /metrics (not built yet: must stay empty)."),
+        Key("http", parse_listen, "", example="127.0.0.1:8080",
+            doc="HTTP: GET /metrics (Prometheus text) and GET /healthz so far; keep it on loopback."),
         Key("https", parse_listen, "", "The same over TLS (not built yet: must stay empty)."),
     ]),
     "tls": ("Certificates; both empty = a self-signed pair generated under data_dir.", [
@@ -180,6 +181,12 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
     ]),
     "outbound": ("Delivery to remote hosts.", [
         Key("port", parse_int, "25", "Port used to reach remote MX hosts."),
+        Key("lifetime", parse_seconds, "5d",
+            "How long a message is retried (1m, 5m, 15m, 30m, 1h, 2h, then every 4h) before it bounces."),
+        Key("concurrency", parse_int, "16", "Deliveries in flight at once on this node."),
+        Key("max_per_destination", parse_int, "4", "Connections at once to one destination domain."),
+        Key("suppress_for", parse_seconds, "7d",
+            "Submission refuses (550 5.1.1) a recipient that hard-bounced within this long; 0 = never."),
     ]),
 }
 

@@ -130,8 +130,8 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
         Key("smtp", parse_listen, "", example="0.0.0.0:25", doc="Inbound MX (RFC 5321)."),
         Key("submission", parse_listen, "", example="0.0.0.0:587", doc="Submission with STARTTLS and AUTH (RFC 6409)."),
         Key("submissions", parse_listen, "", example="0.0.0.0:465", doc="Submission over implicit TLS (RFC 8314)."),
-        Key("imap", parse_listen, "", "IMAP with STARTTLS (not built yet: must stay empty)."),
-        Key("imaps", parse_listen, "", "IMAP over implicit TLS (not built yet: must stay empty)."),
+        Key("imap", parse_listen, "", example="0.0.0.0:143", doc="IMAP with STARTTLS (RFC 3501, RFC 9051)."),
+        Key("imaps", parse_listen, "", example="0.0.0.0:993", doc="IMAP over implicit TLS (RFC 8314)."),
         Key("pop3", parse_listen, "", example="0.0.0.0:110", doc="POP3 with STLS (RFC 1939, RFC 2595)."),
         Key("pop3s", parse_listen, "", example="0.0.0.0:995", doc="POP3 over implicit TLS."),
         Key("http", parse_listen, "", example="127.0.0.1:8080",
@@ -175,6 +175,8 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
     ]),
     "imap": ("IMAP.", [
         Key("timeout", parse_seconds, "30m", "Idle timeout (RFC 3501 5.4: at least 30 minutes)."),
+        Key("max_userip_connections", parse_int, "10",
+            "Concurrent logged-in sessions per user and client IP (NO [LIMIT] past it; 0 = unlimited)."),
     ]),
     "dns": ("Name resolution.", [
         Key("nameservers", parse_hostports, "", "host[:port],...; empty = the system resolver."),

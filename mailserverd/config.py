@@ -117,7 +117,7 @@ def parse_shards(text: str) -> int | tuple[str, ...]:
 
 # Listener names of INTERFACE.md; BUILT is the subset implemented so far.
 LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http", "https")
-BUILT_LISTENERS = ("smtp", "submission", "submissions", "pop3", "pop3s", "http")
+BUILT_LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http")
 
 SCHEMA: dict[str, tuple[str, list[Key]]] = {
     "server": ("Identity and where the embedded default keeps its data.", [

@@ -21,6 +21,8 @@ LISTENER_PROTOCOLS = {
     "submissions": ("mailserverd.smtp.server", "submissions", True),
     "pop3": ("mailserverd.pop3.server", "pop3", False),
     "pop3s": ("mailserverd.pop3.server", "pop3s", True),
+    "imap": ("mailserverd.imap.server", "imap", False),
+    "imaps": ("mailserverd.imap.server", "imaps", True),
 }
 
 

@@ -1,0 +1,82 @@
+"""The HTTP listener: GET /metrics (Prometheus text) and GET /healthz, nothing else.
+
+Every other path is 404 and a known path with another method is 405; errors
+are JSON {"type": ..., "detail": ...} as INTERFACE.md promises. Handlers never
+block: queue statistics come from the OutboundService, which runs its SQL
+on its own thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from ..outbound import metrics
+
+log = Logger(namespace="mailserverd.http")
+
+IDLE_TIMEOUT = 60  # seconds an idle HTTP connection stays open
+JSON = b"application/json"
+ALLOWED = (b"GET", b"HEAD")
+
+
+def error_body(request, status: int, kind: str, detail: str) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", JSON)
+    return json.dumps({"type": kind, "detail": detail}).encode() + b"\n"
+
+
+class Root(resource.Resource):
+    """A leaf: dispatches on the exact path, so /metrics/ or /metrics/x are 404 too."""
+
+    isLeaf = True
+
+    def __init__(self, outbound):
+        super().__init__()
+        self.outbound = outbound
+        self.routes = {b"/metrics": self._metrics, b"/healthz": self._healthz}
+
+    def render(self, request):
+        handler = self.routes.get(request.path)
+        if handler is None:
+            return error_body(request, 404, "notFound", "no resource at this path")
+        if request.method not in ALLOWED:
+            request.setHeader(b"allow", b", ".join(ALLOWED))
+            return error_body(request, 405, "methodNotAllowed", "only GET and HEAD are allowed here")
+        request.setHeader(b"cache-control", b"no-store")
+        d = self.outbound.stats()
+        d.addCallbacks(handler, self._failed, callbackArgs=(request,), errbackArgs=(request,))
+        d.addCallback(self._send, request)
+        d.addErrback(lambda failure: log.failure("http: answering {path} failed", failure, path=request.path))
+        return server.NOT_DONE_YET
+
+    def _metrics(self, stats, request) -> bytes:
+        request.setHeader(b"content-type", metrics.CONTENT_TYPE.encode())
+        return metrics.render(stats, self.outbound.counters).encode()
+
+    def _healthz(self, stats, request) -> bytes:
+        request.setHeader(b"content-type", JSON)
+        return json.dumps({"status": "ok", "queue": stats.deliveries}).encode() + b"\n"
+
+    def _failed(self, failure, request) -> bytes:
+        log.failure("http: the queue database did not answer", failure)
+        return error_body(request, 503, "serviceUnavailable", "the queue database did not answer")
+
+    def _send(self, body: bytes, request) -> None:
+        if request.finished or getattr(request, "_disconnected", False):
+            return
+        request.setHeader(b"content-length", str(len(body)).encode())
+        if request.method != b"HEAD":
+            request.write(body)
+        request.finish()
+
+
+def build_factory(mode: str, settings, store, authenticator, tls, outbound=None) -> server.Site:
+    """The Site for the http listener (mode "http"); outbound: the OutboundService."""
+    if outbound is None:
+        raise ValueError("the http listener needs the outbound service for /metrics and /healthz")
+    site = server.Site(Root(outbound), timeout=IDLE_TIMEOUT)
+    site.displayTracebacks = False
+    return site

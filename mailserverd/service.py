@@ -1,5 +1,6 @@
-"""The service tree: one root MultiService; the store, the control socket and
-one service per configured listener are its children (twisted.application)."""
+"""The service tree: one root MultiService; the store, the outbound queue
+runner, the control socket and one service per configured listener are its
+children (twisted.application)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ LISTENER_PROTOCOLS = {
     "pop3s": ("mailserverd.pop3.server", "pop3s", True),
     "imap": ("mailserverd.imap.server", "imap", False),
     "imaps": ("mailserverd.imap.server", "imaps", True),
+    "http": ("mailserverd.http.server", "http", False),
 }
+# Listener modules whose build_factory takes the OutboundService (outbound=...).
+OUTBOUND_USERS = ("mailserverd.smtp.server", "mailserverd.http.server")
 
 
 class ListenerService(service.Service):
@@ -65,8 +69,9 @@ def make_endpoint(reactor, address: tuple[str, int], tls_config, implicit_tls: b
 
 
 def build_service_tree(settings, store, tls_config, reactor) -> service.MultiService:
-    """Root service: AsyncStore, control socket, one ListenerService per listener."""
+    """Root service: AsyncStore, OutboundService, control socket, one ListenerService per listener."""
     from .control import ControlService
+    from .outbound.worker import OutboundService
 
     root = service.MultiService()
     async_store = AsyncStore(store, reactor)
@@ -74,16 +79,22 @@ def build_service_tree(settings, store, tls_config, reactor) -> service.MultiSer
     authenticator = build_authenticator(async_store, settings, reactor)
     root.authenticator = authenticator
     root.async_store = async_store
+    outbound = OutboundService(settings, store.directory_engine, async_store, reactor)
+    outbound.setServiceParent(root)  # started after the store, stopped before it
+    root.outbound = outbound
+
     def directory_changed():
         authenticator.forget_cached()
         async_store.forget_directory_cache()
+        outbound.wake()  # a `queue retry` or `queue flush` may have made mail due
     ControlService(settings, store, directory_changed).setServiceParent(root)
     for name, (module_name, mode, implicit_tls) in LISTENER_PROTOCOLS.items():
         address = getattr(settings.listen, name)
         if not address:
             continue
         module = importlib.import_module(module_name)
-        factory = module.build_factory(mode, settings, async_store, authenticator, tls_config)
+        extra = {"outbound": outbound} if module_name in OUTBOUND_USERS else {}
+        factory = module.build_factory(mode, settings, async_store, authenticator, tls_config, **extra)
         factory.noisy = False  # ListenerService logs one line per listener instead
         endpoint = make_endpoint(reactor, address, tls_config, implicit_tls)
         ListenerService(name, address, endpoint, factory).setServiceParent(root)

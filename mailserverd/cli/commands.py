@@ -18,7 +18,8 @@ from ..store.mail import Delivery
 
 # Verbs that only read: they run in the ctl process even while the daemon
 # runs (SQLite readers and a read-only RocksDB open do not need the lock).
-READ_ONLY = {("domain", "list"), ("user", "list"), ("user", "export"), ("alias", "list")}
+READ_ONLY = {("domain", "list"), ("user", "list"), ("user", "export"), ("alias", "list"),
+             ("queue", "list"), ("queue", "show")}
 IMPORT_BATCH_MESSAGES = 200
 IMPORT_BATCH_BYTES = 16 * 1024 * 1024
 
@@ -71,6 +72,12 @@ def build_parser() -> Parser:
     add.add_argument("targets", help="TARGET[,TARGET...]")
     alias.add_parser("remove").add_argument("alias")
     alias.add_parser("list").add_argument("domain", nargs="?")
+
+    outbound = verbs.add_parser("queue", help="the outbound queue").add_subparsers(dest="verb", required=True)
+    outbound.add_parser("list")
+    for verb in ("show", "retry", "delete"):
+        outbound.add_parser(verb).add_argument("id", help="the queue id (the SMTP \"queued as\" id)")
+    outbound.add_parser("flush")
     return parser
 
 
@@ -263,10 +270,40 @@ def alias_list(store, settings, args, out, err):
         _line(out, f"{address} -> {','.join(targets)}")
 
 
+def queue_list(store, settings, args, out, err):
+    from ..outbound import queuecli
+    queuecli.queue_list(store.directory_engine, time.time(), out, err)
+
+
+def queue_show(store, settings, args, out, err):
+    from ..outbound import queuecli
+    if not queuecli.queue_show(store.directory_engine, args.id, time.time(), out):
+        raise CommandError(f"no queued message {args.id}")
+
+
+def queue_retry(store, settings, args, out, err):
+    from ..outbound import queuecli
+    if not queuecli.queue_retry(store.directory_engine, args.id, time.time(), out):
+        raise CommandError(f"no queued message {args.id}")
+
+
+def queue_delete(store, settings, args, out, err):
+    from ..outbound import queuecli
+    if not queuecli.queue_delete(store.directory_engine, args.id, out):
+        raise CommandError(f"no queued message {args.id}")
+
+
+def queue_flush(store, settings, args, out, err):
+    from ..outbound import queuecli
+    queuecli.queue_flush(store.directory_engine, time.time(), out)
+
+
 HANDLERS = {
     ("domain", "add"): domain_add, ("domain", "remove"): domain_remove, ("domain", "list"): domain_list,
     ("user", "add"): user_add, ("user", "passwd"): user_passwd, ("user", "remove"): user_remove,
     ("user", "list"): user_list, ("user", "quota"): user_quota, ("user", "import"): user_import,
     ("user", "export"): user_export,
     ("alias", "add"): alias_add, ("alias", "remove"): alias_remove, ("alias", "list"): alias_list,
+    ("queue", "list"): queue_list, ("queue", "show"): queue_show, ("queue", "retry"): queue_retry,
+    ("queue", "delete"): queue_delete, ("queue", "flush"): queue_flush,
 }

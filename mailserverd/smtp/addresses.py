@@ -3,8 +3,9 @@
 Inbound (the MX) accepts recipients only in local domains and refuses
 everything else as relaying (554 5.7.1), including the classic tricks that
 made old MTAs relay: the percent hack, bang paths, source routes, quoted or
-doubled "@", and address literals. Submission refuses remote recipients with
-a temporary error until the outbound queue exists.
+doubled "@", and address literals. Submission accepts remote recipients for
+the outbound queue, except addresses that hard-bounced recently (550 5.1.1);
+without an outbound queue it refuses them with a temporary error.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ def postmaster_candidates(hostname: str) -> list[str]:
 
 
 @defer.inlineCallbacks
-def decide_recipient(store, path: Path, hostname: str, submission: bool):
+def decide_recipient(store, path: Path, hostname: str, submission: bool, outbound=None):
     """Deferred[RecipientDecision] for one RCPT (after syntax checks).
 
-    store: the AsyncStore (is_local_domain, resolve_recipient).
+    store: the AsyncStore (is_local_domain, resolve_recipient). outbound: the
+    OutboundService (is_suppressed) or None. A remote recipient accepted on
+    submission gets a decision with no accounts.
     """
     if not path.domain:  # a bare <Postmaster>
         for address in postmaster_candidates(hostname):
@@ -66,9 +69,16 @@ def decide_recipient(store, path: Path, hostname: str, submission: bool):
         if not local:
             return RecipientDecision(replies.RELAY_DENIED)
     local = yield store.is_local_domain(path.domain)
-    if not local:
-        return RecipientDecision(replies.REMOTE_NOT_AVAILABLE if submission else replies.RELAY_DENIED)
     address = f"{path.local}@{path.domain}"
+    if not local:
+        if not submission:
+            return RecipientDecision(replies.RELAY_DENIED)
+        if outbound is None:
+            return RecipientDecision(replies.REMOTE_NOT_AVAILABLE)
+        suppressed = yield outbound.is_suppressed(address)
+        if suppressed:
+            return RecipientDecision(replies.RECIPIENT_SUPPRESSED, (), address)
+        return RecipientDecision(replies.RECIPIENT_OK, (), address)
     accounts = yield store.resolve_recipient(address)
     if not accounts:
         return RecipientDecision(replies.UNKNOWN_USER, (), address)

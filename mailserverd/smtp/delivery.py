@@ -5,6 +5,11 @@ From: ownership, the body-stage checks, then ONE store.deliver() call for
 every local copy, each with its own prepended Return-Path, Received and check
 headers (the body blob is never rewritten). 250 only after that commit is
 durable; any store failure is a 4xx, never a 250.
+
+Remote recipients (submission only) go to the durable outbound queue with
+their DSN parameters (RFC 3461) before the 250. With local copies too, the
+queued message is held until the local commit is durable and only then
+released, so a 4xx never leaves half the recipients served.
 """
 
 from __future__ import annotations
@@ -115,8 +120,9 @@ class DeliveryPolicy:
     """What delivery needs that does not change per message."""
 
     def __init__(self, store, chain, clock, max_header_size: int, max_mime_depth: int,
-                 submission: bool):
+                 submission: bool, outbound=None):
         self.store = store
+        self.outbound = outbound  # OutboundService: enqueue/release/discard; None = no remote delivery
         self.chain = chain
         self.clock = clock
         self.max_header_size = max_header_size
@@ -145,6 +151,8 @@ def deliver_message(policy: DeliveryPolicy, session: Session, envelope: Envelope
     now = policy.clock.seconds()
     targets = []
     seen_accounts = set()
+    # decide_recipient lets a recipient without accounts through only when it is remote
+    remote = [recipient for recipient in envelope.recipients if not recipient.accounts]
     for recipient in envelope.recipients:
         for account in recipient.accounts:
             if account.id in seen_accounts:  # one copy per account, however many RCPTs reach it
@@ -156,13 +164,31 @@ def deliver_message(policy: DeliveryPolicy, session: Session, envelope: Envelope
             junk = quarantine_all or recipient.quarantine
             targets.append(DeliveryTarget(account=account, mailbox="Junk" if junk else "INBOX",
                                           prepend=prepend))
-    try:
-        yield policy.store.deliver(message, targets)
-    except OverQuota:
-        return replies.MAILBOX_FULL
-    except Exception:
-        log.failure("delivery of {id} failed", id=envelope.id)
-        return replies.STORE_FAILED
+    held = bool(remote and targets)
+    if remote:
+        try:
+            yield policy.outbound.enqueue(queued_message(policy, session, envelope, remote, message, now),
+                                          held=held)
+        except Exception:
+            log.failure("queueing {id} for remote recipients failed", id=envelope.id)
+            return replies.STORE_FAILED
+    if targets:
+        try:
+            yield policy.store.deliver(message, targets)
+        except Exception as exc:
+            if held:
+                yield _discard_held(policy, envelope.id)
+            if isinstance(exc, OverQuota):
+                return replies.MAILBOX_FULL
+            log.failure("delivery of {id} failed", id=envelope.id)
+            return replies.STORE_FAILED
+    if held:
+        try:
+            yield policy.outbound.release(envelope.id)
+        except Exception:
+            # the local copies are in, the remote ones would never go: the client must retry
+            log.failure("releasing queued {id} failed", id=envelope.id)
+            return replies.STORE_FAILED
     if policy.submission:
         try:
             yield policy.store.append(session.account, "Sent", message, flags=("\\Seen",))
@@ -170,3 +196,32 @@ def deliver_message(policy: DeliveryPolicy, session: Session, envelope: Envelope
             # The recipients have the message: a 4xx now would make the client send it twice.
             log.failure("copy of {id} to Sent failed", id=envelope.id)
     return Reply(250, "2.0.0", f"OK: queued as {envelope.id}")
+
+
+def _dsn_request(params) -> tuple[str | None, str | None]:
+    """RFC 3461 4.1 NOTIFY and 4.2 ORCPT of one RCPT, as the queue stores them."""
+    notify = getattr(params, "notify", None)
+    orcpt = getattr(params, "orcpt", None)
+    return (",".join(notify) if notify else None, f"{orcpt[0]};{orcpt[1]}" if orcpt else None)
+
+
+def queued_message(policy: DeliveryPolicy, session: Session, envelope: Envelope, remote, message: bytes,
+                   now: float):
+    """The outbound queue's copy: our Received line (RFC 5321 4.4; no "for", which would
+    expose Bcc recipients to the others) on top of the message as submitted."""
+    params = envelope.params
+    recipients = [(recipient.address, *_dsn_request(recipient.params)) for recipient in remote]
+    body = received_header(session, envelope, "", now) + message
+    return policy.outbound.new_message(
+        envelope.mail_from, body, recipients, message_id=envelope.id,
+        smtputf8=bool(getattr(params, "smtputf8", False)),
+        eight_bit=getattr(params, "body", None) == "8BITMIME",
+        ret=getattr(params, "ret", None), envid=getattr(params, "envid", None))
+
+
+@defer.inlineCallbacks
+def _discard_held(policy: DeliveryPolicy, message_id: str):
+    try:
+        yield policy.outbound.discard(message_id)
+    except Exception:  # the worker purges stale held messages on its next start
+        log.failure("discarding held {id} failed", id=message_id)

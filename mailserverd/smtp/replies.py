@@ -100,6 +100,8 @@ UNKNOWN_USER = Reply(550, "5.1.1", "No such user here")
 SENDER_NOT_OWNED = Reply(550, "5.7.1", "Sender address not owned by the authenticated user")
 FROM_NOT_OWNED = Reply(550, "5.7.1", "From: header address not owned by the authenticated user")
 REMOTE_NOT_AVAILABLE = Reply(451, "4.3.2", "remote delivery is not available yet")
+# A remote recipient that hard-bounced within [outbound] suppress_for (RFC 3463 3.2 5.1.1).
+RECIPIENT_SUPPRESSED = Reply(550, "5.1.1", "Recipient address bounced recently; not sending to it")
 STORE_FAILED = Reply(451, "4.3.0", "Temporary storage failure; try again later")
 MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
 MESSAGE_TOO_COMPLEX = Reply(554, "5.6.0", "Message structure exceeds safety limits")

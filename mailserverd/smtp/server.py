@@ -237,7 +237,8 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
     @defer.inlineCallbacks
     def _rcpt_to(self, event: RcptTo):
         factory = self.factory
-        decision = yield decide_recipient(factory.store, event.recipient, factory.hostname, factory.submission)
+        decision = yield decide_recipient(factory.store, event.recipient, factory.hostname, factory.submission,
+                                          factory.outbound)
         if not decision.reply.positive:
             log.info("smtp {mode}: rcpt <{rcpt}> from {ip} refused: {reply}", mode=factory.mode,
                      rcpt=event.recipient.address if event.recipient.domain else "Postmaster",
@@ -291,7 +292,8 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
 class SMTPFactory(protocol.ServerFactory):
     noisy = False  # the listener service logs the port; one line per transaction is ours
 
-    def __init__(self, mode: str, settings, store, authenticator, tls, chain: CheckChain, clock):
+    def __init__(self, mode: str, settings, store, authenticator, tls, chain: CheckChain, clock,
+                 outbound=None):
         if mode not in MODES:
             raise ValueError(f"unknown SMTP mode {mode!r}; expected one of {MODES}")
         self.mode = mode
@@ -302,6 +304,7 @@ class SMTPFactory(protocol.ServerFactory):
         self.tls = tls
         self.chain = chain
         self.clock = clock
+        self.outbound = outbound if self.submission else None  # the MX never relays
         self.hostname = settings.server.hostname
         self.timeout = settings.smtp.timeout
         limits = settings.limits
@@ -312,7 +315,7 @@ class SMTPFactory(protocol.ServerFactory):
             _ACCOUNT_LIMITERS[store] = RateLimiter(settings.smtp.submission_rate_per_account, 3600.0, clock)
         self.account_rate = _ACCOUNT_LIMITERS[store]
         self.delivery = DeliveryPolicy(store, chain, clock, limits.max_header_size, limits.max_mime_depth,
-                                       submission=self.submission)
+                                       submission=self.submission, outbound=self.outbound)
 
     def machine_config(self, secure: bool, plaintext_ok: bool) -> MachineConfig:
         limits = self.settings.limits
@@ -330,15 +333,16 @@ class SMTPFactory(protocol.ServerFactory):
 
 
 def build_factory(mode: str, settings, store, authenticator, tls, checks: CheckChain | None = None,
-                  clock=None) -> SMTPFactory:
+                  clock=None, outbound=None) -> SMTPFactory:
     """The protocol factory for one SMTP listener (see module docstring).
 
     checks: the chain every inbound and locally submitted message passes;
     default: the built-in checks (DEFAULT_CHECKS). clock: for timeouts and
-    rate limits; default: the reactor.
+    rate limits; default: the reactor. outbound: the OutboundService that
+    submission queues remote recipients in; None = they get 451 4.3.2.
     """
     if clock is None:
         from twisted.internet import reactor as clock
     if checks is None:
         checks = build_chain(DEFAULT_CHECKS)
-    return SMTPFactory(mode, settings, store, authenticator, tls, checks, clock)
+    return SMTPFactory(mode, settings, store, authenticator, tls, checks, clock, outbound)

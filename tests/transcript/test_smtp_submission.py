@@ -18,8 +18,10 @@ MESSAGE = b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject:
 
 @pytest.fixture
 def server(mailserver_factory):
-    # No auth failure penalty, so a wrong-password test stays fast.
-    return mailserver_factory(listeners=SMTP_LISTENERS, extra_config={"auth": {"penalty_initial": "0s"}})
+    # No auth failure penalty, so a wrong-password test stays fast; a DNS server that does not
+    # answer, so remote recipients stay queued (deferred) instead of bouncing off real DNS.
+    return mailserver_factory(listeners=SMTP_LISTENERS, extra_config={
+        "auth": {"penalty_initial": "0s"}, "dns": {"nameservers": "127.0.0.1:9"}})
 
 
 def tls_context() -> ssl.SSLContext:
@@ -110,9 +112,18 @@ def test_alias_owned_by_the_user_may_be_used_as_sender(server, tmp_path):
         assert client.sendmail("SALES@example.test", ["bob@example.test"], owned) == {}
 
 
-def test_remote_recipient_is_refused_temporarily(server):
-    """A remote recipient gets 451 4.3.2 until the outbound queue exists."""
+def test_remote_recipient_is_queued_before_the_250(server, tmp_path):
+    """A remote recipient is accepted and durably queued (with its NOTIFY) before the 250, whose
+    "queued as" id is the queue id; the local recipient gets the message at once."""
     with submit(server) as client:
+        client.ehlo()
         client.mail("alice@example.test")
-        code, text = client.rcpt("friend@remote.test")
-    assert code == 451 and text == b"4.3.2 remote delivery is not available yet"
+        assert client.rcpt("friend@remote.test", ["NOTIFY=FAILURE"])[0] == 250
+        assert client.rcpt("bob@example.test")[0] == 250
+        code, text = client.data(MESSAGE)
+    assert code == 250
+    queue_id = text.decode().rsplit(" ", 1)[1]
+    shown = server.ctl("queue", "show", queue_id).stdout
+    assert "sender: <alice@example.test>" in shown and "<friend@remote.test>" in shown
+    assert "notify=FAILURE" in shown and "Subject: lunch" in shown
+    assert len(messages(server, tmp_path, "bob@example.test")) == 1

@@ -81,7 +81,7 @@ def test_user_added_with_ctl_appears_in_list_daemon_up_and_down(mailserver):
     (("domain", "add", "bad..domain"), "invalid domain"),
     (("user", "remove", "ghost@example.test"), "no such account"),
     (("user", "quota", "alice@example.test", "lots"), "expected a size"),
-    (("queue", "list"), "invalid choice"),
+    (("frobnicate",), "invalid choice"),
 ])
 def test_ctl_errors_are_one_line_and_non_zero(mailserver, args, reason):
     """Bad admin requests exit non-zero with a one-line reason, daemon running."""

@@ -118,6 +118,12 @@ class OutboundService(service.Service):
             except ImportError as exc:  # a partial install: keep the mail, say so loudly
                 log.critical("outbound: no SMTP transport ({reason}); queued mail waits until one exists",
                              reason=str(exc))
+        if self._dsn is None:
+            try:
+                self._dsn = dsn_functions()
+            except ImportError as exc:  # without bounce handling an attempt could not be recorded
+                log.critical("outbound: no DSN builder ({reason}); queued mail waits until one exists",
+                             reason=str(exc))
         d = self.run_blocking(queue.purge_stale_held, self.engine, self.now() - HELD_GRACE)
         d.addErrback(lambda failure: log.failure("outbound: purging stale held messages failed", failure))
         d.addBoth(lambda _: self.wake())
@@ -203,7 +209,7 @@ class OutboundService(service.Service):
     def _tick(self) -> None:
         self._timer = None
         free = self.concurrency - len(self._inflight)
-        if self._stopping or self._claiming or self.transport is None:
+        if self._stopping or self._claiming or self.transport is None or self._dsn is None:
             return
         if free <= 0:
             self._schedule(self.poll_interval)  # a finished attempt wakes us sooner
@@ -266,7 +272,7 @@ class OutboundService(service.Service):
 
     @defer.inlineCallbacks
     def _finish(self, results, item: Claimed):
-        build_dsn, should_notify, classify = self._dsn or dsn_functions()
+        build_dsn, should_notify, classify = self._dsn
         now = self.now()
         decision = decide(item, results, now, classify, should_notify)
         dsns = ()

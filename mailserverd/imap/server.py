@@ -5,8 +5,8 @@ each command to the IMAPSession (session.py), ONE at a time: while
 session.handle() runs, later commands wait in the parser's buffer (RFC 9051
 5.5), except the lines AUTHENTICATE and IDLE read (session.awaiting_line).
 When the client stops reading our output, or sends faster than we parse,
-the transport stops reading (the protocol is a streaming producer for its
-own output), so memory stays bounded however large a FETCH is.
+no further command runs and the transport stops reading (the protocol is a
+streaming producer for its own output), so memory stays bounded.
 
 build_factory(mode, settings, store, authenticator, tls) is what the service
 tree calls; mode is "imap" (STARTTLS offered) or "imaps" (the caller wraps
@@ -149,19 +149,27 @@ class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
         secure = factory.mode == "imaps"
         self.parser = CommandParser(factory.limits)
         offer_tls = factory.tls is not None and factory.mode == "imap"
-        self.session = factory.session_class(
-            self.send, factory.store, factory.authenticator, self.remote_ip, self.parser,
-            start_tls=self._start_tls if offer_tls else None, secure=secure,
-            plaintext_ok=plaintext_allowed(secure, self.remote_ip),
-            start_compress=self._start_compress, login_gate=self._login_gate,
-            settings=factory.settings, clock=factory.clock)
+        try:
+            self.session = factory.session_class(
+                self.send, factory.store, factory.authenticator, self.remote_ip, self.parser,
+                start_tls=self._start_tls if offer_tls else None, secure=secure,
+                plaintext_ok=plaintext_allowed(secure, self.remote_ip),
+                start_compress=self._start_compress, login_gate=self._login_gate,
+                settings=factory.settings, clock=factory.clock)
+            greeting = self.session.greeting()
+        except Exception:
+            log.failure("imap: cannot start a session for {ip}", ip=self.remote_ip)
+            self.session = None
+            self.transport.write(responses.bye("Internal error; try again later"))
+            self._close("error")
+            return
         self.transport.registerProducer(self, True)
         self._producing = True
         self.setTimeout(factory.timeout)
-        self.send(self.session.greeting())
+        self.send(greeting)
 
     def dataReceived(self, data: bytes):
-        if self.parser is None or self._closing:
+        if self.session is None or self._closing:
             return
         self.resetTimeout()
         if self.deflate is not None:
@@ -177,6 +185,8 @@ class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
             return
         self._counted = False
         self.factory.connections.release(self.remote_ip)
+        if self.session is None:
+            return
         try:
             self.session.connection_lost()
         except Exception:
@@ -218,7 +228,6 @@ class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
 
     def pauseProducing(self):
         self._write_paused = True
-        self._update_reading()
 
     def resumeProducing(self):
         self._write_paused = False
@@ -276,11 +285,13 @@ class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
             self._close("bad-compression")
 
     def _update_reading(self) -> None:
-        """Read the socket unless our output or the client's unparsed input is piling up."""
+        """Read the socket unless the client's unparsed input piles up. While our output
+        is stuck no command runs, so input piles up and reading stops then too. (Pausing
+        at once would deadlock a TLS handshake: TLS pauses its producers until it is done.)"""
         if self._lost or self.parser is None:
             return
         backlog = self.parser.buffered + (len(self.deflate.pending) if self.deflate else 0)
-        pause = self._write_paused or backlog >= INPUT_HIGH_WATER
+        pause = backlog >= INPUT_HIGH_WATER
         if pause and not self._read_paused:
             self._read_paused = True
             self.transport.pauseProducing()

@@ -449,15 +449,16 @@ def test_release_is_idempotent():
 
 # -- flow control -------------------------------------------------------------------------------------
 
-def test_slow_reader_pauses_commands_and_reading():
-    """While the transport's buffer is full, no command runs and the socket is not read."""
+def test_slow_reader_pauses_commands_then_reading():
+    """While the transport's buffer is full no command runs; input piling up stops reading."""
     proto, transport, session = Harness().connect()
     proto.pauseProducing()
-    assert transport.producerState == "paused"
     proto.dataReceived(b"a NOOP\r\n")
     assert session.handled == []
+    proto.dataReceived(b"b NOOP\r\n" * (INPUT_HIGH_WATER // 8))
+    assert transport.producerState == "paused"
     proto.resumeProducing()
-    assert session.handled == ["a NOOP"]
+    assert session.handled[:2] == ["a NOOP", "b NOOP"]
     assert transport.producerState == "producing"
 
 

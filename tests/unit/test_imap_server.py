@@ -478,3 +478,19 @@ def test_unknown_mode_is_refused():
     """build_factory rejects a mode other than imap or imaps."""
     with pytest.raises(ValueError):
         build_factory("pop3", settings(), NoStore(), None, None, clock=Clock())
+
+
+def test_session_that_cannot_start_gets_bye_and_close():
+    """If the session cannot be built, the client gets * BYE and the per-IP slot is freed."""
+    harness = Harness(per_ip=1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+    harness.factory.session_class = broken
+    proto = harness.factory.buildProtocol(None)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+    proto.makeConnection(transport)
+    assert transport.value().startswith(b"* BYE")
+    assert transport.disconnecting
+    proto.connectionLost(Failure(ConnectionError("gone")))
+    assert harness.factory.connections.count("127.0.0.1") == 0

@@ -291,7 +291,7 @@ class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
         if self._lost or self.parser is None:
             return
         backlog = self.parser.buffered + (len(self.deflate.pending) if self.deflate else 0)
-        pause = backlog >= INPUT_HIGH_WATER
+        pause = backlog >= self.factory.input_high_water
         if pause and not self._read_paused:
             self._read_paused = True
             self.transport.pauseProducing()
@@ -376,6 +376,8 @@ class IMAPFactory(protocol.ServerFactory):
         self.clock = clock
         self.session_class = session_class
         self.limits = ParserLimits.from_settings(settings)
+        # Above the longest line the parser may wait for, or a paused read would never end it.
+        self.input_high_water = max(INPUT_HIGH_WATER, 2 * self.limits.max_line)
         self.timeout = settings.imap.timeout
         self.userip_limit = getattr(settings.imap, "max_userip_connections", DEFAULT_USERIP_LIMIT)
         self.connections = ConnectionLimiter(settings.limits.max_connections_per_ip)

@@ -4,6 +4,7 @@ IDLE and LOGOUT, with imaplib and on the raw wire."""
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import re
 import smtplib
@@ -286,4 +287,17 @@ def test_append_then_fetch(server):
     wire.command("s", "SELECT INBOX")
     lines = wire.command("f", f"UID FETCH {uid} BODY.PEEK[]")
     assert any(line.endswith(message + b")") for line in lines), lines
+    wire.close()
+
+
+def test_authenticate_plain_reads_the_response_line(server):
+    """AUTHENTICATE PLAIN without an initial response: "+ ", one base64 line, then OK;
+    a command pipelined after that line runs after the login."""
+    wire = Wire(server.address("imap"))
+    wire.send(b"a AUTHENTICATE PLAIN\r\n")
+    assert wire.line().startswith(b"+")
+    credentials = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode())
+    wire.send(credentials + b"\r\nb EXAMINE INBOX\r\n")
+    assert wire.until_tagged("a")[-1].startswith(b"a OK")
+    assert wire.until_tagged("b")[-1].startswith(b"b OK")
     wire.close()

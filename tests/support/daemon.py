@@ -47,9 +47,9 @@ class CtlFailed(subprocess.CalledProcessError):
         return f"{super().__str__()}\nstdout: {self.stdout}\nstderr: {self.stderr}"
 
 
-def free_port() -> int:
+def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
+        probe.bind((host, 0))
         return probe.getsockname()[1]
 
 
@@ -59,11 +59,16 @@ class MailServer:
     `directory` must exist; the configuration, the data and daemon.log go in it.
     `extra_config` ({section: {key: value}}) is written after the defaults and
     may override them, e.g. {"auth": {"penalty_initial": "0s"}}.
+    `host` is the loopback address every listener binds (127.0.0.2, 127.0.0.3 ...
+    let several nodes share one port number); `ports` ({listener: port}) fixes
+    the port numbers instead of picking free ones, e.g. another node's `ports`.
     """
 
-    def __init__(self, directory, listeners=DEFAULT_LISTENERS, extra_config=None, hostname=HOSTNAME):
+    def __init__(self, directory, listeners=DEFAULT_LISTENERS, extra_config=None, hostname=HOSTNAME,
+                 host=HOST, ports=None):
         self.directory = str(directory)
-        self.host = HOST
+        self.host = host
+        self.fixed_ports = dict(ports) if ports else None
         self.hostname = hostname
         self.data_dir = os.path.join(self.directory, "data")
         self.conf_path = os.path.join(self.directory, "mailserverd.conf")
@@ -116,8 +121,13 @@ class MailServer:
 
     def start(self) -> None:
         """Pick free ports, write the configuration, start, wait for the ready line."""
+        if self.fixed_ports is not None:
+            self.ports = {name: self.fixed_ports[name] for name in self.listeners}
+            self.write_config()
+            self._launch()
+            return
         for attempt in range(START_ATTEMPTS):
-            self.ports = {name: free_port() for name in self.listeners}
+            self.ports = {name: free_port(self.host) for name in self.listeners}
             self.write_config()
             try:
                 self._launch()

@@ -19,7 +19,7 @@ from ..store.mail import Delivery
 # Verbs that only read: they run in the ctl process even while the daemon
 # runs (SQLite readers and a read-only RocksDB open do not need the lock).
 READ_ONLY = {("domain", "list"), ("user", "list"), ("user", "export"), ("alias", "list"),
-             ("queue", "list"), ("queue", "show")}
+             ("queue", "list"), ("queue", "show"), ("dns", "show")}
 IMPORT_BATCH_MESSAGES = 200
 IMPORT_BATCH_BYTES = 16 * 1024 * 1024
 
@@ -78,6 +78,14 @@ def build_parser() -> Parser:
     for verb in ("show", "retry", "delete"):
         outbound.add_parser(verb).add_argument("id", help="the queue id (the SMTP \"queued as\" id)")
     outbound.add_parser("flush")
+
+    keys = verbs.add_parser("dkim", help="DKIM signing keys").add_subparsers(dest="verb", required=True)
+    keygen = keys.add_parser("keygen", help="make Ed25519 and RSA-2048 keys; prints the TXT records")
+    keygen.add_argument("domain")
+    keygen.add_argument("--replace", action="store_true", help="new keys (new selectors) when keys exist")
+    dns = verbs.add_parser("dns", help="the MX, SPF, DKIM and DMARC records to publish for a domain")
+    dns.add_argument("domain")
+    dns.set_defaults(verb="show")
     return parser
 
 
@@ -298,6 +306,39 @@ def queue_flush(store, settings, args, out, err):
     queuecli.queue_flush(store.directory_engine, time.time(), out)
 
 
+def _local_domain(store, domain: str) -> str:
+    from ..outbound.dkim import DkimKeyError, normalize_domain
+    try:
+        name = normalize_domain(domain)
+    except DkimKeyError as exc:
+        raise CommandError(str(exc)) from None
+    if not store.directory.is_local_domain(name):
+        raise CommandError(f"{name} is not a local domain (mailserverctl domain add {name})")
+    return name
+
+
+def dkim_keygen(store, settings, args, out, err):
+    from ..outbound import dkim
+    name = _local_domain(store, args.domain)
+    try:
+        keys = dkim.keygen(settings.server.data_dir, name, replace=args.replace)
+    except dkim.DkimKeyError as exc:
+        raise CommandError(str(exc)) from None
+    for record in dkim.txt_records(name, keys):
+        _line(out, record)
+
+
+def dns_show(store, settings, args, out, err):
+    from ..outbound import dkim
+    name = _local_domain(store, args.domain)
+    try:
+        records = dkim.dns_records(name, settings.server.hostname, dkim.load_keys(settings.server.data_dir, name))
+    except dkim.DkimKeyError as exc:
+        raise CommandError(str(exc)) from None
+    for record in records:
+        _line(out, record)
+
+
 HANDLERS = {
     ("domain", "add"): domain_add, ("domain", "remove"): domain_remove, ("domain", "list"): domain_list,
     ("user", "add"): user_add, ("user", "passwd"): user_passwd, ("user", "remove"): user_remove,
@@ -306,4 +347,5 @@ HANDLERS = {
     ("alias", "add"): alias_add, ("alias", "remove"): alias_remove, ("alias", "list"): alias_list,
     ("queue", "list"): queue_list, ("queue", "show"): queue_show, ("queue", "retry"): queue_retry,
     ("queue", "delete"): queue_delete, ("queue", "flush"): queue_flush,
+    ("dkim", "keygen"): dkim_keygen, ("dns", "show"): dns_show,
 }

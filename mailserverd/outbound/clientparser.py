@@ -228,6 +228,7 @@ class ClientSession:
         self._accepted: list[str] = []
         self._mail_reply: Reply | None = None
         self._transactions = 0
+        self.replies = 0         # replies received: > 0 means the server spoke SMTP
 
     # -- input ---------------------------------------------------------------------------
 
@@ -240,6 +241,7 @@ class ClientSession:
             return self._abort(str(exc))
         actions: list = []
         for reply in replies:
+            self.replies += 1
             if not self._expect:
                 return actions + self._abort("reply nobody asked for")
             _, handler = self._expect.popleft()

@@ -76,7 +76,27 @@ class MxResolver:
         """Deferred[list[MailHost]], failing with RouteError / TemporaryRouteError."""
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.lookup, domain)
 
+    def route_host(self, host: str):
+        """Deferred[list[MailHost]] for one named host (a smarthost): its addresses, no MX."""
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.lookup_host, host)
+
     # -- blocking -----------------------------------------------------------------------
+
+    def lookup_host(self, host: str) -> list[MailHost]:
+        """A relay host's addresses; a relay that cannot be found is our configuration's
+        problem, so every failure is temporary (the mail waits for a fix)."""
+        try:
+            return [MailHost(host, 0, (str(ipaddress.ip_address(host.strip("[]"))),))]
+        except ValueError:
+            pass
+        try:
+            name = dns.name.from_text(host)
+        except (dns.exception.DNSException, UnicodeError, ValueError):
+            raise TemporaryRouteError(f"invalid relay host name {host}") from None
+        addresses, temporary = self._addresses(name)
+        if not addresses:
+            raise TemporaryRouteError(f"relay host {host} has no address" + (f": {temporary}" if temporary else ""))
+        return [MailHost(host, 0, addresses)]
 
     def lookup(self, domain: str) -> list[MailHost]:
         literal = _address_literal(domain)

@@ -43,7 +43,13 @@ def build_dns_resolver(nameservers=(), timeout: float = DEFAULT_TIMEOUT) -> dns.
         resolver = dns.resolver.Resolver(configure=False)
         resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
     else:
-        resolver = dns.resolver.Resolver()
+        try:
+            resolver = dns.resolver.Resolver()
+        except dns.resolver.NoResolverConfiguration:
+            # no /etc/resolv.conf: a local caching resolver is the usual MTA set-up; if there
+            # is none, lookups fail as temporary errors and the mail waits in the queue
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = ["127.0.0.1"]
     resolver.lifetime = timeout
     resolver.timeout = min(timeout, 2.0)  # per try: a lost UDP packet is retried quickly
     return resolver

@@ -405,3 +405,44 @@ def test_replies_after_close_are_ignored():
     session = ClientSession(envelope(), "me.here.test")
     assert session.receive(b"554 go away\r\n221 bye\r\n250 extra\r\n") == [Send(b"QUIT\r\n"), Close()]
     assert session.receive(b"250 more\r\n") == []
+
+
+# -- the socket side (outbound/client.py) over a fake transport and an injected clock ----------
+
+def client_protocol(session):
+    from twisted.internet import defer, task
+    from twisted.internet.testing import StringTransport
+
+    from mailserverd.outbound.client import SmtpClientProtocol, Timeouts
+    clock = task.Clock()
+    finished = defer.Deferred()
+    protocol = SmtpClientProtocol(session, clock, None, Timeouts(greeting=300, command=300), finished)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport, clock, finished
+
+
+def test_protocol_times_out_waiting_for_the_greeting():
+    """No greeting within the RFC 5321 4.5.3.2.1 five minutes: the connection is aborted, recipients pending."""
+    from twisted.python.failure import Failure
+    session = ClientSession(envelope(), "me.here.test")
+    protocol, transport, clock, finished = client_protocol(session)
+    clock.advance(299)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.disconnecting or transport.disconnected
+    protocol.connectionLost(Failure(ConnectionError("aborted")))
+    assert finished.called and "greeting" in session.host_error.text
+    assert session.pending() == ["b@there.test"]
+
+
+def test_protocol_writes_commands_and_rearms_its_timer():
+    """Each reply answered resets the timer; the client's commands reach the transport in order."""
+    session = ClientSession(envelope(), "me.here.test")
+    protocol, transport, clock, finished = client_protocol(session)
+    clock.advance(200)
+    protocol.dataReceived(b"220 hi\r\n")
+    assert transport.value() == b"EHLO me.here.test\r\n"
+    clock.advance(200)  # 400 s since connecting, 200 since the last reply: still waiting
+    assert not transport.disconnecting
+    assert clock.getDelayedCalls()

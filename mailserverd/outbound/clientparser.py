@@ -229,6 +229,7 @@ class ClientSession:
         self._mail_reply: Reply | None = None
         self._transactions = 0
         self.replies = 0         # replies received: > 0 means the server spoke SMTP
+        self._replies_at_tls: int | None = None
 
     # -- input ---------------------------------------------------------------------------
 
@@ -257,6 +258,11 @@ class ClientSession:
         self.tls_active = True
         self.extensions = {}
         return self._command(f"EHLO {self.helo_name}", "ehlo", self._ehlo)
+
+    @property
+    def tls_failed(self) -> bool:
+        """STARTTLS was accepted but no reply ever came through TLS (a failed handshake)."""
+        return self._replies_at_tls is not None and self.replies == self._replies_at_tls and not self.done
 
     def connection_lost(self, reason: str) -> None:
         if not self.done and self.host_error is None:
@@ -351,6 +357,7 @@ class ClientSession:
         if reply.code == 220:
             self.parser.discard_buffer()
             self._awaiting_tls = True
+            self._replies_at_tls = self.replies
             return [StartTLS()]
         if self.require_tls:
             return self._host_failed(outcome_of(reply, DEFERRED))

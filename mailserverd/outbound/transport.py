@@ -160,10 +160,17 @@ class Transport:
                                     smtputf8=message.smtputf8, eight_bit=message.eight_bit,
                                     dsn=tuple(dsn.get(r, (None, None)) for r in pending) if message.dsn else (),
                                     ret=message.ret, envid=message.envid)
-                session = ClientSession(envelope, self.helo_name, tls_available=True,
-                                        credentials=self.credentials if self.smarthost else None)
+                credentials = self.credentials if self.smarthost else None
+                session = ClientSession(envelope, self.helo_name, tls_available=True, credentials=credentials)
                 session = yield client.attempt(self.reactor, address, port, session, self.tls_context_factory,
                                                self.timeouts)
+                if session.tls_failed and credentials is None:
+                    # opportunistic TLS (RFC 7435 4): a failed handshake is retried once in clear
+                    log.info("outbound: {id} via {host} [{ip}]: TLS handshake failed ({error}); retrying "
+                             "without TLS", id=message.queue_id, host=host.name, ip=address,
+                             error=session.host_error.text if session.host_error else "")
+                    session = ClientSession(envelope, self.helo_name, tls_available=False)
+                    session = yield client.attempt(self.reactor, address, port, session, None, self.timeouts)
                 if session.replies:
                     sessions += 1  # the server spoke SMTP
                 for recipient, outcome in session.outcomes.items():

@@ -108,6 +108,9 @@ class Sink:
                         body += chunk
                     self.bodies.append(body)
                     say(replies["data_end"])
+            elif verb == "STARTTLS" and "STARTTLS" in replies["extensions"]:
+                say("220 2.0.0 go ahead")
+                return  # and no TLS at all: the client's handshake fails
             elif verb == "RSET":
                 say("250 ok")
             elif verb == "QUIT":
@@ -308,6 +311,14 @@ def test_server_without_starttls_gets_mail_in_clear(transport, sinks):
     assert result.status == "delivered"
     assert "STARTTLS" not in sinks[1].commands
     assert b"\r\n..leading dot\r\n" in sinks[1].bodies[0]  # dot-stuffed on the wire
+
+
+def test_failed_tls_handshake_is_retried_in_clear(transport, sinks):
+    """Opportunistic TLS: when the handshake fails, the same host is tried again without STARTTLS."""
+    sinks[1].script(extensions=("PIPELINING", "8BITMIME", "STARTTLS"))
+    [result] = deliver(transport, "sink.test", message("u@sink.test"))
+    assert (result.status, result.remote_host) == ("delivered", "sink1.sink.test")
+    assert sinks[1].commands.count("STARTTLS") == 1 and len(sinks[1].bodies) == 1
 
 
 def test_starttls_is_used_when_offered(transport, nodes):

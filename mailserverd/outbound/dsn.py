@@ -33,7 +33,7 @@ SUBJECTS = {
     "relayed": "Successful Mail Delivery Report",
 }
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # C0, DEL, C1 and Unicode line breaks
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
@@ -137,8 +137,9 @@ def _status_fields(reporting_mta, results, queued_at, now, envid, orcpts) -> tup
     recipient, blocks separated by an empty line; and whether it needs RFC 6533 (UTF-8)."""
     per_message = [f"Reporting-MTA: dns; {_clean(reporting_mta, 255)}"]  # RFC 3464 2.2.2
     values = [reporting_mta]
+    envid = _clean(envid or "", 100)
     if envid:
-        per_message.insert(0, _field("Original-Envelope-Id", _clean(envid, 100)))  # RFC 3464 2.2.1
+        per_message.insert(0, _field("Original-Envelope-Id", envid))  # RFC 3464 2.2.1
         values.append(envid)
     per_message.append(f"Arrival-Date: {_date(queued_at)}")  # RFC 3464 2.2.5
     blocks = ["".join(line + "\r\n" for line in per_message)]
@@ -270,7 +271,7 @@ def _wrap(line: str, indent: str = "") -> str:
 
 def _field(name: str, value: str) -> str:
     """A header-style field folded at spaces (RFC 3464 2.1 follows RFC 5322 2.2.3)."""
-    return _wrap(f"{name}: {value}", "\t")
+    return _wrap(f"{name}: {value}", " ")  # unfolding gives back the single space
 
 
 def _clean(value: str, limit: int) -> str:

@@ -94,6 +94,15 @@ class DeliveryTarget:
     flags: frozenset = frozenset()
 
 
+@dataclasses.dataclass(frozen=True)
+class CopyResult:
+    """What COPY/MOVE did (RFC 4315 COPYUID): the destination's UIDVALIDITY and
+    (source uid, new uid) pairs in ascending source order."""
+
+    uidvalidity: int
+    pairs: list
+
+
 class MailStore:
     """What AsyncStore offers protocol code. Every method returns a Deferred.
 
@@ -113,5 +122,16 @@ class MailStore:
       read_message(account, message_id) -> bytes      prepend + body
       store_flags(account, mailbox_id, uids, flags, mode) -> list[MessageRef]
             mode is "add", "remove" or "replace"
-      expunge(account, mailbox_id, uids) -> None
+      expunge(account, mailbox_id, uids) -> list[int]    the UIDs removed
+      read_messages(account, message_ids) -> dict[int, bytes]
+      create_mailbox(account, name, special_use=None) -> Mailbox   MailboxExists
+      delete_mailbox(account, name) -> None           children stay (RFC 3501 6.3.4)
+      rename_mailbox(account, old, new) -> None       children follow; INBOX moves its mail
+      set_subscribed(account, name, subscribed) -> None
+      copy_messages(account, mailbox_id, uids, dest_name) -> CopyResult
+      move_messages(account, mailbox_id, uids, dest_name) -> CopyResult   one transaction
+      mailbox_changes(account, mailbox_id, since_modseq)
+            -> (highest_modseq, changed refs, vanished uids)   RFC 7162
+      message_summaries(account, message_ids) -> dict[int, dict]
+      usage(account) -> int                           bytes counted against quota
     """

@@ -21,6 +21,7 @@ from . import schema
 from .api import (DEFAULT_MAILBOXES, SPECIAL_USE, Account, DeliveryTarget, Mailbox, MessageRef,
                   NoSuchMailbox, OverQuota, StoreError)
 from .blobs import BlobStore, blob_id_of
+from .mailbox_ops import MailboxOps
 
 _FLAG_COLUMNS = {"\\Seen": "seen", "\\Answered": "answered", "\\Flagged": "flagged",
                  "\\Deleted": "deleted", "\\Draft": "draft"}
@@ -47,7 +48,7 @@ class Change:
     modseq: int
 
 
-class MailStore:
+class MailStore(MailboxOps):
     def __init__(self, shards: Sequence[Engine], blobs: BlobStore, clock=time.time):
         self.shards = list(shards)
         self.blobs = blobs
@@ -336,7 +337,7 @@ class MailStore:
                 modseq = self._next_modseq(conn, account)
                 mailbox_id = conn.execute(insert(schema.mailboxes).values(
                     account_id=account.id, name=name, special_use=None,
-                    uidvalidity=int(self.clock()), uidnext=1, subscribed=True,
+                    uidvalidity=self._new_uidvalidity(conn, account), uidnext=1, subscribed=True,
                     modseq=modseq)).inserted_primary_key[0]
                 self._log(conn, account, modseq, "Mailbox", mailbox_id, None, None, "created")
                 row = self._mailbox_row(conn, account, name)

@@ -234,6 +234,36 @@ class AsyncStore(service.Service):
     def expunge(self, account: Account, mailbox_id: int, uids) -> defer.Deferred:
         return self._write(self.store.mail.expunge, account, mailbox_id, list(uids))
 
+    def read_messages(self, account: Account, message_ids) -> defer.Deferred:
+        return self._read(self.store.mail.read_messages, account, list(message_ids))
+
+    def mailbox_changes(self, account: Account, mailbox_id: int, since: int) -> defer.Deferred:
+        return self._read(self.store.mail.mailbox_changes, account, mailbox_id, since)
+
+    def message_summaries(self, account: Account, message_ids) -> defer.Deferred:
+        return self._read(self.store.mail.message_summaries, account, list(message_ids))
+
+    def usage(self, account: Account) -> defer.Deferred:
+        return self._read(self.store.mail.usage, account)
+
+    def create_mailbox(self, account: Account, name: str, special_use=None) -> defer.Deferred:
+        return self._write(self.store.mail.create_mailbox, account, name, special_use)
+
+    def delete_mailbox(self, account: Account, name: str) -> defer.Deferred:
+        return self._write(self.store.mail.delete_mailbox, account, name)
+
+    def rename_mailbox(self, account: Account, old: str, new: str) -> defer.Deferred:
+        return self._write(self.store.mail.rename_mailbox, account, old, new)
+
+    def set_subscribed(self, account: Account, name: str, subscribed: bool) -> defer.Deferred:
+        return self._write(self.store.mail.set_subscribed, account, name, subscribed)
+
+    def copy_messages(self, account: Account, mailbox_id: int, uids, dest: str) -> defer.Deferred:
+        return self._write(self.store.mail.copy_messages, account, mailbox_id, list(uids), dest)
+
+    def move_messages(self, account: Account, mailbox_id: int, uids, dest: str) -> defer.Deferred:
+        return self._write(self.store.mail.move_messages, account, mailbox_id, list(uids), dest)
+
     def run_write(self, fn: Callable, *args, **kwargs) -> defer.Deferred:
         """Run an arbitrary store write (admin commands) on the writer thread."""
         return self._write(fn, *args, **kwargs)

@@ -1,44 +1,61 @@
-"""The IMAP4rev1 session (RFC 3501): state machine and commands over the store.
+"""The IMAP4rev1 session (RFC 3501): states, dispatch, authentication, push.
 
 IMAPSession.handle(command) runs one parsed command and returns a Deferred
 that fires when its tagged answer has been sent through `send(bytes)`. The
 server (server.py) runs one command at a time, so untagged updates from
-other sessions are only sent between commands (RFC 3501 5.2, 7.4.1).
+other sessions are only sent between commands (RFC 3501 5.2, 7.4.1) or
+while the client IDLEs (RFC 2177). Mailbox commands live in
+session_mailboxes.py, message commands in session_messages.py.
 """
 
 from __future__ import annotations
-
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..auth import AuthFailed
 from ..auth.sasl import SASLError, b64decode, decode_plain
-from ..mime.imapsection import IMAPMessage
-from ..store.api import SYSTEM_FLAGS, NoSuchMailbox, StoreError
-from . import commands, mutf7, responses
-from .fetch import FetchAtt
-from .mailbox_view import MailboxView
+from ..store.api import NoSuchMailbox, OverQuota, StoreError
+from . import commands, responses
+from .mailbox_view import RECENT
+from .session_mailboxes import MailboxCommands
+from .session_messages import MessageCommands
 
 log = Logger(namespace="mailserverd.imap")
 
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
-INBOX = "INBOX"
-PERMANENT_FLAGS = SYSTEM_FLAGS + ("\\*",)
-# Commands whose completion must not carry EXPUNGE (RFC 3501 7.4.1).
-NO_EXPUNGE_COMMANDS = frozenset({"FETCH", "STORE", "SEARCH"})
-ANY_STATE = frozenset({"CAPABILITY", "NOOP", "LOGOUT"})
+ANY_STATE = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID", "COMPRESS"})
 NOT_AUTH_ONLY = frozenset({"LOGIN", "AUTHENTICATE", "STARTTLS"})
-SELECTED_ONLY = frozenset({"CHECK", "CLOSE", "EXPUNGE", "FETCH", "STORE"})
+SELECTED_ONLY = frozenset({"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "FETCH", "STORE", "SEARCH",
+                           "COPY", "MOVE", "SORT", "THREAD"})
+# Commands whose completion must not carry EXPUNGE (RFC 3501 7.4.1; UID
+# variants may, RFC 3501 7.4.1 last paragraph, but sequence numbers in their
+# own untagged responses are computed first, so holding back is simpler).
+NO_EXPUNGE_COMMANDS = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
+# Changes made by another node reach this one only through the store; poll at
+# most this often when nothing in this process said the account changed.
+POLL_SECONDS = 5.0
+IDLE_POLL_SECONDS = 30.0
+IMPLEMENTATION = {"name": "mailserverd", "vendor": "mailserverd",
+                  "support-url": "https://github.com/mailserverd/mailserverd"}
+ENABLEABLE = frozenset({"CONDSTORE", "QRESYNC"})
 
 
-class IMAPSession:
-    """One client's session. `send` writes bytes; `start_tls` switches the transport
-    to TLS (None when STARTTLS is not offered); plaintext_ok says whether LOGIN
-    may be used on this connection before TLS."""
+class IMAPSession(MailboxCommands, MessageCommands):
+    """One client's session.
+
+    send writes bytes; start_tls switches the transport to TLS (None when
+    STARTTLS is not offered); start_compress(leftover) switches it to DEFLATE
+    (None: COMPRESS not offered); plaintext_ok says whether LOGIN may be used
+    before TLS; login_gate(account) returns a release callable, or None when
+    that user already has too many sessions from this address.
+    """
 
     def __init__(self, send, store, authenticator, remote_ip: str, parser,
-                 start_tls=None, secure: bool = False, plaintext_ok: bool = False):
+                 start_tls=None, secure: bool = False, plaintext_ok: bool = False,
+                 start_compress=None, login_gate=None, settings=None, clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.send = send
         self.store = store
         self.authenticator = authenticator
@@ -47,9 +64,25 @@ class IMAPSession:
         self.start_tls = start_tls
         self.secure = secure
         self.plaintext_ok = plaintext_ok
+        self.start_compress = start_compress
+        self.login_gate = login_gate
+        self.clock = clock
+        self.max_message_size = settings.limits.max_message_size if settings else 25 * 1024 * 1024
         self.state = NOT_AUTHENTICATED
         self.account = None
-        self.view: MailboxView | None = None
+        self.view = None
+        self.enabled: set[str] = set()
+        self.condstore = False  # RFC 7162 3.1: on after ENABLE or the first CONDSTORE use
+        self.saved_search: list[int] | None = None  # RFC 5182 SEARCHRES "$", as UIDs
+        self.idling = False
+        self.compressed = False
+        self._dirty = True
+        self._last_sync = 0.0
+        self._line_waiter: defer.Deferred | None = None
+        self._release_login = None
+        self._idle_poll = None
+        self._syncing: defer.Deferred | None = None
+        self.recent_registry = RECENT
 
     # -- capabilities -----------------------------------------------------------
 
@@ -57,19 +90,52 @@ class IMAPSession:
         return self.secure or self.plaintext_ok
 
     def capabilities(self) -> list[str]:
-        names = ["IMAP4rev1"]
+        names = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
         if self.state == NOT_AUTHENTICATED:
             if self.start_tls is not None and not self.secure:
                 names.append("STARTTLS")
-            # AUTH=PLAIN is not advertised: AUTHENTICATE accepts only a SASL-IR
-            # initial response, and the continuation exchange is not built.
-            if not self._login_allowed():
+            if self._login_allowed():
+                names.append("AUTH=PLAIN")
+            else:
                 names.append("LOGINDISABLED")  # RFC 3501 6.2.3
+        else:
+            names += ["NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE",
+                      "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "QRESYNC", "ESEARCH",
+                      "SEARCHRES", "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+                      "QUOTA", "QUOTA=RES-STORAGE", "APPENDLIMIT=%d" % self.max_message_size]
+        if self.start_compress is not None and not self.compressed:
+            names.append("COMPRESS=DEFLATE")
         return names
 
     def greeting(self) -> bytes:
         return responses.untagged_status("OK", "mailserverd IMAP4rev1 ready",
                                          "CAPABILITY " + " ".join(self.capabilities()))
+
+    # -- what the server drives ------------------------------------------------------
+
+    @property
+    def awaiting_line(self) -> bool:
+        """True while AUTHENTICATE waits for a response line or IDLE for DONE."""
+        return self._line_waiter is not None
+
+    def client_line(self, data: bytes | None) -> None:
+        waiter, self._line_waiter = self._line_waiter, None
+        if waiter is not None:
+            waiter.callback(data)
+
+    def _read_line(self) -> defer.Deferred:
+        self.parser.expect_line()
+        self._line_waiter = defer.Deferred()
+        return self._line_waiter
+
+    def connection_lost(self) -> None:
+        if self.account is not None:
+            self.store.unsubscribe(self.account.id, self._on_change)
+        if self._release_login is not None:
+            self._release_login()
+            self._release_login = None
+        self._stop_idle_poll()
+        self.client_line(None)
 
     # -- dispatch -----------------------------------------------------------------
 
@@ -78,41 +144,98 @@ class IMAPSession:
         name, tag = command.name, command.tag
         if name == "EXAMINE":
             name = "SELECT"
-        if name not in ANY_STATE:
-            if name in NOT_AUTH_ONLY and self.state != NOT_AUTHENTICATED:
-                self.send(responses.tagged(tag, "BAD", "Already authenticated"))
-                return
-            if name not in NOT_AUTH_ONLY and self.state == NOT_AUTHENTICATED:
-                self.send(responses.tagged(tag, "BAD", "Log in first"))
-                return
-            if name in SELECTED_ONLY and self.state != SELECTED:
-                self.send(responses.tagged(tag, "BAD", "No mailbox selected"))
-                return
-        handler = getattr(self, "do_" + name.lower().replace(".", "_"), None)
+        refusal = self._state_refusal(name)
+        if refusal:
+            self.send(responses.tagged(tag, "BAD", refusal))
+            return
+        handler = getattr(self, "do_" + name.lower(), None)
         if handler is None:
             self.send(responses.tagged(tag, "BAD", "Command not supported"))
             return
         try:
             outcome = yield handler(command)
-            if outcome is None:  # the handler sent its own tagged answer (STARTTLS)
+            if outcome is None:  # the handler sent its own tagged answer (STARTTLS, COMPRESS)
                 return
             status, text, code = outcome
         except NoSuchMailbox:
-            status, text, code = "NO", "No such mailbox", "NONEXISTENT"
+            status, text, code = "NO", "Mailbox does not exist", "NONEXISTENT"
+        except OverQuota:
+            status, text, code = "NO", "Quota exceeded", "OVERQUOTA"
         except StoreError as error:
             status, text, code = "NO", str(error) or "Refused", None
-        if status == "OK" and self.state == SELECTED and name != "SELECT":
-            yield self.send_updates(allow_expunge=name not in NO_EXPUNGE_COMMANDS)
+        except Exception:
+            log.failure("imap: {command} failed", command=name)
+            status, text, code = "NO", "Internal error, try again", "SERVERBUG"
+        if self.state == SELECTED and status != "BAD" and name != "SELECT":
+            try:
+                yield self.send_updates(allow_expunge=name not in NO_EXPUNGE_COMMANDS)
+            except Exception:
+                log.failure("imap: mailbox update failed")
         self.send(responses.tagged(tag, status, text, code))
+
+    def _state_refusal(self, name: str) -> str | None:
+        if name in ANY_STATE:
+            return None
+        if name in NOT_AUTH_ONLY and self.state != NOT_AUTHENTICATED:
+            return "Already authenticated"
+        if name not in NOT_AUTH_ONLY and self.state == NOT_AUTHENTICATED:
+            return "Log in first"
+        if name in SELECTED_ONLY and self.state != SELECTED:
+            return "No mailbox selected"
+        return None
+
+    # -- push: untagged updates (RFC 3501 7.4.1, RFC 2177) -------------------------------
+
+    def _on_change(self, _account_id) -> None:
+        self._dirty = True
+        if self.idling:
+            self._sync_now()
+
+    def _sync_now(self) -> None:
+        if self._syncing is not None:
+            return  # the running sync sees _dirty again when it finishes
+        d = self._syncing = self.send_updates(allow_expunge=True)
+
+        def done(result):
+            self._syncing = None
+            if self._dirty and self.idling:
+                self._sync_now()
+            return result
+        d.addBoth(done)
+        d.addErrback(lambda failure: log.failure("imap: push update failed", failure))
 
     @defer.inlineCallbacks
     def send_updates(self, allow_expunge: bool = True):
         """Untagged EXISTS / EXPUNGE / FETCH FLAGS for changes made elsewhere."""
-        if self.view is None:
+        view = self.view
+        if view is None:
             return
-        fresh = yield self.store.list_messages(self.account, self.view.mailbox.id)
-        for line in self.view.diff(list(fresh), allow_expunge):
+        now = self.clock.seconds()
+        if not self._dirty and now - self._last_sync < POLL_SECONDS:
+            return
+        self._dirty = False
+        self._last_sync = now
+        fresh = yield self.store.list_messages(self.account, view.mailbox.id)
+        if self.view is not view:
+            return
+        fresh = list(fresh)
+        for line in view.sync(fresh, allow_expunge, condstore=self.condstore,
+                              qresync="QRESYNC" in self.enabled):
             self.send(line)
+        if not allow_expunge and len(fresh) != view.exists:
+            self._dirty = True  # held back (RFC 3501 7.4.1): send after a later command
+
+    def _start_idle_poll(self) -> None:
+        def poll():
+            self._dirty = True
+            self._sync_now()
+            self._idle_poll = self.clock.callLater(IDLE_POLL_SECONDS, poll)
+        self._idle_poll = self.clock.callLater(IDLE_POLL_SECONDS, poll)
+
+    def _stop_idle_poll(self) -> None:
+        if self._idle_poll is not None and self._idle_poll.active():
+            self._idle_poll.cancel()
+        self._idle_poll = None
 
     # -- any state (RFC 3501 6.1) ---------------------------------------------------
 
@@ -121,12 +244,35 @@ class IMAPSession:
         return defer.succeed(("OK", "CAPABILITY completed", None))
 
     def do_noop(self, command):
+        if self.view is not None:
+            self._dirty = True  # RFC 3501 6.1.2: NOOP is how clients poll
         return defer.succeed(("OK", "NOOP completed", None))
 
     def do_logout(self, command):
         self.send(responses.bye("Logging out"))
         self.state = LOGOUT
         return defer.succeed(("OK", "LOGOUT completed", None))
+
+    def do_id(self, command):
+        # RFC 2971 3.1: answered in any state; the client's fields are only logged.
+        if command.parameters:
+            log.info("imap: client id {fields} rip={ip}", fields=dict(command.parameters),
+                     ip=self.remote_ip)
+        self.send(responses.id_response(IMPLEMENTATION))
+        return defer.succeed(("OK", "ID completed", None))
+
+    def do_compress(self, command):
+        # RFC 4978 3: one COMPRESS per connection; DEFLATE only.
+        if self.start_compress is None:
+            return defer.succeed(("BAD", "COMPRESS is not available", None))
+        if self.compressed:
+            return defer.succeed(("NO", "Compression already active", "COMPRESSIONACTIVE"))
+        if command.mechanism.upper() != "DEFLATE":
+            return defer.succeed(("BAD", "Unknown compression mechanism", None))
+        self.send(responses.tagged(command.tag, "OK", "DEFLATE active"))
+        self.compressed = True
+        self.start_compress(self.parser.take_buffer())
+        return defer.succeed(None)
 
     # -- not authenticated (RFC 3501 6.2) -------------------------------------------
 
@@ -153,9 +299,18 @@ class IMAPSession:
             return ("NO", "Unsupported mechanism", None)
         if not self._login_allowed():
             return ("NO", "Use STARTTLS first", "PRIVACYREQUIRED")
-        if command.initial_response is None:
-            return ("NO", "Send the PLAIN response with the command (SASL-IR)", None)
-        encoded = b"" if command.initial_response == b"=" else command.initial_response
+        encoded = command.initial_response
+        if encoded is None:
+            # RFC 3501 6.2.2: an empty challenge, then one line of base64 or "*".
+            self.send(responses.continuation_data(b""))
+            encoded = yield self._read_line()
+            if encoded is None:
+                return ("BAD", "Response too long", None)
+            encoded = encoded.rstrip(b"\r\n")
+            if encoded == b"*":
+                return ("BAD", "Authentication cancelled", None)
+        elif encoded == b"=":
+            encoded = b""  # RFC 4959 3: "=" is an empty initial response
         try:
             _authzid, username, password = decode_plain(b64decode(encoded))
         except (SASLError, ValueError):
@@ -172,255 +327,52 @@ class IMAPSession:
         except Exception:
             log.failure("imap: authentication backend failed")
             return ("NO", "Temporary failure, try again", "UNAVAILABLE")
+        if self.login_gate is not None:
+            release = self.login_gate(account)
+            if release is None:
+                return ("NO", "Too many connections for this user from this address", "LIMIT")
+            self._release_login = release
         self.account = account
         self.state = AUTHENTICATED
         self.parser.authenticated = True
-        return ("OK", "Logged in", None)
+        self.store.subscribe(account.id, self._on_change)
+        # RFC 3501 7.1: capabilities change after login; say so in the OK.
+        return ("OK", "Logged in", "CAPABILITY " + " ".join(self.capabilities()))
 
-    # -- authenticated (RFC 3501 6.3) ----------------------------------------------
+    # -- authenticated (RFC 3501 6.3) ------------------------------------------------
 
-    @defer.inlineCallbacks
-    def do_select(self, command):
-        self.view = None
-        self.state = AUTHENTICATED
-        mailbox = yield self.store.get_mailbox(self.account, command.mailbox)
-        refs = yield self.store.list_messages(self.account, mailbox.id)
-        view = MailboxView(mailbox, refs, read_only=command.read_only)
-        self.send(responses.flags_response(SYSTEM_FLAGS))
-        self.send(responses.exists(view.exists))
-        self.send(responses.recent(0))
-        unseen = [number for number, ref in enumerate(view.refs, 1) if "\\Seen" not in ref.flags]
-        if unseen:
-            self.send(responses.untagged_status("OK", "First unseen", "UNSEEN %d" % unseen[0]))
-        self.send(responses.untagged_status("OK", "UIDs valid", "UIDVALIDITY %d" % mailbox.uidvalidity))
-        uidnext = max([mailbox.uidnext] + [uid + 1 for uid in view.uids()])
-        self.send(responses.untagged_status("OK", "Predicted next UID", "UIDNEXT %d" % uidnext))
-        permanent = () if command.read_only else PERMANENT_FLAGS
-        self.send(responses.untagged_status("OK", "Limited", "PERMANENTFLAGS " + responses.flags(
-            permanent).decode("ascii")))
-        self.view = view
-        self.state = SELECTED
-        code = "READ-ONLY" if command.read_only else "READ-WRITE"
-        return ("OK", "EXAMINE completed" if command.read_only else "SELECT completed", code)
+    def do_enable(self, command):
+        # RFC 5161 3.1: ENABLE lists what it turned on now; unknown names are ignored.
+        newly = [name for name in command.capabilities
+                 if name in ENABLEABLE and name not in self.enabled]
+        for name in newly:
+            self.enabled.add(name)
+        if "QRESYNC" in newly and "CONDSTORE" not in self.enabled:
+            self.enabled.add("CONDSTORE")  # RFC 7162 3.2.3: QRESYNC implies CONDSTORE
+        if self.enabled & ENABLEABLE:
+            self.condstore = True
+        self.send(responses.enabled(newly))
+        return defer.succeed(("OK", "ENABLE completed", None))
+
+    def do_namespace(self, command):
+        self.send(responses.namespace_response())  # RFC 2342 5: one personal namespace
+        return defer.succeed(("OK", "NAMESPACE completed", None))
 
     @defer.inlineCallbacks
-    def do_list(self, command):
-        if command.extended:
-            return ("BAD", "LIST-EXTENDED is not supported", None)
-        yield self._list("LIST", command.reference, command.patterns, subscribed_only=False)
-        return ("OK", "LIST completed", None)
-
-    @defer.inlineCallbacks
-    def do_lsub(self, command):
-        yield self._list("LSUB", command.reference, (command.pattern,), subscribed_only=True)
-        return ("OK", "LSUB completed", None)
-
-    @defer.inlineCallbacks
-    def _list(self, verb, reference, patterns, subscribed_only):
-        # RFC 3501 6.3.8: an empty pattern asks for the delimiter and root.
-        if list(patterns) == [""]:
-            self.send(responses.list_response(["\\Noselect"], "", command=verb))
-            return
-        mailboxes = yield self.store.list_mailboxes(self.account)
-        names = {mailbox.name for mailbox in mailboxes}
-        for mailbox in sorted(mailboxes, key=lambda box: (box.name != INBOX, box.name)):
-            if subscribed_only and not mailbox.subscribed:
-                continue
-            if not any(list_matches(reference + pattern, mailbox.name) for pattern in patterns):
-                continue
-            attributes = []
-            prefix = mailbox.name + mutf7.HIERARCHY_SEPARATOR
-            if verb == "LIST":
-                has_children = any(other.startswith(prefix) for other in names)
-                attributes.append("\\HasChildren" if has_children else "\\HasNoChildren")
-                if mailbox.special_use:
-                    attributes.append(mailbox.special_use)  # RFC 6154 2
-            self.send(responses.list_response(attributes, mailbox.name, self.parser.utf8, command=verb))
-
-    @defer.inlineCallbacks
-    def do_status(self, command):
-        mailbox = yield self.store.get_mailbox(self.account, command.mailbox)
-        values = {"MESSAGES": mailbox.exists, "RECENT": 0, "UIDNEXT": mailbox.uidnext,
-                  "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen}
-        items = {}
-        for item in command.items:
-            if item not in values:
-                return ("BAD", "Unknown STATUS item " + item, None)
-            items[item] = values[item]
-        self.send(responses.status_response(mailbox.name, items, self.parser.utf8))
-        return ("OK", "STATUS completed", None)
-
-    @defer.inlineCallbacks
-    def do_append(self, command):
-        flags = [flag for flag in command.flags if flag != "\\Recent"]
-        when = command.internal_date.timestamp() if command.internal_date else None
+    def do_idle(self, command):
+        """RFC 2177: updates flow while the client waits, until it sends DONE."""
+        self.send(responses.continuation("idling"))
+        self.idling = True
+        self._start_idle_poll()
         try:
-            yield self.store.get_mailbox(self.account, command.mailbox)
-        except NoSuchMailbox:
-            return ("NO", "No such mailbox", "TRYCREATE")  # RFC 3501 6.3.11
-        yield self.store.append(self.account, command.mailbox, command.message, flags, when)
-        return ("OK", "APPEND completed", None)
-
-    # -- selected (RFC 3501 6.4) -----------------------------------------------------
-
-    def do_check(self, command):
-        return defer.succeed(("OK", "CHECK completed", None))
-
-    @defer.inlineCallbacks
-    def do_close(self, command):
-        view = self.view
-        if not view.read_only:
-            deleted = [ref.uid for ref in view.refs if "\\Deleted" in ref.flags]
-            if deleted:
-                yield self.store.expunge(self.account, view.mailbox.id, deleted)
-        self.view = None
-        self.state = AUTHENTICATED
-        return ("OK", "CLOSE completed", None)
-
-    @defer.inlineCallbacks
-    def do_expunge(self, command):
-        view = self.view
-        if view.read_only:
-            return ("NO", "Mailbox is read-only", "READ-ONLY")
-        fresh = yield self.store.list_messages(self.account, view.mailbox.id)
-        deleted = [ref.uid for ref in fresh if "\\Deleted" in ref.flags]
-        if deleted:
-            yield self.store.expunge(self.account, view.mailbox.id, deleted)
-        return ("OK", "EXPUNGE completed", None)
-
-    def _targets(self, command):
-        if command.uid:
-            return self.view.by_uid(command.sequence)
-        return self.view.by_sequence(command.sequence)
-
-    def _bad_sequence(self, command) -> bool:
-        """RFC 3501 6.4.5: a message sequence number beyond EXISTS is an error."""
-        if command.uid:
-            return False
-        for start, end in command.sequence.resolve(max(self.view.exists, 1)):
-            if max(start, end) > self.view.exists:
-                return True
-        return False
-
-    @defer.inlineCallbacks
-    def do_fetch(self, command):
-        if self._bad_sequence(command):
-            return ("BAD", "Invalid message sequence number", None)
-        view = self.view
-        items = list(command.items)
-        if command.uid and not any(item.name == "UID" for item in items):
-            items.insert(0, _UID_ITEM)  # RFC 3501 6.4.8
-        sets_seen = not view.read_only and any(item.sets_seen for item in items)
-        needs_message = any(item.name not in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE")
-                            for item in items)
-        for number, ref in self._targets(command):
-            message = None
-            if needs_message or any(item.name == "RFC822.SIZE" for item in items):
-                raw = yield self.store.read_message(self.account, ref.message_id)
-                message = IMAPMessage(raw)
-            if sets_seen and "\\Seen" not in ref.flags:
-                changed = yield self.store.store_flags(self.account, view.mailbox.id, [ref.uid],
-                                                       ["\\Seen"], "add")
-                for new_ref in changed:
-                    view.replace(new_ref)
-                    ref = new_ref
-                if not any(item.name == "FLAGS" for item in items):
-                    items_out = fetch_values(items, ref, message) + [("FLAGS", _flag_atoms(ref))]
-                    self.send(responses.fetch_response(number, items_out))
-                    continue
-            self.send(responses.fetch_response(number, fetch_values(items, ref, message)))
-        return ("OK", "FETCH completed", None)
-
-    @defer.inlineCallbacks
-    def do_store(self, command):
-        if self._bad_sequence(command):
-            return ("BAD", "Invalid message sequence number", None)
-        view = self.view
-        if view.read_only:
-            return ("NO", "Mailbox is read-only", "READ-ONLY")
-        targets = self._targets(command)
-        flags = [flag for flag in command.flags if flag != "\\Recent"]
-        if targets:
-            changed = yield self.store.store_flags(self.account, view.mailbox.id,
-                                                   [ref.uid for _, ref in targets], flags, command.mode)
-            for ref in changed:
-                view.replace(ref)
-        if not command.silent:
-            numbers = {ref.uid: number for number, ref in enumerate(view.refs, 1)}
-            for _, old in targets:
-                number = numbers.get(old.uid)
-                if number is None:
-                    continue
-                ref = view.refs[number - 1]
-                items = [("FLAGS", _flag_atoms(ref))]
-                if command.uid:
-                    items.insert(0, ("UID", ref.uid))
-                self.send(responses.fetch_response(number, items))
-        return ("OK", "STORE completed", None)
-
-def _flag_atoms(ref) -> list:
-    return [responses.Atom(flag) for flag in sorted(ref.flags)]
-
-
-def list_matches(pattern: str, name: str) -> bool:
-    """RFC 3501 6.3.8: "*" matches anything, "%" anything but the delimiter;
-    INBOX matches case-insensitively."""
-    if name == INBOX:
-        pattern = pattern if not pattern.upper().startswith(INBOX) else INBOX + pattern[len(INBOX):]
-    return _match(pattern, 0, name, 0)
-
-
-def _match(pattern: str, p: int, name: str, n: int) -> bool:
-    # Dynamic programming, O(len(pattern) * len(name)): no backtracking blow-up.
-    table = [[False] * (len(name) + 1) for _ in range(len(pattern) + 1)]
-    table[len(pattern)][len(name)] = True
-    for i in range(len(pattern) - 1, -1, -1):
-        char = pattern[i]
-        for j in range(len(name), -1, -1):
-            if char == "*":
-                table[i][j] = table[i + 1][j] or (j < len(name) and table[i][j + 1])
-            elif char == "%":
-                table[i][j] = table[i + 1][j] or (j < len(name) and name[j] != "/" and table[i][j + 1])
-            else:
-                table[i][j] = j < len(name) and name[j] == char and table[i + 1][j + 1]
-    return table[p][n]
-
-
-def fetch_values(items, ref, message) -> list:
-    """(label, value) pairs for one message (RFC 3501 7.4.2)."""
-    out = []
-    for item in items:
-        name = item.name
-        if name == "FLAGS":
-            out.append((item, _flag_atoms(ref)))
-        elif name == "UID":
-            out.append((item, ref.uid))
-        elif name == "INTERNALDATE":
-            out.append((item, responses.Raw(responses.internal_date(ref.received_at))))
-        elif name == "RFC822.SIZE":
-            out.append((item, message.size))
-        elif name == "ENVELOPE":
-            out.append((item, responses.Raw(message.envelope())))
-        elif name == "BODYSTRUCTURE":
-            out.append((item, responses.Raw(message.bodystructure(True))))
-        elif name == "BODY" and item.section is None:
-            out.append((item, responses.Raw(message.bodystructure(False))))
-        elif name == "BODY":
-            section = item.section
-            data = message.section(section.part, section.text, section.fields, item.partial)
-            out.append((item, responses.LiteralString(data)))
-        elif name == "RFC822":
-            out.append((item, responses.LiteralString(message.section())))
-        elif name == "RFC822.HEADER":
-            out.append((item, responses.LiteralString(message.section((), "HEADER"))))
-        elif name == "RFC822.TEXT":
-            out.append((item, responses.LiteralString(message.section((), "TEXT"))))
-        elif name == "BINARY.SIZE":
-            out.append((item, message.binary_size(item.section.part)))
-        elif name == "BINARY":
-            data = message.binary(item.section.part, item.partial)
-            out.append((item, None if data is None else responses.Literal8(data)))
-    return out
-
-
-_UID_ITEM = FetchAtt("UID")
+            self._dirty = True
+            self._sync_now()
+            line = yield self._read_line()
+        finally:
+            self.idling = False
+            self._stop_idle_poll()
+        if self._syncing is not None:
+            yield self._syncing
+        if line is None or line.rstrip(b"\r\n").upper() != b"DONE":
+            return ("BAD", "Expected DONE", None)
+        return ("OK", "IDLE terminated", None)

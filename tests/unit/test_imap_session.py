@@ -5,114 +5,20 @@ from __future__ import annotations
 
 import base64
 
-from twisted.internet import defer
-
-from mailserverd.auth import AuthFailed
-from mailserverd.imap.parser import CommandParser, CommandReady
-from mailserverd.imap.session import IMAPSession
-from mailserverd.store.api import Account, Mailbox, MessageRef, NoSuchMailbox
-
-ALICE = Account(id=1, address="alice@example.test", shard=0)
-MESSAGE = (b"From: Bob <bob@example.test>\r\nTo: alice@example.test\r\n"
-           b"Subject: hello\r\n\r\nbody text\r\n")
-
-
-class MemoryAuthenticator:
-    def authenticate(self, username, password, remote_ip, protocol=""):
-        if (username, password) == (ALICE.address, "secret"):
-            return defer.succeed(ALICE)
-        return defer.fail(AuthFailed())
-
-
-class MemoryStore:
-    """INBOX with messages uid -> (body, flags); Sent is empty."""
-
-    def __init__(self):
-        self.messages = {1: (MESSAGE, frozenset()), 2: (MESSAGE, frozenset({"\\Seen"}))}
-        self.appended = []
-
-    def _ref(self, uid):
-        body, flags = self.messages[uid]
-        return MessageRef(10, uid, uid + 100, len(body), frozenset(flags), 1, 0.0)
-
-    def _mailbox(self, name):
-        if name == "INBOX":
-            unseen = sum(1 for _, flags in self.messages.values() if "\\Seen" not in flags)
-            return Mailbox(10, "INBOX", None, 7, max(self.messages, default=0) + 1, True,
-                           exists=len(self.messages), unseen=unseen)
-        if name == "Sent":
-            return Mailbox(11, "Sent", "\\Sent", 8, 1, False)
-        raise NoSuchMailbox(name)
-
-    def get_mailbox(self, account, name):
-        try:
-            return defer.succeed(self._mailbox(name))
-        except NoSuchMailbox as error:
-            return defer.fail(error)
-
-    def list_mailboxes(self, account):
-        return defer.succeed([self._mailbox("INBOX"), self._mailbox("Sent")])
-
-    def list_messages(self, account, mailbox_id):
-        return defer.succeed([self._ref(uid) for uid in sorted(self.messages)])
-
-    def read_message(self, account, message_id):
-        return defer.succeed(self.messages[message_id - 100][0])
-
-    def store_flags(self, account, mailbox_id, uids, flags, mode):
-        out = []
-        for uid in uids:
-            body, old = self.messages[uid]
-            new = {"add": old | set(flags), "remove": old - set(flags), "replace": frozenset(flags)}[mode]
-            self.messages[uid] = (body, frozenset(new))
-            out.append(self._ref(uid))
-        return defer.succeed(out)
-
-    def expunge(self, account, mailbox_id, uids):
-        for uid in uids:
-            self.messages.pop(uid, None)
-        return defer.succeed(None)
-
-    def append(self, account, mailbox_name, body, flags=(), received_at=None):
-        self.appended.append((mailbox_name, body, tuple(flags)))
-        return defer.succeed(None)
-
-
-class Client:
-    def __init__(self, plaintext_ok=True, with_tls=False):
-        self.out = bytearray()
-        self.store = MemoryStore()
-        self.parser = CommandParser()
-        self.tls_started = False
-        self.session = IMAPSession(self.out.extend, self.store, MemoryAuthenticator(), "127.0.0.1",
-                                   self.parser, start_tls=self._start_tls if with_tls else None,
-                                   plaintext_ok=plaintext_ok)
-
-    def _start_tls(self):
-        self.tls_started = True
-
-    def send(self, line: bytes) -> bytes:
-        del self.out[:]
-        self.parser.receive(line)
-        while (event := self.parser.next_event()) is not None:
-            assert isinstance(event, CommandReady), event
-            self.session.handle(event.command)
-        return bytes(self.out)
-
-    def login(self):
-        assert b"a OK" in self.send(b"a LOGIN alice@example.test secret\r\n")
+from tests.support.imapmemory import MESSAGE, Client
 
 
 def test_capability_advertises_logindisabled_without_tls_or_loopback():
     """Before TLS on a non-loopback connection LOGIN is disabled (RFC 3501 6.2.3)."""
     reply = Client(plaintext_ok=False, with_tls=True).send(b"a CAPABILITY\r\n")
-    assert b"* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\n" in reply
+    assert b" STARTTLS LOGINDISABLED\r\n" in reply and b"AUTH=" not in reply
     assert reply.endswith(b"a OK CAPABILITY completed\r\n")
 
 
-def test_capability_after_tls_offers_no_unfinished_mechanisms():
-    """With plaintext allowed, CAPABILITY is IMAP4rev1 alone (no AUTH= until it fully works)."""
-    assert Client().send(b"a CAPABILITY\r\n").startswith(b"* CAPABILITY IMAP4rev1\r\n")
+def test_capability_with_plaintext_allowed_offers_auth_plain():
+    """With plaintext allowed, CAPABILITY offers AUTH=PLAIN and SASL-IR, not LOGINDISABLED."""
+    reply = Client().send(b"a CAPABILITY\r\n")
+    assert b" AUTH=PLAIN" in reply and b" SASL-IR" in reply and b"LOGINDISABLED" not in reply
 
 
 def test_login_refused_before_tls():
@@ -132,7 +38,7 @@ def test_authenticate_plain_with_initial_response():
     """AUTHENTICATE PLAIN with a SASL-IR initial response logs in."""
     token = base64.b64encode(b"\0alice@example.test\0secret")
     reply = Client().send(b"a AUTHENTICATE PLAIN " + token + b"\r\n")
-    assert reply == b"a OK Logged in\r\n"
+    assert reply.startswith(b"a OK [CAPABILITY IMAP4rev1 ") and reply.endswith(b"] Logged in\r\n")
 
 
 def test_starttls_discards_pipelined_bytes():
@@ -148,7 +54,7 @@ def test_select_reports_mailbox_state():
     client = Client()
     client.login()
     reply = client.send(b"s SELECT INBOX\r\n")
-    for expected in (b"* 2 EXISTS", b"* 0 RECENT", b"[UNSEEN 1]", b"[UIDVALIDITY 7]", b"[UIDNEXT 3]",
+    for expected in (b"* 2 EXISTS", b"* 2 RECENT", b"[HIGHESTMODSEQ ", b"[UNSEEN 1]", b"[UIDVALIDITY 7]", b"[UIDNEXT 3]",
                      b"[PERMANENTFLAGS (", b"s OK [READ-WRITE]"):
         assert expected in reply
 
@@ -200,7 +106,7 @@ def test_fetch_body_sets_seen():
     client.send(b"s SELECT INBOX\r\n")
     reply = client.send(b"f FETCH 1 BODY[]\r\n")
     assert b"BODY[] {%d}\r\n" % len(MESSAGE) + MESSAGE in reply
-    assert b"FLAGS (\\Seen)" in reply
+    assert b"FLAGS (\\Seen \\Recent)" in reply
     assert "\\Seen" in client.store.messages[1][1]
 
 
@@ -220,7 +126,7 @@ def test_uid_fetch_includes_uid():
     client.login()
     client.send(b"s SELECT INBOX\r\n")
     reply = client.send(b"u UID FETCH 2 (FLAGS RFC822.SIZE)\r\n")
-    assert b"* 2 FETCH (UID 2 FLAGS (\\Seen) RFC822.SIZE %d)\r\n" % len(MESSAGE) in reply
+    assert b"* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent) RFC822.SIZE %d)\r\n" % len(MESSAGE) in reply
 
 
 def test_fetch_beyond_exists_is_bad():
@@ -256,10 +162,10 @@ def test_noop_reports_changes_from_elsewhere():
     client = Client()
     client.login()
     client.send(b"s SELECT INBOX\r\n")
-    del client.store.messages[1]
-    client.store.messages[3] = (MESSAGE, frozenset())
+    client.store.remove("INBOX", 1)
+    client.store.add("INBOX", MESSAGE)
     reply = client.send(b"n NOOP\r\n")
-    assert reply == b"* 1 EXPUNGE\r\n* 2 EXISTS\r\nn OK NOOP completed\r\n"
+    assert reply == b"* 1 EXPUNGE\r\n* 2 EXISTS\r\n* 2 RECENT\r\nn OK NOOP completed\r\n"
 
 
 def test_fetch_completion_never_carries_expunge():
@@ -267,7 +173,7 @@ def test_fetch_completion_never_carries_expunge():
     client = Client()
     client.login()
     client.send(b"s SELECT INBOX\r\n")
-    del client.store.messages[2]
+    client.store.remove("INBOX", 2)
     reply = client.send(b"f FETCH 1 UID\r\n")
     assert b"EXPUNGE" not in reply
     assert client.send(b"n NOOP\r\n") == b"* 2 EXPUNGE\r\nn OK NOOP completed\r\n"
@@ -284,7 +190,7 @@ def test_append_with_flags():
     """APPEND stores the message with its flags."""
     client = Client()
     client.login()
-    assert client.send(b"a APPEND Sent (\\Seen) {3+}\r\nabc\r\n") == b"a OK APPEND completed\r\n"
+    assert client.send(b"a APPEND Sent (\\Seen) {3+}\r\nabc\r\n") == b"a OK [APPENDUID 8 1] APPEND completed\r\n"
     assert client.store.appended == [("Sent", b"abc", ("\\Seen",))]
 
 

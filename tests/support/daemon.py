@@ -26,7 +26,7 @@ PASSWORD = "secret-pw-1"
 
 # Every [listen] key of INTERFACE.md; the ones not asked for are written empty (off).
 LISTEN_KEYS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http", "https")
-DEFAULT_LISTENERS = ("smtp", "submission", "submissions", "pop3", "pop3s")
+DEFAULT_LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
 READY_MARK = "mailserverd ready"
 START_TIMEOUT = 30.0  # seconds from exec to the ready line
 STOP_TIMEOUT = 30.0  # seconds from SIGTERM to exit

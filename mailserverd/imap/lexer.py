@@ -126,6 +126,10 @@ class Reader:
         self.pos = start + size
         return self.data[start:self.pos]
 
+    def _at_literal(self) -> bool:
+        """"{" starts a literal, "~{" a literal8 (RFC 3516); a lone "~" is an atom char."""
+        return self.data[self.pos:self.pos + 1] == b"{" or self.data[self.pos:self.pos + 2] == b"~{"
+
     def is_literal(self) -> bool:
         return _LITERAL.match(self.data, self.pos) is not None
 
@@ -133,13 +137,13 @@ class Reader:
         first = self.peek()
         if first == b'"':
             return self.quoted()
-        if first in (b"{", b"~"):
+        if self._at_literal():
             return self.literal()
         raise ParseFailure("expected a string")
 
     def astring(self) -> bytes:
         first = self.peek()
-        if first == b'"' or first in (b"{", b"~"):
+        if first == b'"' or self._at_literal():
             return self.string()
         return self.match_pattern(_ASTRING_ATOM, "an astring").group()
 
@@ -151,7 +155,7 @@ class Reader:
 
     def list_mailbox(self) -> bytes:
         first = self.peek()
-        if first == b'"' or first in (b"{", b"~"):
+        if first == b'"' or self._at_literal():
             return self.string()
         return self.match_pattern(_LIST_MAILBOX, "a mailbox pattern").group()
 

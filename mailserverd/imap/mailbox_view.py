@@ -35,11 +35,14 @@ class RecentRegistry:
                 self._claimed[mailbox_id] = max(mine)
             return mine
 
-    def count_unclaimed(self, mailbox_id: int, uids: Iterable[int]) -> int:
-        """How many of the UIDs no session has seen yet (STATUS RECENT)."""
+    def unclaimed(self, mailbox_id: int, uids: Iterable[int]) -> set[int]:
+        """The UIDs no read-write session has seen yet (EXAMINE, STATUS RECENT)."""
         with self._lock:
             highest = self._claimed.get(mailbox_id, 0)
-        return sum(1 for uid in uids if uid > highest)
+        return {uid for uid in uids if uid > highest}
+
+    def count_unclaimed(self, mailbox_id: int, uids: Iterable[int]) -> int:
+        return len(self.unclaimed(mailbox_id, uids))
 
     def forget(self, mailbox_id: int) -> None:
         with self._lock:
@@ -57,7 +60,9 @@ class MailboxView:
         self.refs: list[MessageRef] = list(refs)
         self._uids: list[int] = [ref.uid for ref in self.refs]
         self._registry = recent_registry
-        self.recent: set[int] = set() if read_only else recent_registry.claim(mailbox.id, self._uids)
+        # RFC 3501 6.3.2: EXAMINE shows \Recent without taking it from others.
+        self.recent: set[int] = (recent_registry.unclaimed(mailbox.id, self._uids) if read_only
+                                 else recent_registry.claim(mailbox.id, self._uids))
         self.highest_modseq = max([mailbox.highestmodseq] + [ref.modseq for ref in self.refs])
         self.keywords: list[str] = _keywords(self.refs, [])
 
@@ -161,8 +166,9 @@ class MailboxView:
                 self.refs.extend(added)
                 self._uids.extend(ref.uid for ref in added)
                 out.append(responses.exists(len(self.refs)))
-                if not self.read_only:
-                    self.recent |= self._registry.claim(self.mailbox.id, [ref.uid for ref in added])
+                new_uids = [ref.uid for ref in added]
+                self.recent |= (self._registry.unclaimed(self.mailbox.id, new_uids) if self.read_only
+                                else self._registry.claim(self.mailbox.id, new_uids))
                 out.append(responses.recent(len(self.recent)))
         self.highest_modseq = max([self.highest_modseq] + [ref.modseq for ref in fresh])
         return out

@@ -350,9 +350,19 @@ class IMAPSession(MailboxCommands, MessageCommands):
         if "QRESYNC" in newly and "CONDSTORE" not in self.enabled:
             self.enabled.add("CONDSTORE")  # RFC 7162 3.2.3: QRESYNC implies CONDSTORE
         if self.enabled & ENABLEABLE:
-            self.condstore = True
+            self._enable_condstore()
         self.send(responses.enabled(newly))
         return defer.succeed(("OK", "ENABLE completed", None))
+
+    def _enable_condstore(self) -> None:
+        """RFC 7162 3.1: the first CONDSTORE-enabling command in a selected
+        mailbox is answered with its HIGHESTMODSEQ."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.view is not None:
+            self.send(responses.untagged_status("OK", "Highest", "HIGHESTMODSEQ %d"
+                                                % self.view.highest_modseq))
 
     def do_namespace(self, command):
         self.send(responses.namespace_response())  # RFC 2342 5: one personal namespace

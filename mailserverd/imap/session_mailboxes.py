@@ -167,15 +167,14 @@ class MailboxCommands:
             return ("OK", "LIST completed", None)
         mailboxes = yield self.store.list_mailboxes(self.account)
         selection, returns = command.selection, command.returns
-        subscribed_only = "SUBSCRIBED" in selection
-        show_subscribed = subscribed_only or "SUBSCRIBED" in returns
+        subscribed = set()
+        if "SUBSCRIBED" in selection or "SUBSCRIBED" in returns:
+            subscribed = set((yield self.store.list_subscriptions(self.account)))
         for name, box, attributes, child_info in _listing(
-                mailboxes, patterns, subscribed_only, "RECURSIVEMATCH" in selection,
-                command.extended):
+                mailboxes, patterns, subscribed, "SUBSCRIBED" in selection,
+                "RECURSIVEMATCH" in selection, command.extended):
             if "SPECIAL-USE" in selection and (box is None or not box.special_use):
                 continue
-            if show_subscribed and box is not None and box.subscribed:
-                attributes.append("\\Subscribed")
             extended = [("CHILDINFO", ("SUBSCRIBED",))] if child_info else []
             self.send(responses.list_response(attributes, name, self.parser.utf8, extended=extended))
             if "STATUS" in returns and box is not None:
@@ -189,8 +188,7 @@ class MailboxCommands:
         if command.pattern == "":
             self.send(responses.list_response(["\\Noselect"], "", command="LSUB"))
             return ("OK", "LSUB completed", None)
-        mailboxes = yield self.store.list_mailboxes(self.account)
-        subscribed = {box.name for box in mailboxes if box.subscribed}
+        subscribed = set((yield self.store.list_subscriptions(self.account)))
         for name in sorted(_with_parents(subscribed), key=_inbox_first):
             if not list_matches(pattern, name):
                 continue
@@ -216,7 +214,7 @@ class MailboxCommands:
     @defer.inlineCallbacks
     def _send_status(self, mailbox, items):
         if "HIGHESTMODSEQ" in items:
-            self.condstore = True  # RFC 7162 3.1: a CONDSTORE-enabling command
+            self._enable_condstore()
         recent = 0
         if "RECENT" in items:
             refs = yield self.store.list_messages(self.account, mailbox.id)
@@ -244,6 +242,7 @@ class MailboxCommands:
         # Stored with CRLF line ends so RFC822.SIZE and BODY[] agree (RFC 3501 2.3.4).
         message = canonical(command.message)
         ref = yield self.store.append(self.account, command.mailbox, message, flags, when)
+        self._dirty = True  # the store's notification comes after this resumes
         return ("OK", "APPEND completed", "APPENDUID %d %d" % (mailbox.uidvalidity, ref.uid))
 
     # -- QUOTA (RFC 9208) -------------------------------------------------------------
@@ -285,49 +284,44 @@ def _with_parents(names) -> set:
     return out
 
 
-def _listing(mailboxes, patterns, subscribed_only: bool, recursive_match: bool,
+def _listing(mailboxes, patterns, subscribed: set, subscribed_only: bool, recursive_match: bool,
              extended: bool):
     """(name, mailbox or None, attributes, childinfo) for each LIST answer line.
 
     A name that is only an implied parent ("a" of "a/b") is listed when a
     pattern without "*" matches it, since "%" must show the hierarchy (RFC
     3501 6.3.8): as \\NonExistent for LIST-EXTENDED (RFC 5258 3.4), else \\Noselect.
+    With (SUBSCRIBED RECURSIVEMATCH) a parent is listed with CHILDINFO when a
+    subscribed descendant is not itself matched (RFC 5258 3.5).
     """
     by_name = {box.name: box for box in mailboxes}
-    names = _with_parents(by_name)
-    children = {}
-    for name in names:
-        parent = name.rpartition(HIERARCHY_SEPARATOR)[0]
-        if parent:
-            children.setdefault(parent, []).append(name)
-    subscribed = {box.name for box in mailboxes if box.subscribed}
+    names = _with_parents(set(by_name) | subscribed)
+    parents = {name.rpartition(HIERARCHY_SEPARATOR)[0] for name in _with_parents(set(by_name))}
     for name in sorted(names, key=_inbox_first):
         matching = [pattern for pattern in patterns if list_matches(pattern, name)]
         if not matching:
             continue
         box = by_name.get(name)
-        if box is None and all("*" in pattern for pattern in matching) and not subscribed_only:
-            continue
         child_info = False
-        if subscribed_only and name not in subscribed:
-            # RFC 5258 3.5: RECURSIVEMATCH reports a parent of subscribed children.
-            if not (recursive_match and _has_descendant(name, subscribed)):
-                continue
-            child_info = True
-        elif recursive_match and subscribed_only and _has_descendant(name, subscribed):
-            child_info = True
+        if subscribed_only:
+            if name not in subscribed:
+                prefix = name + HIERARCHY_SEPARATOR
+                if not (recursive_match and any(
+                        other.startswith(prefix) and not any(list_matches(p, other) for p in patterns)
+                        for other in subscribed)):
+                    continue
+                child_info = True
+        elif box is None and all("*" in pattern for pattern in matching):
+            continue
         attributes = []
         if box is None:
             attributes.append("\\NonExistent" if extended else "\\Noselect")
-        attributes.append("\\HasChildren" if name in children else "\\HasNoChildren")
+        attributes.append("\\HasChildren" if name in parents else "\\HasNoChildren")
         if box is not None and box.special_use:
             attributes.append(box.special_use)  # RFC 6154 2
+        if name in subscribed:
+            attributes.append("\\Subscribed")
         yield name, box, attributes, child_info
-
-
-def _has_descendant(name: str, names) -> bool:
-    prefix = name + HIERARCHY_SEPARATOR
-    return any(other.startswith(prefix) for other in names)
 
 
 def list_matches(pattern: str, name: str) -> bool:

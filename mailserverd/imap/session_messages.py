@@ -85,7 +85,7 @@ class MessageCommands:
         if command.uid and not any(item.name == "UID" for item in items):
             items.insert(0, FetchAtt("UID"))  # RFC 3501 6.4.8
         if command.changed_since is not None or any(item.name == "MODSEQ" for item in items):
-            self.condstore = True
+            self._enable_condstore()
             if not any(item.name == "MODSEQ" for item in items):
                 items.append(FetchAtt("MODSEQ"))  # RFC 7162 3.1.4.1
         targets = self._targets(command)
@@ -176,7 +176,7 @@ class MessageCommands:
         flags = [flag for flag in command.flags if flag != "\\Recent"]
         modified = []
         if command.unchanged_since is not None:
-            self.condstore = True
+            self._enable_condstore()
             fresh = yield self.store.list_messages(self.account, view.mailbox.id)
             current = {ref.uid: ref.modseq for ref in fresh}
             modified = [(n, ref) for n, ref in targets
@@ -223,6 +223,7 @@ class MessageCommands:
         if not targets:
             return ("OK", "Nothing to copy", None)
         result = yield self._copy_or_move(self.store.copy_messages, targets, command.mailbox)
+        self._dirty = True  # a copy into the selected mailbox must show up as EXISTS
         if isinstance(result, tuple):
             return result
         return ("OK", "COPY completed", _copyuid(result))
@@ -310,7 +311,7 @@ class MessageCommands:
     @defer.inlineCallbacks
     def do_search(self, command):
         if search_eval.uses_modseq(command.key):
-            self.condstore = True
+            self._enable_condstore()
         matches = yield self._matching(command.key)
         numbers = [ref.uid if command.uid else number for number, ref in matches]
         modseq = max((ref.modseq for _, ref in matches), default=None) \
@@ -335,6 +336,10 @@ class MessageCommands:
         if "COUNT" in options:
             results["COUNT"] = len(numbers)
         if modseq is not None and numbers:
+            if options <= {"MIN", "MAX"}:
+                # RFC 7162 3.1.5: with only MIN/MAX, the MODSEQ of the messages returned.
+                by_number = {(ref.uid if command.uid else n): ref.modseq for n, ref in matches}
+                modseq = max(by_number[results[k]] for k in ("MIN", "MAX") if k in results)
             results["MODSEQ"] = modseq
         self.send(responses.esearch_response(command.tag, command.uid, results))
         return ("OK", "SEARCH completed", None)

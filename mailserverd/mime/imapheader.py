@@ -192,10 +192,16 @@ class ValueLexer:
         return False
 
 
+def _unfold_value(value: bytes) -> bytes:
+    """RFC 5322 2.2.3: unfolding removes the CRLF before folding white space,
+    also inside quoted strings such as a folded boundary parameter."""
+    return value.replace(b"\r\n", b"").replace(b"\n", b"")
+
+
 def parse_content_type(value: bytes) -> Optional[tuple[bytes, bytes, list]]:
     """RFC 2045 5.1: (type, subtype, params) as written, or None if unusable
     (RFC 2045 5.2: then the default applies)."""
-    lexer = ValueLexer(value)
+    lexer = ValueLexer(_unfold_value(value))
     lexer.skip_cfws()
     media_type = lexer.token()
     lexer.skip_cfws()
@@ -210,7 +216,7 @@ def parse_content_type(value: bytes) -> Optional[tuple[bytes, bytes, list]]:
 
 def parse_disposition(value: bytes) -> Optional[tuple[bytes, list]]:
     """RFC 2183 2: (disposition-type, params) or None."""
-    lexer = ValueLexer(value)
+    lexer = ValueLexer(_unfold_value(value))
     lexer.skip_cfws()
     disposition = lexer.token()
     if not disposition:

@@ -127,7 +127,8 @@ class MailStore:
       create_mailbox(account, name, special_use=None) -> Mailbox   MailboxExists
       delete_mailbox(account, name) -> None           children stay (RFC 3501 6.3.4)
       rename_mailbox(account, old, new) -> None       children follow; INBOX moves its mail
-      set_subscribed(account, name, subscribed) -> None
+      set_subscribed(account, name, subscribed) -> None   any name (RFC 3501 6.3.6)
+      list_subscriptions(account) -> list[str]        subscribed names, existing or not
       copy_messages(account, mailbox_id, uids, dest_name) -> CopyResult
       move_messages(account, mailbox_id, uids, dest_name) -> CopyResult   one transaction
       mailbox_changes(account, mailbox_id, since_modseq)

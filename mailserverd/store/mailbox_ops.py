@@ -38,10 +38,14 @@ class MailboxOps:
             except NoSuchMailbox:
                 pass
             modseq = self._next_modseq(conn, account)
+            subs = schema.subscriptions
+            # A name subscribed before it existed (or after a DELETE) stays subscribed.
+            subscribed = conn.execute(delete(subs).where(
+                subs.c.account_id == account.id, subs.c.name == name)).rowcount > 0
             mailbox_id = conn.execute(insert(schema.mailboxes).values(
                 account_id=account.id, name=name, special_use=special_use,
-                uidvalidity=self._new_uidvalidity(conn, account), uidnext=1, subscribed=True,
-                modseq=modseq)).inserted_primary_key[0]
+                uidvalidity=self._new_uidvalidity(conn, account), uidnext=1,
+                subscribed=subscribed, modseq=modseq)).inserted_primary_key[0]
             self._log(conn, account, modseq, "Mailbox", mailbox_id, None, None, "created")
             return self._mailbox_with_counts(conn, self._mailbox_row(conn, account, name))
 
@@ -68,6 +72,8 @@ class MailboxOps:
             self.expunge(account, row.id, uids)
         with self.engine(account).begin() as conn:
             conn.execute(delete(schema.mailboxes).where(schema.mailboxes.c.id == row.id))
+            if row.subscribed:
+                self._remember_subscription(conn, account, name)
             modseq = self._next_modseq(conn, account)
             self._log(conn, account, modseq, "Mailbox", row.id, None, row.uidvalidity, "destroyed")
 
@@ -87,10 +93,13 @@ class MailboxOps:
                 target = new + r.name[len(old):]
                 if target in names:
                     raise MailboxExists(f"mailbox exists: {target}")
+            subs = schema.subscriptions
             for r in moving:
                 modseq = self._next_modseq(conn, account)
                 conn.execute(update(boxes).where(boxes.c.id == r.id)
                              .values(name=new + r.name[len(old):]))
+                conn.execute(delete(subs).where(subs.c.account_id == account.id,
+                                                subs.c.name == new + r.name[len(old):]))
                 self._log(conn, account, modseq, "Mailbox", r.id, None, None, "updated")
 
     def _rename_inbox(self, account, new: str) -> None:
@@ -104,16 +113,33 @@ class MailboxOps:
             self.move_messages(account, inbox.id, uids, new)
 
     def set_subscribed(self, account, name: str, subscribed: bool) -> None:
+        """RFC 3501 6.3.6-6.3.7: names may be subscribed whether or not they exist."""
         name = _canonical(name)
+        subs = schema.subscriptions
         with self.engine(account).begin() as conn:
+            self._ensure_account(conn, account)
+            conn.execute(delete(subs).where(subs.c.account_id == account.id, subs.c.name == name))
             try:
                 row = self._mailbox_row(conn, account, name)
             except NoSuchMailbox:
                 if subscribed:
-                    raise
-                return  # RFC 3501 6.3.7: unsubscribing an unknown name is harmless
+                    self._remember_subscription(conn, account, name)
+                return
             conn.execute(update(schema.mailboxes).where(schema.mailboxes.c.id == row.id)
                          .values(subscribed=subscribed))
+
+    def _remember_subscription(self, conn, account, name: str) -> None:
+        conn.execute(insert(schema.subscriptions).values(account_id=account.id, name=name))
+
+    def list_subscriptions(self, account) -> list[str]:
+        """Every subscribed name, existing or not, sorted."""
+        boxes, subs = schema.mailboxes, schema.subscriptions
+        with self.engine(account).connect() as conn:
+            names = set(conn.execute(select(boxes.c.name).where(
+                boxes.c.account_id == account.id, boxes.c.subscribed.is_(True))).scalars())
+            names.update(conn.execute(select(subs.c.name).where(
+                subs.c.account_id == account.id)).scalars())
+        return sorted(names)
 
     # -- copies ----------------------------------------------------------------------
 

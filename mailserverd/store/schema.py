@@ -196,6 +196,16 @@ outbound_bounces = Table(
     Index("ix_outbound_bounces_last", "kind", "last_at"),
 )
 
+# Subscribed mailbox names that outlive their mailbox (RFC 3501 6.3.6: a
+# server MUST NOT drop a subscription because the mailbox was deleted). A
+# subscribed existing mailbox is marked by mailboxes.subscribed instead.
+subscriptions_meta = MetaData()
+subscriptions = Table(
+    "subscriptions", subscriptions_meta,
+    Column("account_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", String(1024), primary_key=True),
+)
+
 version_meta = MetaData()
 schema_version = Table(
     "schema_version", version_meta,
@@ -212,7 +222,7 @@ def _create(metadata: MetaData) -> callable:
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
     "directory": [_create(directory_meta), _create(outbound_meta)],
-    "shard": [_create(shard_meta)],
+    "shard": [_create(shard_meta), _create(subscriptions_meta)],
 }
 
 

@@ -258,6 +258,9 @@ class AsyncStore(service.Service):
     def set_subscribed(self, account: Account, name: str, subscribed: bool) -> defer.Deferred:
         return self._write(self.store.mail.set_subscribed, account, name, subscribed)
 
+    def list_subscriptions(self, account: Account) -> defer.Deferred:
+        return self._read(self.store.mail.list_subscriptions, account)
+
     def copy_messages(self, account: Account, mailbox_id: int, uids, dest: str) -> defer.Deferred:
         return self._write(self.store.mail.copy_messages, account, mailbox_id, list(uids), dest)
 

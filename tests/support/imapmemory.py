@@ -145,7 +145,7 @@ class MemoryStore:
     def create_mailbox(self, account, name, special_use=None):
         if name in self.boxes:
             return defer.fail(MailboxExists(name))
-        self._box(name, special_use, 99)
+        self._box(name, special_use, 99, subscribed=False)
         return defer.succeed(self._mailbox(name))
 
     def delete_mailbox(self, account, name):
@@ -168,6 +168,9 @@ class MemoryStore:
             return defer.fail(NoSuchMailbox(name)) if subscribed else defer.succeed(None)
         self.boxes[name]["subscribed"] = subscribed
         return defer.succeed(None)
+
+    def list_subscriptions(self, account):
+        return defer.succeed(sorted(name for name, box in self.boxes.items() if box["subscribed"]))
 
     def _copy(self, mailbox_id, uids, dest, move):
         _, source = self._by_id(mailbox_id)

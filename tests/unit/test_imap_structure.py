@@ -219,3 +219,14 @@ def test_imap_message_reuses_one_parse():
     assert parsed.bodystructure() == bodystructure(message)
     assert parsed.envelope() == envelope(message)
     assert parsed.size == len(message.replace(b"\n", b"\r\n"))
+
+
+def test_folded_boundary_parameter_is_unfolded():
+    """A boundary folded inside its quoted string ("foo<CRLF> bar") is "foo bar"
+    (RFC 5322 2.2.3), so the parts are found (imaptest fetch-bodystructure)."""
+    from mailserverd.mime.imapsection import IMAPMessage
+    raw = (b'Mime-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="foo\r\n bar"\r\n\r\n'
+           b"--foo bar\r\nContent-Type: text/x-myown; charset=us-ascii\r\n\r\nhello\r\n\r\n"
+           b"--foo bar--\r\n")
+    assert IMAPMessage(raw).bodystructure(False) == (
+        b'(("text" "x-myown" ("charset" "us-ascii") NIL NIL "7bit" 7 1) "mixed")')

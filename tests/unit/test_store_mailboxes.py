@@ -140,9 +140,24 @@ def test_read_messages_batch_is_account_scoped(store, alice):  # noqa: F811
 
 
 def test_subscribe_and_unsubscribe(store, alice):  # noqa: F811
-    """set_subscribed flips the flag; subscribing an unknown name is NoSuchMailbox."""
+    """set_subscribed flips the flag; a name that does not exist can be subscribed too."""
     store.mail.set_subscribed(alice, "Sent", False)
     assert not store.mail.get_mailbox(alice, "Sent").subscribed
-    store.mail.set_subscribed(alice, "Nope", False)
-    with pytest.raises(NoSuchMailbox):
-        store.mail.set_subscribed(alice, "Nope", True)
+    store.mail.set_subscribed(alice, "Future", True)
+    assert "Future" in store.mail.list_subscriptions(alice)
+    assert store.mail.create_mailbox(alice, "Future").subscribed
+    store.mail.set_subscribed(alice, "Future", False)
+    assert "Future" not in store.mail.list_subscriptions(alice)
+
+
+def test_created_mailbox_is_not_subscribed(store, alice):  # noqa: F811
+    """CREATE does not subscribe (RFC 3501 6.3.3 leaves it to SUBSCRIBE)."""
+    assert not store.mail.create_mailbox(alice, "Work").subscribed
+
+
+def test_subscription_outlives_delete(store, alice):  # noqa: F811
+    """Deleting a subscribed mailbox keeps its name subscribed (RFC 3501 6.3.6)."""
+    store.mail.create_mailbox(alice, "Gone")
+    store.mail.set_subscribed(alice, "Gone", True)
+    store.mail.delete_mailbox(alice, "Gone")
+    assert "Gone" in store.mail.list_subscriptions(alice)

@@ -90,7 +90,13 @@ def _mailbox(reader: Reader, ctx: _Context, trailing_separator_ok: bool = False)
 
 def _pattern(raw: bytes, ctx: _Context) -> str:
     try:
-        return mutf7.normalize_pattern(_decode_name(raw, ctx))
+        try:
+            text = _decode_name(raw, ctx)
+        except ParseFailure:
+            # A pattern that is not valid modified UTF-7 matches names literally
+            # (it can only ever match nothing, which is not an error).
+            text = raw.decode("ascii", "replace")
+        return mutf7.normalize_pattern(text)
     except mutf7.InvalidMailboxName as exc:
         raise ParseFailure(str(exc)) from None
 

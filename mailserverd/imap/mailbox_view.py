@@ -23,10 +23,10 @@ class RecentRegistry:
     messages nobody has seen yet are recent again, which the RFC allows."""
 
     def __init__(self) -> None:
-        self._claimed: dict[int, int] = {}
+        self._claimed: dict[tuple, int] = {}
         self._lock = threading.Lock()
 
-    def claim(self, mailbox_id: int, uids: Iterable[int]) -> set[int]:
+    def claim(self, mailbox_id: tuple, uids: Iterable[int]) -> set[int]:
         """Mark the new UIDs as seen by a session; returns those that are recent for it."""
         with self._lock:
             highest = self._claimed.get(mailbox_id, 0)
@@ -35,21 +35,22 @@ class RecentRegistry:
                 self._claimed[mailbox_id] = max(mine)
             return mine
 
-    def unclaimed(self, mailbox_id: int, uids: Iterable[int]) -> set[int]:
+    def unclaimed(self, mailbox_id: tuple, uids: Iterable[int]) -> set[int]:
         """The UIDs no read-write session has seen yet (EXAMINE, STATUS RECENT)."""
         with self._lock:
             highest = self._claimed.get(mailbox_id, 0)
         return {uid for uid in uids if uid > highest}
 
-    def count_unclaimed(self, mailbox_id: int, uids: Iterable[int]) -> int:
+    def count_unclaimed(self, mailbox_id: tuple, uids: Iterable[int]) -> int:
         return len(self.unclaimed(mailbox_id, uids))
-
-    def forget(self, mailbox_id: int) -> None:
-        with self._lock:
-            self._claimed.pop(mailbox_id, None)
 
 
 RECENT = RecentRegistry()
+
+
+def recent_key(mailbox) -> tuple:
+    """Row ids can be reused after a DELETE; the UIDVALIDITY tells the mailboxes apart."""
+    return (mailbox.id, mailbox.uidvalidity)
 
 
 class MailboxView:
@@ -60,9 +61,10 @@ class MailboxView:
         self.refs: list[MessageRef] = list(refs)
         self._uids: list[int] = [ref.uid for ref in self.refs]
         self._registry = recent_registry
+        self._recent_key = recent_key(mailbox)
         # RFC 3501 6.3.2: EXAMINE shows \Recent without taking it from others.
-        self.recent: set[int] = (recent_registry.unclaimed(mailbox.id, self._uids) if read_only
-                                 else recent_registry.claim(mailbox.id, self._uids))
+        self.recent: set[int] = (recent_registry.unclaimed(self._recent_key, self._uids) if read_only
+                                 else recent_registry.claim(self._recent_key, self._uids))
         self.highest_modseq = max([mailbox.highestmodseq] + [ref.modseq for ref in self.refs])
         self.keywords: list[str] = _keywords(self.refs, [])
 
@@ -167,8 +169,8 @@ class MailboxView:
                 self._uids.extend(ref.uid for ref in added)
                 out.append(responses.exists(len(self.refs)))
                 new_uids = [ref.uid for ref in added]
-                self.recent |= (self._registry.unclaimed(self.mailbox.id, new_uids) if self.read_only
-                                else self._registry.claim(self.mailbox.id, new_uids))
+                self.recent |= (self._registry.unclaimed(self._recent_key, new_uids) if self.read_only
+                                else self._registry.claim(self._recent_key, new_uids))
                 out.append(responses.recent(len(self.recent)))
         self.highest_modseq = max([self.highest_modseq] + [ref.modseq for ref in fresh])
         return out

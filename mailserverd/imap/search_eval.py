@@ -47,6 +47,13 @@ class MessageFacts:
     def header_values(self, name: str) -> list[str]:
         return [value for field, value in self.headers() if field == name]
 
+    def address_texts(self, name: str) -> list[str]:
+        """The field as written and as "name <addr>" pairs with comments and
+        routes removed, so "user@domain.org" finds <user (c)@ (c) domain.org>."""
+        values = self.header_values(name)
+        pairs = email.utils.getaddresses(values)
+        return values + ["%s <%s>" % (display.strip(), address) for display, address in pairs]
+
     def body_text(self) -> str:
         """The decoded text of every text/* part, case-folded, at most MAX_TEXT."""
         if self._body_text is None:
@@ -139,9 +146,12 @@ class _Evaluator:
         if op in ("SENTBEFORE", "SENTON", "SENTSINCE"):
             day = facts.sent_date()
             return day is not None and _compare_date(op[4:], day, args[0])
-        if op in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
+        if op == "SUBJECT":
             needle = args[0].casefold()
-            return any(needle in value for value in facts.header_values(op.lower()))
+            return any(needle in value for value in facts.header_values("subject"))
+        if op in ("FROM", "TO", "CC", "BCC"):
+            needle = args[0].casefold()
+            return any(needle in value for value in facts.address_texts(op.lower()))
         if op == "HEADER":
             name, needle = args[0].lower(), args[1].casefold()
             return any(needle in value for value in facts.header_values(name))

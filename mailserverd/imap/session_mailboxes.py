@@ -9,7 +9,7 @@ from twisted.internet import defer
 from ..mime.imapheader import canonical
 from ..store.api import SPECIAL_USE, SYSTEM_FLAGS, MailboxExists, NoSuchMailbox
 from . import responses
-from .mailbox_view import MailboxView
+from .mailbox_view import MailboxView, recent_key
 from .mutf7 import HIERARCHY_SEPARATOR
 
 INBOX = "INBOX"
@@ -218,7 +218,7 @@ class MailboxCommands:
         recent = 0
         if "RECENT" in items:
             refs = yield self.store.list_messages(self.account, mailbox.id)
-            recent = self.recent_registry.count_unclaimed(mailbox.id, [ref.uid for ref in refs])
+            recent = self.recent_registry.count_unclaimed(recent_key(mailbox), [ref.uid for ref in refs])
         values = {"MESSAGES": mailbox.exists, "RECENT": recent, "UIDNEXT": mailbox.uidnext,
                   "UIDVALIDITY": mailbox.uidvalidity, "UNSEEN": mailbox.unseen,
                   "HIGHESTMODSEQ": mailbox.highestmodseq, "APPENDLIMIT": self.max_message_size}

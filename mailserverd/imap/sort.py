@@ -41,7 +41,8 @@ class SortFacts:
     @property
     def base_subject(self) -> str:
         if self._base is None:
-            self._base = base_subject(self.text("subject"))
+            # Compared with i;ascii-casemap (RFC 5256 2.1, RFC 4790 9.2): upper case.
+            self._base = base_subject(self.text("subject")).upper()
         return self._base
 
     def sent_date(self) -> float:
@@ -79,11 +80,19 @@ def base_subject(subject: str) -> str:
         return text
 
 
+_GROUP_START = re.compile(r'^\s*([^:<>"@,()]+):')
+
+
 def _first_mailbox(value: str) -> str:
+    """RFC 5256 3: the local part of the first address; a group counts by its
+    name, as its ENVELOPE start marker (NIL NIL "name" NIL) does."""
+    group = _GROUP_START.match(value)
+    if group:
+        return group.group(1).strip().upper()
     addresses = email.utils.getaddresses([value])
     if not addresses:
         return ""
-    return addresses[0][1].split("@")[0].lower()
+    return addresses[0][1].split("@")[0].upper()
 
 
 def _display(value: str) -> str:
@@ -92,7 +101,7 @@ def _display(value: str) -> str:
     if not addresses:
         return ""
     name, address = addresses[0]
-    return (name or address).lower()
+    return (name or address).upper()
 
 
 def sort_key(key: str, facts: SortFacts):
@@ -103,7 +112,7 @@ def sort_key(key: str, facts: SortFacts):
     if key == "SIZE":
         return facts.ref.size
     if key == "SUBJECT":
-        return facts.base_subject.casefold()
+        return facts.base_subject
     if key in ("FROM", "TO", "CC"):
         return _first_mailbox(facts.text(key.lower()))
     if key in ("DISPLAYFROM", "DISPLAYTO"):

@@ -86,12 +86,13 @@ def thread_references(facts_list: list[SortFacts], uid: bool = False):
                     and node is not previous:
                 _link(previous, node)
             previous = node
-        # 1.C: the last reference is this message's parent.
-        if previous is not None and previous is not container and not container.is_ancestor_of(previous):
-            _link(previous, container)
-        elif container.parent is not None and previous is None:
+        # 1.C: the last reference is this message's parent: the old parent goes
+        # first, and a parent that would make a loop is not linked at all.
+        if container.parent is not None:
             container.parent.children.remove(container)
             container.parent = None
+        if previous is not None and previous is not container and not container.is_ancestor_of(previous):
+            _link(previous, container)
     roots = [c for c in table.values() if c.parent is None]
     roots = _prune(roots)
     roots = _group_by_subject(roots)

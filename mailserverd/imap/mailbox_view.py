@@ -110,11 +110,19 @@ class MailboxView:
             return index + 1
         return None
 
-    def replace(self, ref: MessageRef) -> None:
+    def replace(self, ref: MessageRef) -> bytes | None:
+        """Store a newer ref; returns an untagged FLAGS line if it carries a
+        keyword the client has not been told of yet."""
         number = self.number_of(ref.uid)
-        if number is not None:
-            self.refs[number - 1] = ref
-            self.highest_modseq = max(self.highest_modseq, ref.modseq)
+        if number is None:
+            return None
+        self.refs[number - 1] = ref
+        self.highest_modseq = max(self.highest_modseq, ref.modseq)
+        added = _keywords([ref], self.keywords)
+        if not added:
+            return None
+        self.keywords.extend(added)
+        return responses.flags_response(SYSTEM_FLAGS + tuple(self.keywords))
 
     def sync(self, fresh: list[MessageRef], allow_expunge: bool, *, condstore: bool = False,
              qresync: bool = False) -> list[bytes]:

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from twisted.internet import defer
 
 from ..mime.imapsection import IMAPMessage
-from ..store.api import SYSTEM_FLAGS, NoSuchMailbox
+from ..store.api import NoSuchMailbox
 from . import responses, search_eval, sort, thread
 from .fetch import FetchAtt
 from .sequence import compress
@@ -71,6 +71,13 @@ class MessageCommands:
         exists = self.view.exists
         return any(high > exists or low < 1 for low, high in command.sequence.resolve(max(exists, 1)))
 
+    def _replace(self, ref) -> None:
+        """Take a ref the store returned; a keyword this session has not been
+        told of is announced in FLAGS first (RFC 3501 7.2.6)."""
+        announcement = self.view.replace(ref)
+        if announcement:
+            self.send(announcement)
+
     # -- FETCH (RFC 3501 6.4.5, RFC 7162 3.1.4 and 3.2.6) ---------------------------------
 
     @defer.inlineCallbacks
@@ -102,12 +109,13 @@ class MessageCommands:
                 changed = yield self.store.store_flags(self.account, view.mailbox.id, unseen,
                                                        ["\\Seen"], "add")
                 for ref in changed:
-                    view.replace(ref)
+                    self._replace(ref)
                 if not any(item.name == "FLAGS" for item in items):
                     items.append(FetchAtt("FLAGS"))
         needs_raw = any(item.name not in REF_ITEMS and item.name not in STRUCTURE_ITEMS
                         for item in items)
         needs_structure = any(item.name in STRUCTURE_ITEMS for item in items)
+        gone = False
         for start in range(0, len(targets), READ_BATCH):
             batch = targets[start:start + READ_BATCH]
             refs = [view.refs[number - 1] if view.number_of(ref.uid) == number else ref
@@ -119,8 +127,14 @@ class MessageCommands:
                 raws = yield self.store.read_messages(self.account, [ref.message_id for ref in wanted])
             for (number, _), ref in zip(batch, refs):
                 raw = raws.get(ref.message_id)
+                if ref in wanted and raw is None:
+                    gone = True  # expunged by another session; the view still shows it
+                    continue
                 message = IMAPMessage(raw) if raw is not None else None
                 self.send(responses.fetch_response(number, self._fetch_values(items, ref, message)))
+        if gone:
+            # RFC 9051 7.1: some messages named were expunged meanwhile.
+            return ("NO", "Some messages were expunged", "EXPUNGEISSUED")
         return ("OK", "FETCH completed", None)
 
     def _fetch_values(self, items, ref, message) -> list:
@@ -185,15 +199,10 @@ class MessageCommands:
                        if current.get(ref.uid, 0) <= command.unchanged_since]
         changed_uids = set()
         if targets:
-            new_keywords = [flag for flag in flags if not flag.startswith("\\")
-                            and flag not in view.keywords]
-            if new_keywords and command.mode != "remove":
-                view.keywords.extend(sorted(set(new_keywords)))
-                self.send(responses.flags_response(SYSTEM_FLAGS + tuple(view.keywords)))
             changed = yield self.store.store_flags(self.account, view.mailbox.id,
                                                    [ref.uid for _, ref in targets], flags, command.mode)
             for ref in changed:
-                view.replace(ref)
+                self._replace(ref)
                 changed_uids.add(ref.uid)
         for _, old in targets:
             number = view.number_of(old.uid)

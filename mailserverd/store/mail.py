@@ -9,8 +9,9 @@ blob is never freed while a commit that needs it is in flight.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Iterable, Sequence
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -48,12 +49,47 @@ class Change:
     modseq: int
 
 
+class ExpungedCache:
+    """Bodies of messages expunged recently, by (shard, message id).
+
+    Other IMAP sessions keep showing a message until they are told of its
+    expunge (RFC 3501 7.4.1) and may FETCH it meanwhile; RFC 2180 4.1.3 lets
+    the server keep answering with the data. Bounded by bytes; per process.
+    """
+
+    def __init__(self, budget: int = 64 * 1024 * 1024):
+        self.budget = budget
+        self.used = 0
+        self._entries: "OrderedDict[tuple, bytes]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, account: Account, rows, blobs: BlobStore) -> None:
+        for row in rows:
+            try:
+                data = bytes(row.prepend) + blobs.get(row.blob_id)
+            except KeyError:
+                continue
+            if len(data) > self.budget // 16:
+                continue
+            with self._lock:
+                self._entries[(account.shard, row.id)] = data
+                self.used += len(data)
+                while self.used > self.budget:
+                    _, old = self._entries.popitem(last=False)
+                    self.used -= len(old)
+
+    def get(self, account: Account, message_id: int):
+        with self._lock:
+            return self._entries.get((account.shard, message_id))
+
+
 class MailStore(MailboxOps):
     def __init__(self, shards: Sequence[Engine], blobs: BlobStore, clock=time.time):
         self.shards = list(shards)
         self.blobs = blobs
         self.clock = clock
         self._ready_accounts: set[int] = set()  # accounts whose counters and mailboxes exist
+        self.expunged = ExpungedCache()
 
     def engine(self, account: Account) -> Engine:
         return self.shards[account.shard]
@@ -428,8 +464,9 @@ class MailStore(MailboxOps):
                              .values(modseq=modseq))
                 freed = []
                 if orphans:
-                    gone = conn.execute(select(msgs.c.blob_id, msgs.c.size)
+                    gone = conn.execute(select(msgs.c.id, msgs.c.blob_id, msgs.c.size, msgs.c.prepend)
                                         .where(msgs.c.id.in_(orphans))).all()
+                    self.expunged.keep(account, gone, self.blobs)
                     conn.execute(delete(msgs).where(msgs.c.id.in_(orphans)))
                     state = schema.account_state
                     conn.execute(update(state).where(state.c.account_id == account.id)

@@ -200,7 +200,8 @@ class MailboxOps:
     # -- reads -----------------------------------------------------------------------
 
     def read_messages(self, account, message_ids: Iterable[int]) -> dict[int, bytes]:
-        """prepend + body of several messages of the account, one query and one multi-get."""
+        """prepend + body of several messages of the account; a message expunged
+        meanwhile comes from the expunged cache or is absent from the result."""
         msgs = schema.messages
         ids = list(set(message_ids))
         if not ids:
@@ -208,7 +209,18 @@ class MailboxOps:
         with self.engine(account).connect() as conn:
             rows = conn.execute(select(msgs.c.id, msgs.c.prepend, msgs.c.blob_id).where(
                 msgs.c.account_id == account.id, msgs.c.id.in_(ids))).all()
-        return {row.id: bytes(row.prepend) + self.blobs.get(row.blob_id) for row in rows}
+        found = {}
+        for row in rows:
+            try:
+                found[row.id] = bytes(row.prepend) + self.blobs.get(row.blob_id)
+            except KeyError:
+                continue  # expunged by another session since the rows were read
+        for message_id in ids:
+            if message_id not in found:
+                data = self.expunged.get(account, message_id)
+                if data is not None:
+                    found[message_id] = data
+        return found
 
     def mailbox_changes(self, account, mailbox_id: int, since: int):
         """(highest modseq, refs changed after since, UIDs removed after since) (RFC 7162 3.2.5)."""

@@ -161,3 +161,11 @@ def test_subscription_outlives_delete(store, alice):  # noqa: F811
     store.mail.set_subscribed(alice, "Gone", True)
     store.mail.delete_mailbox(alice, "Gone")
     assert "Gone" in store.mail.list_subscriptions(alice)
+
+
+def test_recently_expunged_message_stays_readable(store, alice):  # noqa: F811
+    """A message expunged by one session can still be read by another that has
+    not been told yet (RFC 2180 4.1.3); read_messages serves it from the cache."""
+    refs = deliver(store, MESSAGE, DeliveryTarget(alice))
+    store.mail.expunge(alice, inbox(store, alice).id, [refs[0].uid])
+    assert store.mail.read_messages(alice, [refs[0].message_id])[refs[0].message_id].endswith(MESSAGE)

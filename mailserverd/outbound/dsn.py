@@ -90,7 +90,7 @@ def build_dsn(*, reporting_mta: str, original: bytes, sender: str, results: list
     original = _crlf(original)
     actions = {action_for(result.status) for result in results}
     kind = "failed" if "failed" in actions else "delayed" if (delayed or "delayed" in actions) else "relayed"
-    status_lines, is_global = _status_fields(reporting_mta, results, queued_at, now, envid, orcpts)
+    status_text, is_global = _status_fields(reporting_mta, results, queued_at, now, envid, orcpts)
     returned = _returned_part(original, ret)
     human = _human_text(reporting_mta, results, queued_at, kind, returned.note)
     boundary = _boundary(original)
@@ -119,7 +119,7 @@ def build_dsn(*, reporting_mta: str, original: bytes, sender: str, results: list
         + human_bytes,
         (f"Content-Type: {status_type}\r\nContent-Description: Delivery report\r\n"
          f"Content-Transfer-Encoding: {'8bit' if is_global else '7bit'}\r\n\r\n").encode("ascii")
-        + "".join(status_lines).encode("utf-8"),
+        + status_text.encode("utf-8"),
         returned.headers + b"\r\n" + returned.content,
     ]
     out = ["\r\n".join(headers).encode("utf-8"), b"\r\n\r\n",
@@ -132,7 +132,7 @@ def build_dsn(*, reporting_mta: str, original: bytes, sender: str, results: list
     return b"".join(out)
 
 
-def _status_fields(reporting_mta, results, queued_at, now, envid, orcpts) -> tuple[list[str], bool]:
+def _status_fields(reporting_mta, results, queued_at, now, envid, orcpts) -> tuple[str, bool]:
     """The message/delivery-status body (RFC 3464 2.1): per-message fields, then one block per
     recipient, blocks separated by an empty line; and whether it needs RFC 6533 (UTF-8)."""
     per_message = [f"Reporting-MTA: dns; {_clean(reporting_mta, 255)}"]  # RFC 3464 2.2.2
@@ -170,7 +170,7 @@ def _status_fields(reporting_mta, results, queued_at, now, envid, orcpts) -> tup
         lines.append(f"Last-Attempt-Date: {_date(now)}")  # RFC 3464 2.3.7
         blocks.append("".join(line + "\r\n" for line in lines))
     is_global = any(_NON_ASCII.search(value or "") for value in values)
-    return ["\r\n".join(blocks)], is_global
+    return "\r\n".join(blocks), is_global
 
 
 def _address_type(declared: str, address: str) -> str:

@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""bench/outbound: outbound delivery throughput and the queue's claim cost.
+
+1. Submission to remote acceptance, 2 nodes on loopback: node A (mail.a.test,
+   127.0.0.2) takes real messages (../shared/corpus, tests/data when absent)
+   over submission (STARTTLS + AUTH) from alice@a.test to bob@b.test; node B
+   (mx1.b.test, 127.0.0.3) is b.test's only MX in a loopback DNS server
+   (tests/support/dnsserver.py). A queues each message, DKIM-signs it
+   (Ed25519 + RSA) and sends it to B over SMTP with STARTTLS; fsync on in
+   both. Timed per level (1 and 8 submission sessions): until every 250 from
+   A (submission rate), and until A has counted every recipient delivered,
+   i.e. B answered 250 after DATA (end-to-end rate), read from A's /metrics.
+2. Queue claim cost: 10,000 queued messages in the directory database (SQLite
+   WAL, synchronous=FULL, the embedded default; PostgreSQL too when its
+   binaries are installed, via tests/support/pg.py), then queue.claim() of 16
+   at a time (the worker's default concurrency) until every row is leased:
+   p50/p99 per claim, rows claimed per second; then queue.record() of 1,000
+   delivered outcomes (what ends each attempt).
+
+    .venv/bin/python bench/outbound.py [--messages 400] [--queued 10000] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import http.client
+import os
+import shutil
+import smtplib
+import ssl
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from bench.corpus import sample_messages  # noqa: E402
+
+PASSWORD = "bench-pw-1"
+DROPPED_FIELDS = (b"from", b"to", b"cc", b"bcc", b"message-id", b"return-path", b"delivered-to", b"received",
+                  b"dkim-signature", b"x-bench-id")
+CLAIM_BATCH = 16
+RECORDED = 1000
+
+
+# -- part 1: submission to remote acceptance ---------------------------------------------------
+
+def as_alice(raw: bytes, number: int) -> bytes:
+    """A corpus message re-addressed from alice@a.test to bob@b.test, with a unique header
+    (mailserverd stores identical bodies once) and its original routing fields removed."""
+    head, separator, body = raw.partition(b"\r\n\r\n")
+    kept, dropping = [], False
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = line.split(b":", 1)[0].strip().lower() in DROPPED_FIELDS
+        if not dropping:
+            kept.append(line)
+    ours = [b"From: Alice <alice@a.test>", b"To: bob@b.test",
+            b"Message-ID: <bench-%d.%d@a.test>" % (os.getpid(), number), b"X-Bench-Id: %d" % number]
+    return b"\r\n".join(ours + kept) + (separator or b"\r\n\r\n") + body
+
+
+def start_nodes(work: str):
+    """The DNS server and nodes A and B (sharing port numbers), ready to send a.test -> b.test."""
+    from tests.support.daemon import MailServer
+    from tests.support.dnsserver import DnsServer
+
+    dns_server = DnsServer({"b.test": {"MX": [(10, "mx1.b.test")]}, "mx1.b.test": {"A": ["127.0.0.3"]},
+                            "mail.a.test": {"A": ["127.0.0.2"]}}).start()
+    common = {"dns": {"nameservers": dns_server.nameservers},
+              "smtp": {"message_rate_per_ip": "0", "submission_rate_per_account": "0"},
+              "limits": {"max_connections_per_ip": "0"}}
+    b = MailServer(os.path.join(work, "b"), listeners=("smtp", "submission", "http"), extra_config=common,
+                   hostname="mx1.b.test", host="127.0.0.3")
+    a = None
+    try:
+        os.makedirs(b.directory)
+        b.start()
+        b.ctl("domain", "add", "b.test")
+        b.ctl("user", "add", "bob@b.test", "--password", PASSWORD)
+        a = MailServer(os.path.join(work, "a"), listeners=("smtp", "submission", "http"),
+                       extra_config={**common, "outbound": {"port": str(b.ports["smtp"])}},
+                       hostname="mail.a.test", host="127.0.0.2", ports=b.ports)
+        os.makedirs(a.directory)
+        a.start()
+        a.ctl("domain", "add", "a.test")
+        a.ctl("user", "add", "alice@a.test", "--password", PASSWORD)
+        a.ctl("dkim", "keygen", "a.test")
+        return dns_server, a, b
+    except BaseException:
+        for node in (a, b):
+            if node is not None and node.running:
+                node.stop()
+        dns_server.stop()
+        raise
+
+
+def delivered_count(node) -> float:
+    connection = http.client.HTTPConnection(*node.address("http"), timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    for line in text.splitlines():
+        if line.startswith('mailserverd_outbound_recipients_total{result="delivered"} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def submit_share(address, bodies: list[bytes]) -> int:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    sent = 0
+    with smtplib.SMTP(*address, timeout=60) as client:
+        client.starttls(context=context)
+        client.login("alice@a.test", PASSWORD)
+        for body in bodies:
+            if not client.sendmail("alice@a.test", ["bob@b.test"], body):
+                sent += 1
+    return sent
+
+
+def run_level(a, bodies: list[bytes], sessions: int, seconds: float) -> dict:
+    before = delivered_count(a)
+    began = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(sessions) as pool:
+        sent = sum(pool.map(lambda share: submit_share(a.address("submission"), share),
+                            [bodies[i::sessions] for i in range(sessions)]))
+    submitted = time.perf_counter() - began
+    deadline = began + seconds
+    accepted = 0.0
+    while time.perf_counter() < deadline:
+        accepted = delivered_count(a) - before
+        if accepted >= sent:
+            break
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - began
+    return {"sent": sent, "accepted": int(accepted), "submit_s": submitted, "end_s": elapsed,
+            "submit_rate": sent / submitted, "end_rate": accepted / elapsed}
+
+
+def bench_delivery(messages: int, seconds: float) -> None:
+    corpus = sample_messages(min(messages, 640))
+    print(f"bench/outbound delivery: {len(corpus)} real messages re-addressed alice@a.test -> bob@b.test, "
+          f"{messages} per level; DKIM signing, STARTTLS, fsync on in both nodes")
+    work = tempfile.mkdtemp(prefix="bench-outbound-")
+    dns_server, a, b = start_nodes(work)
+    try:
+        print(f"{'sessions':>8} {'sent':>6} {'accepted':>8} {'submit msg/s':>12} {'end-to-end msg/s':>16} "
+              f"{'lag s':>6}")
+        number = 0
+        for sessions in (1, 8):
+            bodies = []
+            for _ in range(messages):
+                bodies.append(as_alice(corpus[number % len(corpus)], number))
+                number += 1
+            row = run_level(a, bodies, sessions, seconds)
+            print(f"{sessions:>8} {row['sent']:>6} {row['accepted']:>8} {row['submit_rate']:>12.1f} "
+                  f"{row['end_rate']:>16.1f} {row['end_s'] - row['submit_s']:>6.1f}", flush=True)
+            if row["accepted"] < row["sent"]:
+                print(f"  note: only {row['accepted']} of {row['sent']} accepted within {seconds:.0f} s")
+    finally:
+        for node in (a, b):
+            node.stop()
+        dns_server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# -- part 2: claim cost ------------------------------------------------------------------------
+
+def fill_queue(engine, count: int, now: float) -> float:
+    from mailserverd.outbound import queue
+
+    body = b"From: alice@a.test\r\nTo: x@remote.test\r\nSubject: queued\r\n\r\n" + b"x" * 2000 + b"\r\n"
+    began = time.perf_counter()
+    for number in range(count):
+        message = queue.NewMessage(id=queue.new_queue_id(), sender="alice@a.test", body=body,
+                                   recipients=(queue.QueuedRecipient(f"user{number}@remote{number % 50}.test"),),
+                                   created_at=now)
+        queue.enqueue(engine, message, 5 * 86400)
+    return time.perf_counter() - began
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def bench_claims(url: str, label: str, queued: int) -> None:
+    from sqlalchemy import text
+
+    from mailserverd.outbound import queue
+    from mailserverd.outbound.types import RecipientResult
+    from mailserverd.store import make_engine, schema
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            schema.migrate(conn, "directory")
+        now = time.time()
+        fill = fill_queue(engine, queued, now)
+        timings, claimed = [], []
+        began = time.perf_counter()
+        while True:
+            started = time.perf_counter()
+            batch = queue.claim(engine, "bench", now, CLAIM_BATCH)
+            timings.append(time.perf_counter() - started)
+            if not batch:
+                break
+            claimed.extend(batch)
+        total = time.perf_counter() - began
+        record_times = []
+        for item in claimed[:RECORDED]:
+            results = tuple(RecipientResult(recipient=r.address, status="delivered", code=250, enhanced="2.0.0",
+                                            text="ok", remote_host="mx.remote.test") for r in item.recipients)
+            started = time.perf_counter()
+            queue.record(engine, item, queue.Outcome(results=results), now)
+            record_times.append(time.perf_counter() - started)
+        with engine.connect() as conn:
+            left = conn.execute(text("SELECT count(*) FROM outbound_deliveries")).scalar()
+        full = timings[:max(1, len(timings) // 10)]  # the first tenth: the queue is still near full
+        print(f"{label:<10} {queued:>7} {queued / fill:>10.0f} {1000 * percentile(full, 0.5):>9.2f} "
+              f"{1000 * percentile(timings, 0.5):>9.2f} {1000 * percentile(timings, 0.99):>9.2f} "
+              f"{len(claimed) / total:>10.0f} {1000 * percentile(record_times, 0.5):>10.2f} {left:>7}",
+              flush=True)
+    finally:
+        engine.dispose()
+
+
+def bench_claim_cost(queued: int) -> None:
+    print(f"\nbench/outbound claim cost: {queued} queued messages (1 recipient each, 2 kB), claims of "
+          f"{CLAIM_BATCH} until all are leased, then {min(RECORDED, queued)} delivered outcomes recorded")
+    print(f"{'database':<10} {'queued':>7} {'enqueue/s':>10} {'p50 full':>9} {'p50 ms':>9} {'p99 ms':>9} "
+          f"{'claimed/s':>10} {'record ms':>10} {'left':>7}")
+    work = tempfile.mkdtemp(prefix="bench-claims-")
+    try:
+        bench_claims(f"sqlite:///{work}/directory.sqlite3", "sqlite", queued)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    try:
+        from tests.support.pg import PostgresServer, PostgresUnavailable
+    except ImportError as exc:
+        print(f"postgresql skipped: {exc}")
+        return
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as exc:
+        print(f"postgresql skipped: {exc}")
+        return
+    server.start()
+    try:
+        bench_claims(server.new_database(), "postgresql", queued)
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=400, help="messages per delivery level")
+    parser.add_argument("--queued", type=int, default=10000, help="queued messages for the claim cost")
+    parser.add_argument("--seconds", type=float, default=60.0, help="deadline per delivery level")
+    args = parser.parse_args()
+    bench_delivery(args.messages, args.seconds)
+    bench_claim_cost(args.queued)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,8 +2,8 @@
 
 RFC 3501 2.3.1.2: message sequence numbers are per session and change only
 when this session is told of an expunge. The view keeps the messages in UID
-order, and sync() compares a fresh listing from the store with what the
-client knows, producing the untagged EXPUNGE (or VANISHED) / EXISTS / RECENT
+order, and sync() applies what the store's change feed reports since the
+view's position, producing the untagged EXPUNGE (or VANISHED) / EXISTS / RECENT
 / FETCH it must be sent.
 """
 
@@ -55,7 +55,7 @@ def recent_key(mailbox) -> tuple:
 
 class MailboxView:
     def __init__(self, mailbox, refs: Iterable[MessageRef], read_only: bool,
-                 recent_registry: RecentRegistry = RECENT):
+                 recent_registry: RecentRegistry = RECENT, synced_modseq: int | None = None):
         self.mailbox = mailbox
         self.read_only = read_only
         self.refs: list[MessageRef] = list(refs)
@@ -67,6 +67,8 @@ class MailboxView:
                                  else recent_registry.claim(self._recent_key, self._uids))
         self.highest_modseq = max([mailbox.highestmodseq] + [ref.modseq for ref in self.refs])
         self.keywords: list[str] = _keywords(self.refs, [])
+        # The change-log position this view reflects (account-wide modseq).
+        self.synced_modseq = synced_modseq if synced_modseq is not None else self.highest_modseq
 
     @property
     def exists(self) -> int:
@@ -124,63 +126,67 @@ class MailboxView:
         self.keywords.extend(added)
         return responses.flags_response(SYSTEM_FLAGS + tuple(self.keywords))
 
-    def sync(self, fresh: list[MessageRef], allow_expunge: bool, *, condstore: bool = False,
-             qresync: bool = False) -> list[bytes]:
-        """Untagged responses bringing the client to `fresh` (ordered by UID).
+    def sync(self, highest: int, changed: list[MessageRef], vanished: list[int],
+             allow_expunge: bool, *, condstore: bool = False, qresync: bool = False) -> list[bytes]:
+        """Untagged responses for what the store says changed after synced_modseq:
+        `changed` refs (flags, or new messages) and `vanished` UIDs.
 
         Without allow_expunge (RFC 3501 7.4.1: not during FETCH, STORE or
-        SEARCH) vanished messages stay in the view, and new ones are not
-        announced either, since EXISTS must stay consistent with the numbers.
-        With QRESYNC enabled expunges are reported as VANISHED (RFC 7162 3.2.10).
+        SEARCH) expunges and new messages are held back, since EXISTS must
+        stay consistent with the numbers; synced_modseq then stays put so a
+        later call sees them again. With QRESYNC enabled expunges are
+        reported as VANISHED (RFC 7162 3.2.10).
         """
         out: list[bytes] = []
-        fresh_by_uid = {ref.uid: ref for ref in fresh}
-        added_keywords = _keywords(fresh, self.keywords)
+        held = False
+        added_keywords = _keywords(changed, self.keywords)
         if added_keywords:
             # A keyword must be in FLAGS before a FETCH shows it (RFC 3501 7.2.6).
             self.keywords.extend(added_keywords)
             out.append(responses.flags_response(SYSTEM_FLAGS + tuple(self.keywords)))
-        if allow_expunge:
-            gone = [uid for uid in self._uids if uid not in fresh_by_uid]
-            if gone:
-                if qresync:
-                    out.append(responses.vanished(gone))
-                else:
-                    # Each EXPUNGE renumbers the rest (RFC 3501 7.4.1): the k-th
-                    # removal (0-based) of original number n is reported as n - k.
-                    gone_set = set(gone)
-                    removed = 0
-                    for index, uid in enumerate(self._uids):
-                        if uid in gone_set:
-                            out.append(responses.expunge(index + 1 - removed))
-                            removed += 1
-                kept = [ref for ref in self.refs if ref.uid in fresh_by_uid]
-                self.refs = kept
-                self._uids = [ref.uid for ref in kept]
-                self.recent -= set(gone)
-        for index, ref in enumerate(self.refs):
-            now = fresh_by_uid.get(ref.uid)
-            if now is None or now.modseq == ref.modseq:
+        gone = [uid for uid in sorted(set(vanished)) if self.number_of(uid) is not None]
+        if gone and allow_expunge:
+            if qresync:
+                out.append(responses.vanished(gone))
+                self.remove_uids(gone)
+            else:
+                out.extend(responses.expunge(number) for number in self.remove_uids(gone))
+        elif gone:
+            held = True
+        largest = self.largest_uid
+        added = []
+        for ref in sorted(changed, key=lambda r: r.uid):
+            if ref.uid > largest:
+                added.append(ref)
                 continue
-            self.refs[index] = now
-            if now.flags != ref.flags:
-                items = [("FLAGS", self.flags_of(now))]
+            number = self.number_of(ref.uid)
+            if number is None:
+                continue
+            old = self.refs[number - 1]
+            if old.modseq >= ref.modseq:
+                continue
+            self.refs[number - 1] = ref
+            self.highest_modseq = max(self.highest_modseq, ref.modseq)
+            if old.flags != ref.flags:
+                items = [("FLAGS", self.flags_of(ref))]
                 if qresync:
-                    items.insert(0, ("UID", now.uid))  # RFC 7162 3.2.4
+                    items.insert(0, ("UID", ref.uid))  # RFC 7162 3.2.4
                 if condstore:
-                    items.append(("MODSEQ", [now.modseq]))  # RFC 7162 3.1.4
-                out.append(responses.fetch_response(index + 1, items))
-        if allow_expunge:
-            added = [ref for ref in fresh if ref.uid > self.largest_uid]
-            if added:
-                self.refs.extend(added)
-                self._uids.extend(ref.uid for ref in added)
-                out.append(responses.exists(len(self.refs)))
-                new_uids = [ref.uid for ref in added]
-                self.recent |= (self._registry.unclaimed(self._recent_key, new_uids) if self.read_only
-                                else self._registry.claim(self._recent_key, new_uids))
-                out.append(responses.recent(len(self.recent)))
-        self.highest_modseq = max([self.highest_modseq] + [ref.modseq for ref in fresh])
+                    items.append(("MODSEQ", [ref.modseq]))  # RFC 7162 3.1.4
+                out.append(responses.fetch_response(number, items))
+        if added and allow_expunge:
+            self.refs.extend(added)
+            self._uids.extend(ref.uid for ref in added)
+            self.highest_modseq = max([self.highest_modseq] + [ref.modseq for ref in added])
+            out.append(responses.exists(len(self.refs)))
+            new_uids = [ref.uid for ref in added]
+            self.recent |= (self._registry.unclaimed(self._recent_key, new_uids) if self.read_only
+                            else self._registry.claim(self._recent_key, new_uids))
+            out.append(responses.recent(len(self.recent)))
+        elif added:
+            held = True
+        if not held:
+            self.synced_modseq = max(self.synced_modseq, highest)
         return out
 
     def remove_uids(self, uids: Iterable[int]) -> list[int]:

@@ -215,14 +215,14 @@ class IMAPSession(MailboxCommands, MessageCommands):
             return
         self._dirty = False
         self._last_sync = now
-        fresh = yield self.store.list_messages(self.account, view.mailbox.id)
+        highest, changed, vanished = yield self.store.mailbox_changes(
+            self.account, view.mailbox.id, view.synced_modseq)
         if self.view is not view:
             return
-        fresh = list(fresh)
-        for line in view.sync(fresh, allow_expunge, condstore=self.condstore,
-                              qresync="QRESYNC" in self.enabled):
+        for line in view.sync(highest, list(changed), list(vanished), allow_expunge,
+                              condstore=self.condstore, qresync="QRESYNC" in self.enabled):
             self.send(line)
-        if not allow_expunge and len(fresh) != view.exists:
+        if view.synced_modseq < highest:
             self._dirty = True  # held back (RFC 3501 7.4.1): send after a later command
 
     def _start_idle_poll(self) -> None:

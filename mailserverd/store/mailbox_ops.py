@@ -226,6 +226,10 @@ class MailboxOps:
         """(highest modseq, refs changed after since, UIDs removed after since) (RFC 7162 3.2.5)."""
         mm, msgs, ch = schema.mailbox_messages, schema.messages, schema.changes
         with self.engine(account).connect() as conn:
+            # The position first: a change committed while we read has a larger
+            # modseq and is reported by the next call (perhaps twice: harmless).
+            highest = conn.execute(select(schema.account_state.c.modseq).where(
+                schema.account_state.c.account_id == account.id)).scalar() or 0
             changed = conn.execute(select(mm, msgs.c.size, msgs.c.received_at)
                                    .join(msgs, msgs.c.id == mm.c.message_id)
                                    .where(mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id,
@@ -235,8 +239,6 @@ class MailboxOps:
                 ch.c.kind == "Email", ch.c.op.in_(("updated", "destroyed")))).scalars())
             present = set(conn.execute(select(mm.c.uid).where(
                 and_(mm.c.mailbox_id == mailbox_id, mm.c.uid.in_(list(logged))))).scalars()) if logged else set()
-            highest = conn.execute(select(schema.account_state.c.modseq).where(
-                schema.account_state.c.account_id == account.id)).scalar() or 0
         from .mail import _ref
         return highest, [_ref(row) for row in changed], sorted(logged - present)
 

@@ -37,6 +37,7 @@ class MemoryStore:
         self.bodies = {}  # message id -> bytes
         self.subscribers = set()
         self.appended = []
+        self.vanished = []  # (mailbox id, uid, modseq) of removed memberships
         self._box("INBOX", None, 7)
         self._box("Sent", "\\Sent", 8, subscribed=False)
         self.add("INBOX", MESSAGE)
@@ -73,6 +74,7 @@ class MemoryStore:
     def remove(self, name, uid):
         del self.boxes[name]["msgs"][uid]
         self.modseq += 1
+        self.vanished.append((self.boxes[name]["id"], uid, self.modseq))
 
     def _by_id(self, mailbox_id):
         for name, box in self.boxes.items():
@@ -134,7 +136,8 @@ class MemoryStore:
     def expunge(self, account, mailbox_id, uids):
         _, box = self._by_id(mailbox_id)
         gone = [uid for uid in uids if box["msgs"].pop(uid, None) is not None]
-        self._bump()
+        modseq = self._bump()
+        self.vanished.extend((mailbox_id, uid, modseq) for uid in gone)
         return defer.succeed(gone)
 
     def append(self, account, mailbox_name, body, flags=(), received_at=None):
@@ -184,7 +187,9 @@ class MemoryStore:
             pairs.append((uid, new))
             if move:
                 del source["msgs"][uid]
-        self._bump()
+        modseq = self._bump()
+        if move:
+            self.vanished.extend((mailbox_id, uid, modseq) for uid, _ in pairs)
         return CopyResult(uidvalidity=target["uidvalidity"], pairs=pairs)
 
     def copy_messages(self, account, mailbox_id, uids, dest):
@@ -196,7 +201,8 @@ class MemoryStore:
     def mailbox_changes(self, account, mailbox_id, since):
         _, box = self._by_id(mailbox_id)
         changed = [self._ref(box, uid) for uid in sorted(box["msgs"]) if box["msgs"][uid]["modseq"] > since]
-        return defer.succeed((self.modseq, changed, []))
+        vanished = [uid for box_id, uid, modseq in self.vanished if box_id == mailbox_id and modseq > since]
+        return defer.succeed((self.modseq, changed, vanished))
 
     def usage(self, account):
         return defer.succeed(sum(len(b) for b in self.bodies.values()))

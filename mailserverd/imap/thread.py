@@ -18,7 +18,6 @@ from . import responses
 from .sort import SortFacts
 
 MAX_REFERENCES = 10000  # ids read from one References field: the first and the last 9999
-_MSG_ID_CHARS = 998  # RFC 5322 2.1.1: no line, hence no id, is longer
 
 
 def render_thread(threads: list) -> bytes:
@@ -219,12 +218,10 @@ def _merge_by_subject(roots: list[_Container]) -> list[_Container]:
         elif held.facts is not None and (root.facts is None
                                          or (_is_reply(held) and not _is_reply(root))):
             table[subject] = root
-    result = []
-    new_dummies = {}
+    new_dummies = []
     for root, subject in zip(roots, subjects):  # 5.C: merge
         held = table.get(subject) if subject else None
         if held is None or held is root:
-            result.append(root)
             continue
         if held.facts is None and root.facts is None:
             for child in list(root.children):
@@ -235,19 +232,14 @@ def _merge_by_subject(roots: list[_Container]) -> list[_Container]:
             _link(held, root)
         else:
             dummy = _Container()
-            was_root = held.parent is None
             _link(dummy, held)
             _link(dummy, root)
             table[subject] = dummy
-            if was_root:
-                new_dummies[id(held)] = dummy  # takes held's place among the roots
-    final = []
-    for root in result:
-        if root.parent is None:
-            final.append(root)
-        elif id(root) in new_dummies:
-            final.append(new_dummies[id(root)])
-    return final
+            new_dummies.append(dummy)
+    # A root merged into another thread now has a parent; a dummy root whose
+    # children moved away is empty and gone. Step 6 puts the rest in order.
+    return [root for root in roots + new_dummies
+            if root.parent is None and (root.facts is not None or root.children)]
 
 
 def _sort_siblings(roots: list[_Container]) -> None:

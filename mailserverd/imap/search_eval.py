@@ -20,7 +20,7 @@ from ..mime.headers import decode_bytes, decode_words, iter_fields, split_header
 from ..mime.imapaddress import parse_addresses
 from ..mime.structure import MessageTooComplex, iter_parts
 from ..mime.summary import parse_date
-from ..mime.text import decode_transfer, html_to_text
+from ..mime.text import collapse_whitespace, decode_transfer, html_to_text
 from ..store.api import MessageRef
 from .search import MAX_SEARCH_DEPTH, SearchKey
 from .sequence import SequenceSet
@@ -307,7 +307,7 @@ def decoded_body_text(raw: bytes, limit: int) -> str:
             text = decode_bytes(decode_transfer(body, part.transfer_encoding, budget),
                                 part.params.get("charset"))
             if part.content_type == "text/html":
-                text = text + "\n" + html_to_text(text)
+                text = text + "\n" + collapse_whitespace(html_to_text(text), budget)
             pieces.append(text[:budget])
             budget -= len(pieces[-1])
     except MessageTooComplex:

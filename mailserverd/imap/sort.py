@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Optional
 
-from ..mime.headers import decode_bytes, decode_words, first_fields
+from ..mime.headers import decode_bytes, decode_words, first_fields, split_header
 from ..mime.imapaddress import parse_addresses
 from ..mime.summary import parse_date
 from ..store.api import MessageRef
@@ -46,9 +46,10 @@ class SortFacts:
 
     @classmethod
     def from_raw(cls, seq: int, ref: MessageRef, header_block: bytes) -> "SortFacts":
-        """From the message's header section (or the whole message: fields
-        are read up to the first empty line only if the caller cut there)."""
-        return cls(seq, ref, first_fields(header_block, SORT_FIELDS))
+        """From the message's header section, or the whole message (cut at
+        its first empty line, CRLF or LF, so body lines are never read as fields)."""
+        header, _ = split_header(header_block)
+        return cls(seq, ref, first_fields(header, SORT_FIELDS))
 
     def text(self, name: str) -> str:
         """A field RFC 2047-decoded, "" when absent."""

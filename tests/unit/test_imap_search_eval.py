@@ -3,7 +3,6 @@ one message's facts, with programs built by the real command parser."""
 
 import base64
 import calendar
-import datetime
 
 import pytest
 

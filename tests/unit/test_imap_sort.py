@@ -164,3 +164,10 @@ def test_unknown_key_is_an_error():
     """An unknown criterion raises ValueError (the parser never produces one)."""
     with pytest.raises(ValueError):
         sort_key("COLOUR", message(1, b""))
+
+
+def test_fields_come_from_the_header_only():
+    """Given a whole message (LF line ends too), body lines are never read as fields."""
+    facts = message(1, b"From: a@x\n\nSubject: not a field\n")
+    assert facts.base_subject == ""
+    assert sort_key("FROM", facts) == "A"

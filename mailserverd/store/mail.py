@@ -22,11 +22,9 @@ from . import schema
 from .api import (DEFAULT_MAILBOXES, SPECIAL_USE, Account, DeliveryTarget, Mailbox, MessageRef,
                   NoSuchMailbox, OverQuota, StoreError)
 from .blobs import BlobStore, blob_id_of
-from .mailbox_ops import MailboxOps
+from .mailbox_ops import MailboxOps, canonical_name, checked_name
+from .rows import flag_columns, ref_of
 
-_FLAG_COLUMNS = {"\\Seen": "seen", "\\Answered": "answered", "\\Flagged": "flagged",
-                 "\\Deleted": "deleted", "\\Draft": "draft"}
-_FLAG_COLUMN_BY_LOWER = {flag.lower(): column for flag, column in _FLAG_COLUMNS.items()}
 
 
 @dataclasses.dataclass
@@ -212,7 +210,7 @@ class MailStore(MailboxOps):
         ids = conn.execute(_INSERT_MESSAGES, rows).scalars().all()
         memberships, log = [], []
         for plan, message_id, row in zip(plans, ids, rows):
-            columns, keywords = _flag_columns(plan["target"].flags)
+            columns, keywords = flag_columns(plan["target"].flags)
             memberships.append(dict(mailbox_id=plan["mailbox"].id, uid=plan["uid"],
                                     message_id=message_id, account_id=plan["account"].id,
                                     modseq=plan["modseq"], keywords=" ".join(sorted(keywords)),
@@ -340,7 +338,7 @@ class MailStore(MailboxOps):
     # Mailboxes
 
     def _mailbox_row(self, conn, account: Account, name: str):
-        name = "INBOX" if name.upper() == "INBOX" else name  # RFC 3501 5.1: INBOX is case-insensitive
+        name = canonical_name(name)
         row = conn.execute(_SELECT_MAILBOX, {"a_id": account.id, "m_name": name}).first()
         if row is None:
             raise NoSuchMailbox(f"no such mailbox: {name}")
@@ -359,24 +357,14 @@ class MailStore(MailboxOps):
                        highestmodseq=row.modseq, exists=exists, unseen=unseen, size=size)
 
     def ensure_mailbox(self, account: Account, name: str) -> Mailbox:
-        """The named mailbox, created (with a fresh UIDVALIDITY) if it does not exist."""
-        name = "INBOX" if name.upper() == "INBOX" else name
-        parts = name.split("/")
-        if (len(name) > 512 or any(not part or part in (".", "..") for part in parts)
-                or any(ord(ch) < 0x20 or ch in "\x7f*%" for ch in name)):
-            raise StoreError(f"invalid mailbox name: {name!r}")
+        """The named mailbox, created (subscribed, fresh UIDVALIDITY) if it does not exist."""
+        name = checked_name(name)
         with self.engine(account).begin() as conn:
             self._ensure_account(conn, account)
             try:
                 row = self._mailbox_row(conn, account, name)
             except NoSuchMailbox:
-                modseq = self._next_modseq(conn, account)
-                mailbox_id = conn.execute(insert(schema.mailboxes).values(
-                    account_id=account.id, name=name, special_use=None,
-                    uidvalidity=self._new_uidvalidity(conn, account), uidnext=1, subscribed=True,
-                    modseq=modseq)).inserted_primary_key[0]
-                self._log(conn, account, modseq, "Mailbox", mailbox_id, None, None, "created")
-                row = self._mailbox_row(conn, account, name)
+                row = self._create_in(conn, account, name, subscribed=True)
             return self._mailbox_with_counts(conn, row)
 
     def list_mailboxes(self, account: Account) -> list[Mailbox]:
@@ -400,7 +388,7 @@ class MailStore(MailboxOps):
                  .where(mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id)
                  .order_by(mm.c.uid))
         with self.engine(account).connect() as conn:
-            return [_ref(row) for row in conn.execute(query)]
+            return [ref_of(row) for row in conn.execute(query)]
 
     def read_message(self, account: Account, message_id: int) -> bytes:
         with self.engine(account).connect() as conn:
@@ -424,56 +412,60 @@ class MailStore(MailboxOps):
                                 .where(mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id,
                                        mm.c.uid.in_(list(uids)))).all()
             for row in rows:
-                current = _ref(row).flags
+                current = ref_of(row).flags
                 new = {"add": current | flags, "remove": current - flags, "replace": flags}[mode]
                 if new == current:
                     continue
                 modseq = self._next_modseq(conn, account)
-                columns, keywords = _flag_columns(new)
+                columns, keywords = flag_columns(new)
                 conn.execute(update(mm).where(mm.c.mailbox_id == mailbox_id, mm.c.uid == row.uid)
                              .values(modseq=modseq, keywords=" ".join(sorted(keywords)), **columns))
                 conn.execute(update(schema.mailboxes).where(schema.mailboxes.c.id == mailbox_id)
                              .values(modseq=modseq))
                 self._log(conn, account, modseq, "Email", row.message_id, mailbox_id, row.uid, "updated")
-                changed.append(dataclasses.replace(_ref(row), flags=frozenset(new), modseq=modseq))
+                changed.append(dataclasses.replace(ref_of(row), flags=frozenset(new), modseq=modseq))
         return changed
 
     def expunge(self, account: Account, mailbox_id: int, uids: Iterable[int]) -> list[int]:
         """Remove the memberships; messages left in no mailbox are deleted and
         their blobs released. Returns the UIDs actually removed."""
-        mm, msgs = schema.mailbox_messages, schema.messages
-        uids = list(uids)
         with self.blobs.lock:
             with self.engine(account).begin() as conn:
-                rows = conn.execute(select(mm.c.uid, mm.c.message_id).where(
-                    mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id,
-                    mm.c.uid.in_(uids))).all()
-                if not rows:
-                    return []
-                orphans = []
-                for row in rows:
-                    conn.execute(delete(mm).where(mm.c.mailbox_id == mailbox_id, mm.c.uid == row.uid))
-                    still_in = conn.execute(select(mm.c.uid).where(mm.c.message_id == row.message_id)
-                                            .limit(1)).first()
-                    modseq = self._next_modseq(conn, account)
-                    self._log(conn, account, modseq, "Email", row.message_id, mailbox_id, row.uid,
-                              "updated" if still_in else "destroyed")
-                    if not still_in:
-                        orphans.append(row.message_id)
-                conn.execute(update(schema.mailboxes).where(schema.mailboxes.c.id == mailbox_id)
-                             .values(modseq=modseq))
-                freed = []
-                if orphans:
-                    gone = conn.execute(select(msgs.c.id, msgs.c.blob_id, msgs.c.size, msgs.c.prepend)
-                                        .where(msgs.c.id.in_(orphans))).all()
-                    self.expunged.keep(account, gone, self.blobs)
-                    conn.execute(delete(msgs).where(msgs.c.id.in_(orphans)))
-                    state = schema.account_state
-                    conn.execute(update(state).where(state.c.account_id == account.id)
-                                 .values(used_bytes=state.c.used_bytes - sum(r.size for r in gone)))
-                    freed = self._release_blobs(conn, [r.blob_id for r in gone])
+                removed, freed = self._remove_memberships(conn, account, mailbox_id, uids)
             self._free_unreferenced(account.shard, freed)
-        return [row.uid for row in rows]
+        return removed
+
+    def _remove_memberships(self, conn, account: Account, mailbox_id: int,
+                            uids: Iterable[int] | None) -> tuple[list[int], list[str]]:
+        """Expunge uids (all when None) inside the caller's transaction (which holds blobs.lock).
+        Each removed membership gets a modseq and a change row ("destroyed"
+        when it was the message's last mailbox); its bytes leave the quota
+        (a copy counted them). Returns (UIDs removed, blob ids to free once
+        the transaction has committed)."""
+        mm, msgs = schema.mailbox_messages, schema.messages
+        rows = self._members(conn, account, mailbox_id, uids)
+        if not rows:
+            return [], []
+        orphans = []
+        for row in rows:
+            conn.execute(delete(mm).where(mm.c.mailbox_id == mailbox_id, mm.c.uid == row.uid))
+            still_in = conn.execute(select(mm.c.uid).where(mm.c.message_id == row.message_id)
+                                    .limit(1)).first()
+            modseq = self._next_modseq(conn, account, size_delta=-row.size)
+            self._log(conn, account, modseq, "Email", row.message_id, mailbox_id, row.uid,
+                      "updated" if still_in else "destroyed")
+            if not still_in:
+                orphans.append(row.message_id)
+        conn.execute(update(schema.mailboxes).where(schema.mailboxes.c.id == mailbox_id)
+                     .values(modseq=modseq))
+        freed = []
+        if orphans:
+            gone = conn.execute(select(msgs.c.id, msgs.c.blob_id, msgs.c.size, msgs.c.prepend)
+                                .where(msgs.c.id.in_(orphans))).all()
+            self.expunged.keep(account, gone, self.blobs)
+            conn.execute(delete(msgs).where(msgs.c.id.in_(orphans)))
+            freed = self._release_blobs(conn, [r.blob_id for r in gone])
+        return [row.uid for row in rows], freed
 
     def highest_modseq(self, account: Account) -> int:
         with self.engine(account).connect() as conn:
@@ -514,26 +506,6 @@ _KNOWN_BLOBS = select(_refs.c.blob_id).where(_refs.c.blob_id.in_(bindparam("ids"
 _ADD_BLOB_REFS = (update(_refs).where(_refs.c.blob_id == bindparam("b_id"))
                   .values(refs=_refs.c.refs + bindparam("b_count")))
 _INSERT_BLOB_REFS = insert(_refs)
-
-
-def _flag_columns(flags: Iterable[str]) -> tuple[dict, set]:
-    columns = {column: False for column in _FLAG_COLUMNS.values()}
-    keywords = set()
-    for flag in flags:
-        column = _FLAG_COLUMN_BY_LOWER.get(flag.lower())  # RFC 3501 2.3.2: flags are case-insensitive
-        if column:
-            columns[column] = True
-        elif not flag.startswith("\\"):
-            keywords.add(flag)
-    return columns, keywords
-
-
-def _ref(row) -> MessageRef:
-    flags = {flag for flag, column in _FLAG_COLUMNS.items() if getattr(row, column)}
-    flags.update(k for k in row.keywords.split(" ") if k)
-    return MessageRef(mailbox_id=row.mailbox_id, uid=row.uid, message_id=row.message_id,
-                      size=row.size, flags=frozenset(flags), modseq=row.modseq,
-                      received_at=row.received_at)
 
 
 __all__ = ["MailStore", "Delivery", "Change"]

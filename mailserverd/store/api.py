@@ -124,15 +124,42 @@ class MailStore:
             mode is "add", "remove" or "replace"
       expunge(account, mailbox_id, uids) -> list[int]    the UIDs removed
       read_messages(account, message_ids) -> dict[int, bytes]
-      create_mailbox(account, name, special_use=None) -> Mailbox   MailboxExists
-      delete_mailbox(account, name) -> None           children stay (RFC 3501 6.3.4)
-      rename_mailbox(account, old, new) -> None       children follow; INBOX moves its mail
-      set_subscribed(account, name, subscribed) -> None   any name (RFC 3501 6.3.6)
-      list_subscriptions(account) -> list[str]        subscribed names, existing or not
-      copy_messages(account, mailbox_id, uids, dest_name) -> CopyResult
-      move_messages(account, mailbox_id, uids, dest_name) -> CopyResult   one transaction
-      mailbox_changes(account, mailbox_id, since_modseq)
-            -> (highest_modseq, changed refs, vanished uids)   RFC 7162
+            prepend + body by message id; ids of other accounts are absent; a
+            message expunged meanwhile comes from a bounded cache (RFC 2180 4.1.3)
       message_summaries(account, message_ids) -> dict[int, dict]
-      usage(account) -> int                           bytes counted against quota
+            stored columns subject, from_addr, to_addr, cc_addr, sent_at (unix
+            time or None), message_id_header, in_reply_to, references (for SORT/THREAD)
+    Mailboxes (RFC 3501 6.3; names are "/"-separated str, INBOX case-insensitive;
+    writes run on the writer thread and notify the account's subscribers):
+      create_mailbox(account, name, special_use=None) -> Mailbox
+            MailboxExists if taken; StoreError for an invalid name; not subscribed
+            unless the name was subscribed before it existed; fresh UIDVALIDITY,
+            larger than any the name had before (RFC 3501 2.3.1.1)
+      delete_mailbox(account, name) -> None
+            NoSuchMailbox; StoreError for INBOX. Its messages are expunged (blobs
+            freed with their last reference), a Mailbox "destroyed" change is
+            logged, all in one transaction; children stay (RFC 3501 6.3.4)
+      rename_mailbox(account, old, new) -> None
+            old and every "old/..." child become "new/..." (ids and UIDVALIDITY
+            kept); MailboxExists if new or a child's new name exists; NoSuchMailbox.
+            INBOX (RFC 3501 6.3.5): creates new holding INBOX's messages (new UIDs,
+            new UIDVALIDITY) and leaves INBOX empty; its children stay
+      set_subscribed(account, name, subscribed) -> None
+            any name may be subscribed, existing or not (RFC 3501 6.3.6);
+            unsubscribing an unknown name is a no-op
+      list_subscriptions(account) -> list[str]        subscribed names, existing or not
+    Copies (RFC 3501 6.4.7, RFC 4315 COPYUID, RFC 6851 MOVE):
+      copy_messages(account, mailbox_id, uids, dest_name) -> CopyResult
+            pairs (source uid, new uid) in ascending source order; UIDs not in the
+            mailbox are skipped; flags copied; new modseqs. NoSuchMailbox for a
+            missing dest; OverQuota if the copies' bytes exceed the quota
+      move_messages(account, mailbox_id, uids, dest_name) -> CopyResult
+            copy + expunge of the source in one transaction; usage unchanged
+    Changes (RFC 7162 CONDSTORE/QRESYNC):
+      mailbox_changes(account, mailbox_id, since_modseq)
+            -> (highest_modseq, changed: list[MessageRef], vanished_uids: list[int])
+            refs of the mailbox with modseq > since (by uid); UIDs removed from it
+            after since, ascending
+      highest_modseq(account) -> int
+      usage(account) -> int     bytes counted against quota (each copy counts)
     """

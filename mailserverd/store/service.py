@@ -243,6 +243,9 @@ class AsyncStore(service.Service):
     def message_summaries(self, account: Account, message_ids) -> defer.Deferred:
         return self._read(self.store.mail.message_summaries, account, list(message_ids))
 
+    def highest_modseq(self, account: Account) -> defer.Deferred:
+        return self._read(self.store.mail.highest_modseq, account)
+
     def usage(self, account: Account) -> defer.Deferred:
         return self._read(self.store.mail.usage, account)
 

@@ -1,11 +1,13 @@
-"""AsyncStore's writer thread: group commit and ordinary writes in one batch."""
+"""AsyncStore's writer thread: group commit, ordinary writes in one batch, and
+the mailbox/copy writes (results, errors, subscriber notification, order)."""
 
 from __future__ import annotations
 
 from twisted.internet import defer
 
 from mailserverd.store import Store
-from mailserverd.store.api import DeliveryTarget
+from mailserverd.store.api import DeliveryTarget, MailboxExists
+from mailserverd.store.mail import Delivery
 from mailserverd.store import service
 
 MESSAGE = b"From: a@remote.test\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -58,4 +60,58 @@ def test_many_waiting_deliveries_share_one_commit(tmp_path):
     assert calls == [20]
     assert all(d.called for d in waits)
     assert store.mail.get_mailbox(alice, "INBOX").exists == 20
+    store.close()
+
+
+def run_writes(async_store):
+    """Drain the writer queue in the test thread."""
+    async_store._writes.put(service._STOP)
+    async_store._write_loop()
+
+
+def test_copy_fires_with_copyuid_and_notifies_subscribers(tmp_path):
+    """copy_messages runs on the writer thread, fires with the CopyResult and
+    then tells the account's subscribers (IMAP IDLE, JMAP push)."""
+    store, alice = make_store(tmp_path)
+    async_store = service.AsyncStore(store, InlineReactor())
+    store.mail.deliver_many([Delivery(MESSAGE, [DeliveryTarget(alice)])])
+    inbox = store.mail.get_mailbox(alice, "INBOX")
+    heard, results = [], []
+    async_store.subscribe(alice.id, heard.append)
+    async_store.copy_messages(alice, inbox.id, [1], "Archive").addCallback(results.append)
+    run_writes(async_store)
+    assert results[0].pairs == [(1, 1)] and heard == [alice.id]
+    store.close()
+
+
+def test_refused_write_errbacks_without_notifying(tmp_path):
+    """A write the store refuses (CREATE of an existing name) fails its Deferred
+    with the store's error, and subscribers hear nothing."""
+    store, alice = make_store(tmp_path)
+    async_store = service.AsyncStore(store, InlineReactor())
+    heard, failures = [], []
+    async_store.subscribe(alice.id, heard.append)
+    async_store.create_mailbox(alice, "Sent").addErrback(failures.append)
+    run_writes(async_store)
+    assert failures[0].check(MailboxExists) and heard == []
+    store.close()
+
+
+def test_mailbox_writes_keep_their_queue_order(tmp_path):
+    """CREATE, RENAME, a MOVE into the renamed mailbox and DELETE queued together
+    run in order on the one writer thread."""
+    store, alice = make_store(tmp_path)
+    async_store = service.AsyncStore(store, InlineReactor())
+    store.mail.deliver_many([Delivery(MESSAGE, [DeliveryTarget(alice)])])
+    inbox = store.mail.get_mailbox(alice, "INBOX")
+    waits = [async_store.create_mailbox(alice, "A"),
+             async_store.rename_mailbox(alice, "A", "B"),
+             async_store.move_messages(alice, inbox.id, [1], "B"),
+             async_store.delete_mailbox(alice, "B")]
+    run_writes(async_store)
+    results = []
+    defer.gatherResults(waits).addBoth(results.append)
+    assert results[0][2].pairs == [(1, 1)]
+    assert {box.name for box in store.mail.list_mailboxes(alice)}.isdisjoint({"A", "B"})
+    assert store.mail.usage(alice) == 0
     store.close()

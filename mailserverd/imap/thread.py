@@ -10,14 +10,19 @@ for UID THREAD) or None for a dummy parent; children is a list of nodes.
 
 from __future__ import annotations
 
+import re
 from itertools import count
 from typing import Optional
 
-from ..mime.summary import message_ids
+from ..mime.summary import MAX_MSG_ID
 from . import responses
 from .sort import SortFacts
 
 MAX_REFERENCES = 10000  # ids read from one References field: the first and the last 9999
+# msg-id (RFC 5322 3.6.4) as mime.summary.message_ids finds it, kept as bytes: ids are
+# only compared (i;octet), and decoding millions of them dominated long threads.
+_MSG_ID = re.compile(rb"<[^<>\s]{1,%d}>" % (MAX_MSG_ID - 2))
+_BARE_ID = re.compile(rb"[^<>\s,;\"()]{1,%d}@[^<>\s,;\"()]{1,%d}" % (MAX_MSG_ID // 2, MAX_MSG_ID // 2))
 
 
 def render_thread(threads: list) -> bytes:
@@ -94,7 +99,21 @@ def _unlink(child: _Container) -> None:
         child.parent = None
 
 
-def _references(facts: SortFacts) -> list[str]:
+def message_ids(value: Optional[bytes], limit: int) -> list[bytes]:
+    """The msg-ids of a Message-ID / In-Reply-To / References field, "<...>"
+    included; ids without angle brackets (old mail) count when they hold "@".
+    Past `limit`, the first id (the thread root) and the last limit - 1 are kept."""
+    if not value:
+        return []
+    found = _MSG_ID.findall(value)
+    if not found:
+        found = [b"<" + bare + b">" for bare in _BARE_ID.findall(value)]
+    if len(found) > limit:
+        found = found[:1] + found[len(found) - limit + 1:] if limit > 1 else found[:1]
+    return found
+
+
+def _references(facts: SortFacts) -> list[bytes]:
     """RFC 5256 3 step 1: the References ids, else the first In-Reply-To id."""
     found = message_ids(facts.fields.get("references"), MAX_REFERENCES)
     if found:
@@ -116,7 +135,7 @@ def thread_references(facts_list: list[SortFacts], uid: bool = False) -> list:
 def _link_messages(facts_list: list[SortFacts]) -> list[_Container]:
     """Step 1: one container per message and per referenced id, linked parent
     to child along each message's references."""
-    table: dict[str, _Container] = {}
+    table: dict[bytes, _Container] = {}
     unique = count()
     for facts in sorted(facts_list, key=lambda f: f.seq):
         ids = message_ids(facts.fields.get("message-id"), 1)
@@ -124,7 +143,7 @@ def _link_messages(facts_list: list[SortFacts]) -> list[_Container]:
         # 1.A: a missing, invalid or duplicate Message-ID gets a unique one; the
         # first message (lowest sequence number) keeps a duplicated id.
         if key is None or (key in table and table[key].facts is not None):
-            key = "\0unique%d" % next(unique)
+            key = b"\0unique%d" % next(unique)
         container = table.get(key)
         if container is None:
             container = table[key] = _Container()

@@ -207,9 +207,10 @@ class _Evaluator:
             # lets a server treat every entry as changed with the message).
             return ref.modseq >= args[0]
         if op in ("OLDER", "YOUNGER"):
-            # RFC 5032 3: internal date at least `n` seconds ago / within the last `n`.
+            # RFC 5032 3: internal date more than `n` seconds ago / within the last
+            # `n` seconds (ends included), so OLDER n is NOT YOUNGER n.
             age = facts.now - ref.received_at
-            return age >= args[0] if op == "OLDER" else age <= args[0]
+            return age > args[0] if op == "OLDER" else age <= args[0]
         if op in ("BEFORE", "ON", "SINCE"):
             # RFC 3501 6.4.4: the internal date, disregarding time and zone; the date
             # is taken in UTC, the zone INTERNALDATE is shown in (responses.date_time).

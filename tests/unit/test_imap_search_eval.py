@@ -263,9 +263,12 @@ def test_modseq_is_at_least():
 
 
 def test_older_and_younger_measure_seconds_since_arrival():
-    """OLDER n: arrived at least n seconds ago; YOUNGER n: at most n seconds ago."""
-    assert matches(b"OLDER 3600") and not matches(b"OLDER 3601")
+    """RFC 5032 3: OLDER n: arrived more than n seconds ago; YOUNGER n: within the
+    last n seconds, ends included; so OLDER n is exactly NOT YOUNGER n (as Dovecot)."""
+    assert matches(b"OLDER 3599") and not matches(b"OLDER 3600")
     assert matches(b"YOUNGER 3600") and not matches(b"YOUNGER 3599")
+    for seconds in (3599, 3600, 3601):
+        assert matches(b"OLDER %d" % seconds) != matches(b"YOUNGER %d" % seconds)
 
 
 def test_not_or_and_combine():

@@ -30,6 +30,7 @@ from ..smtp.ratelimit import ConnectionLimiter
 from . import responses
 from .events import ClientLine, CommandError, CommandReady, ContinuationNeeded
 from .parser import CommandParser, ParserLimits
+from ..netio import set_no_delay
 
 log = Logger(namespace="mailserverd.imap")
 
@@ -138,6 +139,7 @@ class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
     def connectionMade(self):
         factory = self.factory
         self.remote_ip = getattr(self.transport.getPeer(), "host", "unknown")
+        set_no_delay(self.transport)
         if not factory.connections.acquire(self.remote_ip):
             log.info("imap {mode}: refused connection from {ip}: too many connections",
                      mode=factory.mode, ip=self.remote_ip)

@@ -29,6 +29,7 @@ from . import replies
 from .events import NEED_DATA, PAUSED, Close, Login, MachineConfig, Retrieve, StartTLS, Update
 from .maildrop import Maildrop
 from .protocol import POP3Machine
+from ..netio import set_no_delay
 
 log = Logger(namespace="mailserverd.pop3")
 
@@ -92,6 +93,7 @@ class POP3ServerProtocol(protocol.Protocol, TimeoutMixin):
     def connectionMade(self):
         factory = self.factory
         self.remote_ip = getattr(self.transport.getPeer(), "host", "unknown")
+        set_no_delay(self.transport)
         if not factory.connections.acquire(self.remote_ip):
             log.info("pop3 {mode}: refused connection from {ip}: too many connections",
                      mode=factory.mode, ip=self.remote_ip)

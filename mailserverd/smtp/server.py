@@ -30,6 +30,7 @@ from .events import (NEED_DATA, PAUSED, AuthAttempt, Close, Connected, MachineCo
 from .parser import SMTPMachine
 from .ratelimit import ConnectionLimiter, RateLimiter
 from .replies import Reply
+from ..netio import set_no_delay
 
 log = Logger(namespace="mailserverd.smtp")
 
@@ -61,6 +62,7 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
 
     def connectionMade(self):
         peer = self.transport.getPeer()
+        set_no_delay(self.transport)
         ip = getattr(peer, "host", "unknown")
         factory = self.factory
         if not factory.connections.acquire(ip):

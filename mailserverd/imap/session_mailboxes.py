@@ -121,6 +121,13 @@ class MailboxCommands:
             yield self.store.create_mailbox(self.account, name, special_use)
         except MailboxExists:
             return ("NO", "Mailbox already exists", "ALREADYEXISTS")
+        # RFC 3501 6.3.3: the server SHOULD create the superior names needed.
+        levels = name.split(HIERARCHY_SEPARATOR)
+        for depth in range(1, len(levels)):
+            try:
+                yield self.store.create_mailbox(self.account, HIERARCHY_SEPARATOR.join(levels[:depth]))
+            except MailboxExists:
+                pass
         return ("OK", "CREATE completed", None)
 
     @defer.inlineCallbacks

@@ -74,11 +74,19 @@ def test_create_rename_delete():
     assert client.send(b"d DELETE Nope\r\n").startswith(b"d NO [NONEXISTENT]")
 
 
+def test_create_makes_missing_parents():
+    """CREATE a/b/c also creates a and a/b (RFC 3501 6.3.3 SHOULD)."""
+    client = Client()
+    client.login()
+    assert client.send(b"c CREATE a/b/c\r\n") == b"c OK CREATE completed\r\n"
+    assert {"a", "a/b", "a/b/c"} <= set(client.store.boxes)
+
+
 def test_list_percent_shows_missing_parent_as_noselect():
     """LIST "" % shows a parent that exists only through its child as \\Noselect (RFC 3501 6.3.8)."""
     client = Client()
     client.login()
-    client.send(b"c CREATE a/b\r\n")
+    client.store.create_mailbox(None, "a/b")
     reply = client.send(b'l LIST "" %\r\n')
     assert b'* LIST (\\Noselect \\HasChildren) "/" a\r\n' in reply
     assert b"a/b" not in reply

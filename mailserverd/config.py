@@ -189,6 +189,11 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
         Key("max_per_destination", parse_int, "4", "Connections at once to one destination domain."),
         Key("suppress_for", parse_seconds, "7d",
             "Submission refuses (550 5.1.1) a recipient that hard-bounced within this long; 0 = never."),
+        Key("smarthost", parse_str, "", example="relay.example.net:587",
+            doc="host[:port] to relay all outbound mail through instead of MX routing; empty = MX."),
+        Key("smarthost_user", parse_str, "",
+            "AUTH PLAIN user for the smarthost (sent only after STARTTLS); empty = no AUTH."),
+        Key("smarthost_password", parse_str, "", "Password for smarthost_user."),
     ]),
 }
 

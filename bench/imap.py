@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,6 +69,8 @@ def start_mailserverd(work: str, mbox: str, big_mbox: str, idle_mbox: str):
             break
         if time.monotonic() > deadline:
             raise SystemExit("mailserverd did not start")
+    # Keep reading its log: a full pipe would block the daemon's reactor.
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
     return proc, ("127.0.0.1", port)
 
 
@@ -127,7 +130,10 @@ def _drain_until(sockets, marker: bytes) -> None:
         data = b""
         deadline = time.monotonic() + 60
         while marker not in data and time.monotonic() < deadline:
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                raise SystemExit(f"no {marker!r} from the server; it sent {data[-300:]!r}")
             if not chunk:
                 break
             data += chunk

@@ -122,7 +122,7 @@ class MailStore(MailboxOps):
                                     .where(schema.messages.c.account_id == account.id)).scalars().all()
                 freed = self._release_blobs(conn, rows)
                 for table in (schema.mailbox_messages, schema.messages, schema.mailboxes,
-                              schema.changes, schema.account_state):
+                              schema.subscriptions, schema.changes, schema.account_state):
                     conn.execute(delete(table).where(table.c.account_id == account.id))
             self._free_unreferenced(account.shard, freed)
         return len(rows)

@@ -115,3 +115,20 @@ def test_mailbox_writes_keep_their_queue_order(tmp_path):
     assert {box.name for box in store.mail.list_mailboxes(alice)}.isdisjoint({"A", "B"})
     assert store.mail.usage(alice) == 0
     store.close()
+
+
+def test_subscriptions_and_usage_through_the_async_store(tmp_path):
+    """set_subscribed runs on the writer thread and notifies; list_subscriptions
+    and usage read back through the pool (here: called in the test thread)."""
+    store, alice = make_store(tmp_path)
+    async_store = service.AsyncStore(store, InlineReactor())
+    async_store._read = lambda fn, *args, **kwargs: defer.maybeDeferred(fn, *args, **kwargs)
+    store.mail.deliver_many([Delivery(MESSAGE, [DeliveryTarget(alice)])])
+    heard, results = [], []
+    async_store.subscribe(alice.id, heard.append)
+    async_store.set_subscribed(alice, "Later", True)
+    run_writes(async_store)
+    async_store.list_subscriptions(alice).addCallback(results.append)
+    async_store.usage(alice).addCallback(results.append)
+    assert "Later" in results[0] and results[1] == len(MESSAGE) and heard == [alice.id]
+    store.close()

@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import IntegrityError
 
 from mailserverd.store import Store, schema
@@ -21,13 +22,16 @@ OTHER = MESSAGE.replace(b"Hello there", b"Second").replace(b"<m1@", b"<m2@")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    """A directory and one shard (copies never cross shards): half the PostgreSQL set-up cost."""
+def urls(request, tmp_path):
+    """URLs of a directory and one shard (copies never cross shards): half the PostgreSQL set-up cost."""
     if request.param == "sqlite":
-        urls = [f"sqlite:///{tmp_path}/directory.sqlite3", f"sqlite:///{tmp_path}/shard.sqlite3"]
-    else:
-        new_database = request.getfixturevalue("pg_database")
-        urls = [new_database(), new_database()]
+        return [f"sqlite:///{tmp_path}/directory.sqlite3", f"sqlite:///{tmp_path}/shard.sqlite3"]
+    new_database = request.getfixturevalue("pg_database")
+    return [new_database(), new_database()]
+
+
+@pytest.fixture
+def store(urls, tmp_path):
     store = Store(urls[0], urls[1:], str(tmp_path / "blobs"))
     store.directory.add_domain("example.test")
     yield store
@@ -278,6 +282,41 @@ def test_rename_carries_the_subscription(store, alice):
     store.mail.set_subscribed(alice, "A", True)
     store.mail.rename_mailbox(alice, "A", "B")
     assert box(store, alice, "B").subscribed and "A" not in store.mail.list_subscriptions(alice)
+
+
+def test_removed_account_leaves_no_subscriptions(store, alice):
+    """Removing an account also drops the subscriptions of names it had deleted."""
+    store.mail.set_subscribed(alice, "Future", True)
+    store.remove_account(alice.address)
+    with store.mail.engine(alice).connect() as conn:
+        assert conn.execute(select(schema.subscriptions)).all() == []
+
+
+def test_v1_shard_database_is_migrated_with_its_subscriptions(urls, tmp_path):
+    """A shard made before the subscriptions table (schema version 1) gets it when
+    the store opens; its subscribed mailboxes stay subscribed and now outlive DELETE."""
+    store = Store(urls[0], urls[1:], str(tmp_path / "blobs"))
+    store.directory.add_domain("example.test")
+    alice = store.add_account("alice@example.test", "pw")
+    store.mail.create_mailbox(alice, "Old")
+    store.mail.set_subscribed(alice, "Old", True)
+    store.close()
+    shard = create_engine(urls[1])
+    with shard.begin() as conn:  # back to what version 1 left on disk
+        conn.execute(text("DROP TABLE subscriptions"))
+        conn.execute(text("UPDATE schema_version SET version = 1"))
+    shard.dispose()
+    store = Store(urls[0], urls[1:], str(tmp_path / "blobs"))
+    try:
+        with store.mail.engine(alice).connect() as conn:
+            assert conn.execute(select(schema.schema_version.c.version)).scalar() == len(
+                schema.MIGRATIONS["shard"])
+        assert {"INBOX", "Old"} <= set(store.mail.list_subscriptions(alice))
+        store.mail.delete_mailbox(alice, "Old")
+        store.mail.set_subscribed(alice, "Future", True)
+        assert {"Old", "Future"} <= set(store.mail.list_subscriptions(alice))
+    finally:
+        store.close()
 
 
 # -- COPY / MOVE -------------------------------------------------------------------

@@ -10,18 +10,12 @@ inline as text. Skipped when mutt is not installed.
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
 import re
-import select
 import shutil
-import struct
-import subprocess
-import termios
-import time
 
 import pytest
+
+from tests.support.terminal import run_on_pty
 
 from mailserverd.outbound.dsn import build_dsn
 from mailserverd.outbound.types import RecipientResult
@@ -61,37 +55,11 @@ def mutt_renders(tmp_path, message: bytes) -> str:
     # an mbox keeps LF line ends; ">From " quoting is not needed: no body line starts with "From "
     mbox.write_bytes(b"From MAILER-DAEMON Fri Jan 15 08:01:30 2027\n" + message.replace(b"\r\n", b"\n") + b"\n")
     (tmp_path / "muttrc").write_text(MUTTRC + f'set folder="{tmp_path}"\nset spoolfile="{mbox}"\n')
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 200, 0, 0))
-    environment = {"HOME": str(tmp_path), "TERM": "xterm", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                   "LANG": "C.UTF-8"}
-    process = subprocess.Popen([MUTT, "-n", "-F", str(tmp_path / "muttrc"), "-f", str(mbox),
-                                "-e", "push <display-message><quit>"],
-                               stdin=slave, stdout=slave, stderr=slave, env=environment, cwd=tmp_path,
-                               start_new_session=True)
-    os.close(slave)
-    output = bytearray()
-    deadline = time.monotonic() + RUN_TIMEOUT
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: mutt exited and closed the terminal
-                    break
-                if not chunk:
-                    break
-                output += chunk
-            elif process.poll() is not None:
-                break
-        else:
-            pytest.fail(f"mutt did not finish within {RUN_TIMEOUT:.0f} s:\n{output[-2000:]!r}")
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        os.close(master)
+    status, output = run_on_pty([MUTT, "-n", "-F", str(tmp_path / "muttrc"), "-f", str(mbox),
+                                 "-e", "push <display-message><quit>"], tmp_path, RUN_TIMEOUT,
+                                rows=60, cols=200)
+    if status is None:
+        pytest.fail(f"mutt did not finish within {RUN_TIMEOUT:.0f} s:\n{output[-2000:]!r}")
     return ANSI.sub(b"", bytes(output)).replace(b"\r", b"").decode("utf-8", "replace")
 
 

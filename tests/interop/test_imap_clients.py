@@ -21,25 +21,20 @@ Each client run has a hard timeout. A client that is not installed is skipped
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import imaplib
 import os
-import pty
 import re
-import select
 import shutil
 import smtplib
 import ssl
-import struct
 import subprocess
-import termios
-import time
 
 import pytest
 
 from mailserverd.mailfiles import iter_source
 from tests.support.daemon import PASSWORD
+from tests.support.terminal import run_on_pty
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 HAM_200 = os.path.join(DATA, "ham-200.mbox")
@@ -411,37 +406,11 @@ def run_mutt(server, home, keys: str, timeout: float) -> str:
             'set message_cachedir=""\n'
             "set mail_check=0\n"
             "set timeout=0\n")
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    environment = {"HOME": str(home), "TERM": "xterm", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                   "LANG": "C.UTF-8"}
-    process = subprocess.Popen([MUTT, "-n", "-F", muttrc, "-f", folder + "INBOX", "-e", f"push {keys}"],
-                               stdin=slave, stdout=slave, stderr=slave, env=environment, cwd=str(home),
-                               start_new_session=True)
-    os.close(slave)
-    output = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: mutt exited and closed the terminal
-                    break
-                if not chunk:
-                    break
-                output += chunk
-            elif process.poll() is not None:
-                break
-        else:
-            pytest.fail(f"mutt did not finish within {timeout:.0f} s:\n{output[-3000:]!r}")
-        assert process.wait(timeout=10) == 0, output[-3000:]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-        os.close(master)
+    status, output = run_on_pty([MUTT, "-n", "-F", muttrc, "-f", folder + "INBOX", "-e", f"push {keys}"],
+                                home, timeout)
+    if status is None:
+        pytest.fail(f"mutt did not finish within {timeout:.0f} s:\n{output[-3000:]!r}")
+    assert status == 0, output[-3000:]
     return ANSI.sub(b"", bytes(output)).replace(b"\r", b"").decode("utf-8", "replace")
 
 

@@ -115,6 +115,21 @@ def parse_shards(text: str) -> int | tuple[str, ...]:
     return urls
 
 
+def parse_names(text: str) -> tuple[str, ...]:
+    """'check.hops, check.spf' -> ('check.hops', 'check.spf'); names are dotted words."""
+    names = tuple(filter(None, (part.strip() for part in text.split(","))))
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_-]+)*", name):
+            raise ValueError(f"not a check name: {name!r}")
+    if len(set(names)) != len(names):
+        raise ValueError("a check is named twice")
+    return names
+
+
+# Free-form sections: [check.NAME] holds the options of one check (strings, as written).
+CHECK_SECTION_PREFIX = "check."
+
+
 # Listener names of INTERFACE.md; BUILT is the subset implemented so far.
 LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http", "https")
 BUILT_LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http")
@@ -178,6 +193,11 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
         Key("max_userip_connections", parse_int, "10",
             "Concurrent logged-in sessions per user and client IP (NO [LIMIT] past it; 0 = unlimited)."),
     ]),
+    "checks": ("The staged checks every inbound and locally submitted message passes (docs/checks.md).", [
+        Key("chain", parse_names, "check.hops",
+            "Check names, in order (built-ins, plugins/ and the mailserverd.checks entry points). "
+            "A [check.NAME] section passes its keys to that check as options."),
+    ]),
     "dns": ("Name resolution.", [
         Key("nameservers", parse_hostports, "", "host[:port],...; empty = the system resolver."),
     ]),
@@ -220,7 +240,11 @@ def load_settings(path: str, overrides: dict[str, dict[str, str]] | None = None)
         first_line = str(exc).splitlines()[0]
         raise ConfigError(f"{path}: malformed configuration: {first_line}") from None
     raw = defaults_text()
+    check_options: dict[str, dict[str, str]] = {}
     for section in parser.sections():
+        if section.startswith(CHECK_SECTION_PREFIX):
+            check_options[section] = dict(parser.items(section))
+            continue
         if section not in SCHEMA:
             raise ConfigError(f"{path}: [{section}]: unknown section")
         for name, value in parser.items(section):
@@ -229,7 +253,7 @@ def load_settings(path: str, overrides: dict[str, dict[str, str]] | None = None)
             raw[section][name] = value
     for section, values in (overrides or {}).items():
         raw[section].update(values)
-    settings = types.SimpleNamespace(path=os.path.abspath(path))
+    settings = types.SimpleNamespace(path=os.path.abspath(path), check_options=check_options)
     for section, (_, keys) in SCHEMA.items():
         values = {}
         for key in keys:
@@ -243,6 +267,9 @@ def load_settings(path: str, overrides: dict[str, dict[str, str]] | None = None)
 
 
 def _check_cross_keys(path: str, settings: types.SimpleNamespace) -> None:
+    for section in settings.check_options:
+        if section not in settings.checks.chain:
+            raise ConfigError(f"{path}: [{section}]: options for a check that is not in [checks] chain")
     for name in LISTENERS:
         if getattr(settings.listen, name) and name not in BUILT_LISTENERS:
             raise ConfigError(f"{path}: [listen] {name}: this listener is not built yet in "

@@ -83,6 +83,9 @@ def build_service_tree(settings, store, tls_config, reactor) -> service.MultiSer
     outbound.setServiceParent(root)  # started after the store, stopped before it
     root.outbound = outbound
 
+    checks = build_checks(settings, async_store, reactor)
+    root.checks = checks
+
     def directory_changed():
         authenticator.forget_cached()
         async_store.forget_directory_cache()
@@ -94,11 +97,30 @@ def build_service_tree(settings, store, tls_config, reactor) -> service.MultiSer
             continue
         module = importlib.import_module(module_name)
         extra = {"outbound": outbound} if module_name in OUTBOUND_USERS else {}
+        if module_name == "mailserverd.smtp.server":
+            extra["checks"] = checks
         factory = module.build_factory(mode, settings, async_store, authenticator, tls_config, **extra)
         factory.noisy = False  # ListenerService logs one line per listener instead
         endpoint = make_endpoint(reactor, address, tls_config, implicit_tls)
         ListenerService(name, address, endpoint, factory).setServiceParent(root)
     return root
+
+
+def build_checks(settings, async_store, reactor):
+    """The check chain of [checks] chain, each check with its [check.NAME] options.
+
+    An unknown name or bad options stop start-up with one line (ConfigError).
+    """
+    from .checks.base import CheckContext, UnknownCheck, build_chain
+    from .config import ConfigError
+
+    context = CheckContext(settings=settings, store=async_store, reactor=reactor, clock=reactor)
+    try:
+        return build_chain(settings.checks.chain, settings.check_options, context)
+    except UnknownCheck as exc:
+        raise ConfigError(f"{settings.path}: [checks] chain: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{settings.path}: [checks] chain: {exc}") from None
 
 
 def listeners(root: service.MultiService) -> list[ListenerService]:

@@ -19,6 +19,7 @@ Python entry points of group "mailserverd.checks".
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from importlib import metadata
 from typing import Any, Callable, Iterable, Optional
@@ -199,6 +200,21 @@ class UnknownCheck(LookupError):
     """No built-in check and no entry point has this name."""
 
 
+@dataclasses.dataclass
+class CheckContext:
+    """What the daemon hands a check factory that declares a `context` parameter.
+
+    settings: the validated configuration (config.load_settings); store: the
+    AsyncStore (None in unit tests that need none); reactor: for deferToThread
+    and timeouts; clock: for rate and cache lifetimes (defaults to reactor).
+    """
+
+    settings: Any = None
+    store: Any = None
+    reactor: Any = None
+    clock: Any = None
+
+
 _BUILTINS: dict[str, Callable[..., Check]] = {}
 
 
@@ -212,24 +228,39 @@ def available_checks() -> list[str]:
     return sorted(names)
 
 
-def load_check(name: str, **options) -> Check:
-    """Instantiate the check called `name`: a built-in, else an entry point of ENTRY_POINT_GROUP."""
+def _takes_context(factory) -> bool:
+    try:
+        return "context" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def load_check(name: str, context: Optional[CheckContext] = None, **options) -> Check:
+    """Instantiate the check called `name`: a built-in, else an entry point of ENTRY_POINT_GROUP.
+
+    options are the keyword arguments for the factory (from the [check.NAME]
+    section of the configuration, as strings); a factory with a `context`
+    parameter also gets the CheckContext.
+    """
     factory = _BUILTINS.get(name)
     if factory is None:
         entries = metadata.entry_points(group=ENTRY_POINT_GROUP, name=name)
         if not entries:
             raise UnknownCheck(f"unknown check {name!r}; available: {', '.join(available_checks())}")
         factory = next(iter(entries)).load()
+    if _takes_context(factory):
+        options["context"] = context if context is not None else CheckContext()
     check = factory(**options)
     if not isinstance(check, Check):
         raise TypeError(f"check {name!r} is not a mailserverd.checks.base.Check")
     return check
 
 
-def build_chain(names: Iterable[str], options: Optional[dict[str, dict]] = None) -> CheckChain:
+def build_chain(names: Iterable[str], options: Optional[dict[str, dict]] = None,
+                context: Optional[CheckContext] = None) -> CheckChain:
     """A chain of the named checks, in order; options[name] are keyword arguments for one."""
     options = options or {}
-    return CheckChain(load_check(name, **options.get(name, {})) for name in names)
+    return CheckChain(load_check(name, context, **dict(options.get(name, {}))) for name in names)
 
 
 # -- built-in checks -----------------------------------------------------------
@@ -242,8 +273,8 @@ class HopCountCheck(Check):
 
     name = "check.hops"
 
-    def __init__(self, limit: int = 50):  # Postfix hopcount_limit
-        self.limit = limit
+    def __init__(self, limit: int | str = 50):  # Postfix hopcount_limit
+        self.limit = int(limit)
 
     def body(self, session: Session, envelope: Envelope, message: bytes):
         end = message.find(b"\r\n\r\n")

@@ -74,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     from ..service import build_service_tree, listeners
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
-    root = build_service_tree(settings, store, tls_config, reactor)
+    try:
+        root = build_service_tree(settings, store, tls_config, reactor)
+    except config.ConfigError as exc:  # e.g. an unknown name in [checks] chain
+        print(f"mailserverd: {exc}", file=sys.stderr)
+        store.close()
+        return 1
     outcome = {"status": 0}
 
     def reload_tls(*_):

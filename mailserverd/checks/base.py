@@ -19,6 +19,7 @@ Python entry points of group "mailserverd.checks".
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import re
 from importlib import metadata
@@ -235,6 +236,30 @@ def _takes_context(factory) -> bool:
         return False
 
 
+# Where a check not registered yet is looked for, "check.NAME" -> module: a module
+# of this package or of plugins/ (the top-level package of this checkout) that
+# calls register_builtin() on import. Entry points come first; this fallback makes
+# a plugin work from a checkout whose installed metadata predates it.
+_MODULES_BY_NAME = ("mailserverd.checks.{}", "plugins.{}")
+
+
+def _import_by_name(name: str):
+    prefix, _, tail = name.partition(".")
+    if prefix != "check" or not re.fullmatch(r"[a-z][a-z0-9_]*", tail):
+        return None
+    for template in _MODULES_BY_NAME:
+        module_name = template.format(tail)
+        try:
+            importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name in (module_name, module_name.rpartition(".")[0]):
+                continue  # no such module (or no plugins package): try the next place
+            raise  # the module exists but an import inside it failed: say so
+        if name in _BUILTINS:
+            return _BUILTINS[name]
+    return None
+
+
 def load_check(name: str, context: Optional[CheckContext] = None, **options) -> Check:
     """Instantiate the check called `name`: a built-in, else an entry point of ENTRY_POINT_GROUP.
 
@@ -245,9 +270,12 @@ def load_check(name: str, context: Optional[CheckContext] = None, **options) -> 
     factory = _BUILTINS.get(name)
     if factory is None:
         entries = metadata.entry_points(group=ENTRY_POINT_GROUP, name=name)
-        if not entries:
+        if entries:
+            factory = next(iter(entries)).load()
+        else:
+            factory = _import_by_name(name)
+        if factory is None:
             raise UnknownCheck(f"unknown check {name!r}; available: {', '.join(available_checks())}")
-        factory = next(iter(entries)).load()
     if _takes_context(factory):
         options["context"] = context if context is not None else CheckContext()
     check = factory(**options)

@@ -126,6 +126,18 @@ def parse_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def parse_networks(text: str) -> tuple:
+    """'127.0.0.0/8, ::1/128, 192.0.2.7' -> ip_network tuple (a bare address is a /32 or /128)."""
+    import ipaddress
+    networks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP network in CIDR notation: {item!r}") from None
+    return tuple(networks)
+
+
 # Free-form sections: [check.NAME] holds the options of one check (strings, as written).
 CHECK_SECTION_PREFIX = "check."
 
@@ -182,6 +194,10 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
     "smtp": ("SMTP inbound and submission.", [
         Key("message_rate_per_ip", parse_int, "120", "Messages per minute per client IP (450 4.7.1 past it)."),
         Key("submission_rate_per_account", parse_int, "500", "Messages per hour per authenticated account."),
+        Key("trusted_networks", parse_networks, "127.0.0.0/8, ::1/128",
+            "Client networks (CIDR, comma-separated) exempt from message_rate_per_ip and "
+            "max_connections_per_ip, like Postfix's smtpd_client_event_limit_exceptions = $mynetworks. "
+            "Empty: nobody is exempt."),
         Key("max_bad_commands", parse_int, "10", "Bad commands before the session is closed."),
         Key("timeout", parse_seconds, "5m", "Idle timeout (RFC 5321 4.5.3.2)."),
     ]),

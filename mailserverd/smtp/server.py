@@ -28,7 +28,7 @@ from .delivery import DeliveryPolicy, deliver_message, new_id
 from .events import (NEED_DATA, PAUSED, AuthAttempt, Close, Connected, MachineConfig, MailFrom,
                      MessageReceived, MessageRefused, RcptTo, StartTLS)
 from .parser import SMTPMachine
-from .ratelimit import ConnectionLimiter, RateLimiter
+from .ratelimit import ConnectionLimiter, RateLimiter, TrustedNetworks
 from .replies import Reply
 from ..netio import set_no_delay
 
@@ -311,8 +311,10 @@ class SMTPFactory(protocol.ServerFactory):
         self.timeout = settings.smtp.timeout
         limits = settings.limits
         self.limits = MessageLimits(limits.max_message_size, limits.max_header_size, limits.max_line_length)
-        self.connections = ConnectionLimiter(limits.max_connections_per_ip)
-        self.ip_rate = RateLimiter(settings.smtp.message_rate_per_ip, 60.0, clock)
+        # Postfix smtpd_client_event_limit_exceptions = $mynetworks: trusted clients are exempt.
+        trusted = TrustedNetworks(getattr(settings.smtp, "trusted_networks", ()))
+        self.connections = ConnectionLimiter(limits.max_connections_per_ip, trusted)
+        self.ip_rate = RateLimiter(settings.smtp.message_rate_per_ip, 60.0, clock, trusted)
         if store not in _ACCOUNT_LIMITERS:
             _ACCOUNT_LIMITERS[store] = RateLimiter(settings.smtp.submission_rate_per_account, 3600.0, clock)
         self.account_rate = _ACCOUNT_LIMITERS[store]

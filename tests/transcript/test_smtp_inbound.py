@@ -179,12 +179,36 @@ def test_too_many_bad_commands_disconnects_with_421(server):
     assert codes == ["500 5.5.2"] * 10 + ["421 4.7.0"] and client.is_closed()
 
 
-def test_message_rate_per_ip_gives_450(server):
-    """Past smtp.message_rate_per_ip (120 a minute) MAIL gets 450 4.7.1."""
+def test_message_rate_per_ip_gives_450(mailserver_factory):
+    """Past smtp.message_rate_per_ip (120 a minute) MAIL gets 450 4.7.1 from a client outside
+    smtp.trusted_networks (emptied here, so 127.0.0.1 is not exempt)."""
+    server = mailserver_factory(listeners=SMTP_LISTENERS, extra_config={"smtp": {"trusted_networks": ""}})
     client = wire(server)
     client.send(b"EHLO c.test\r\n" + b"MAIL FROM:<s@remote.test>\r\nRSET\r\n" * 121)
     codes = [client.code() for _ in range(243)]
     assert codes[1:241:2] == ["250 2.1.0"] * 120 and codes[241] == "450 4.7.1"
+
+
+def test_loopback_is_trusted_640_messages_over_16_connections_all_get_250(server, tmp_path):
+    """With the default configuration, 640 messages from 127.0.0.1 over 16 concurrent
+    connections (far past message_rate_per_ip = 120 a minute) all get 250: loopback is in
+    smtp.trusted_networks, exempt like Postfix's $mynetworks."""
+    clients = [wire(server) for _ in range(16)]
+    for client in clients:
+        client.send(b"EHLO c.test\r\n")
+        assert client.code() == "250"
+    codes = []
+    for _round in range(40):
+        for client in clients:  # PIPELINING (RFC 2920): envelope and DATA in one write
+            client.send(b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+        for client in clients:
+            codes.extend(client.code() for _ in range(3))
+            client.send(MESSAGE + b".\r\n")
+        for client in clients:
+            codes.append(client.code())
+    assert codes.count("250 2.0.0") == 640 and not [c for c in codes if c[0] in "45"]
+    for client in clients:
+        client.close()
 
 
 def test_postmaster_without_domain_is_accepted_when_it_exists(server, tmp_path):

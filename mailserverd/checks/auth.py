@@ -1,0 +1,194 @@
+"""check.auth: SPF, DKIM, DMARC and ARC on inbound mail, and one Authentication-Results.
+
+Runs at the body stage of the inbound "smtp" listener only (authenticated
+submission is not checked). All of its DNS goes through one CachingResolver
+for `[dns] nameservers` (checks/dns.py), on a bounded thread pool of its own,
+so the reactor never waits for DNS. The verdict:
+
+    DMARC disposition reject      550 5.7.1 at the end of DATA (RFC 7489 6.7)
+    DMARC disposition quarantine  delivered to Junk
+    otherwise                     accepted
+and always (unless refused) ONE Authentication-Results header (RFC 8601),
+authserv-id = [server] hostname, with spf= (HELO and MAIL FROM), dkim= (one
+per signature), dmarc= and arc=. A temporary DNS failure gives temperror
+and never refuses mail. DMARC failures are logged.
+
+For the checks after it (check.spam), the results are left in
+envelope.data["auth"], an AuthResults:
+
+    spf         SpfResult for MAIL FROM (result, sender, domain)
+    spf_helo    SpfResult for the HELO name
+    dkim        [DkimResult, ...], one per signature, top first
+                (result, domain, selector, b, identity)
+    dmarc       DmarcResult (result, policy, disposition, spf_aligned, dkim_aligned)
+    arc         ArcResult (result, instances, domain)
+    from_domain the RFC5322.From domain ("" if none or several)
+    aligned     True when DMARC passed (an aligned SPF or DKIM pass)
+    mail_from   the reverse-path ("" for <>)
+    dkim_pass_domains()  the d= of every signature that verified
+
+Options ([check.auth]): dns_timeout (seconds per query, default 5),
+threads (the pool size, default 4).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Optional
+
+from twisted.logger import Logger
+from twisted.python import threadpool
+
+from ..mime.headers import iter_fields, split_header
+from . import arc as arcmod
+from . import authresults, dkimverify, dmarc as dmarcmod, spf as spfmod
+from .base import Check, Envelope, Session, Verdict, register_builtin
+from .dns import CachingResolver
+
+log = Logger(namespace="mailserverd.checks.auth")
+
+NAME = "check.auth"
+MAX_FROM_DOMAINS = 5
+_DMARC_ORDER = {"reject": 3, "quarantine": 2, "none": 1}
+
+
+@dataclass
+class AuthResults:
+    spf: spfmod.SpfResult
+    spf_helo: spfmod.SpfResult
+    dkim: list = field(default_factory=list)
+    dmarc: dmarcmod.DmarcResult = dmarcmod.DmarcResult("none")
+    arc: arcmod.ArcResult = arcmod.ArcResult("none")
+    from_domain: str = ""
+    aligned: bool = False
+    mail_from: str = ""  # the reverse-path as given ("" for <>)
+
+    def dkim_pass_domains(self) -> set[str]:
+        return {result.domain for result in self.dkim if result.result == "pass"}
+
+
+def from_domains(message: bytes) -> list[str]:
+    """The domains of the From: addresses (RFC 7489 6.6.1), lower-case, in order, deduplicated."""
+    import email.utils
+    header, _ = split_header(message)
+    found: list[str] = []
+    for name, value in iter_fields(header):
+        if name != "from":
+            continue
+        text = " ".join(value.decode("utf-8", "replace").split())
+        for _display, address in email.utils.getaddresses([text]):
+            domain = address.rpartition("@")[2].strip().lower().rstrip(".>")
+            if domain and domain not in found:
+                found.append(domain)
+    return found
+
+
+def evaluate(resolver: CachingResolver, ip: str, helo: Optional[str], mail_from: str, message: bytes,
+             rng=None) -> AuthResults:
+    """Every check for one message. Blocking: run it off the reactor thread."""
+    spf_helo = spfmod.check_helo(ip, helo, resolver.spf_lookup)
+    if mail_from:
+        spf = spfmod.check_mail_from(ip, mail_from, helo, resolver.spf_lookup)
+    else:  # RFC 7208 2.4: the null reverse-path is checked as postmaster@HELO
+        spf = spfmod.SpfResult(spf_helo.result, "mailfrom", spf_helo.sender, spf_helo.domain, spf_helo.reason)
+    dkim = dkimverify.verify_all(message, resolver.dkim_txt)
+    arc = arcmod.verify_chain(message, resolver.dkim_txt)
+    domains = from_domains(message)
+    if not domains:
+        dmarc = dmarcmod.DmarcResult("none", reason="no From: domain")
+    else:
+        # RFC 7489 6.6.1: several From domains; each is evaluated and the strictest wins
+        outcomes = [dmarcmod.evaluate(domain, spf, dkim, resolver.txt, rng) for domain in domains[:MAX_FROM_DOMAINS]]
+        dmarc = max(outcomes, key=lambda item: (_DMARC_ORDER[item.disposition], item.result != "pass"))
+    return AuthResults(spf=spf, spf_helo=spf_helo, dkim=dkim, dmarc=dmarc, arc=arc,
+                       from_domain=domains[0] if len(domains) == 1 else "",
+                       aligned=dmarc.result == "pass", mail_from=mail_from)
+
+
+def header_value(authserv_id: str, results: AuthResults) -> str:
+    """RFC 8601 2.2 value of our one Authentication-Results field."""
+    entries = []
+    if results.spf_helo.domain:
+        entries.append(authresults.resinfo("spf", results.spf_helo.result, [("smtp.helo", results.spf_helo.domain)]))
+    if results.mail_from:  # for the null reverse-path the HELO result above is the answer
+        entries.append(authresults.resinfo("spf", results.spf.result, [("smtp.mailfrom", results.spf.sender)]))
+    for result in results.dkim:  # RFC 8601 2.7.1, RFC 6008 (header.b)
+        entries.append(authresults.resinfo("dkim", result.result, [
+            ("header.d", result.domain), ("header.i", result.identity),
+            ("header.s", result.selector), ("header.b", result.b)]))
+    if not results.dkim:
+        entries.append("dkim=none")
+    dmarc = results.dmarc
+    comment = f"p={dmarc.policy} dis={dmarc.disposition}" if dmarc.result in ("pass", "fail") else ""
+    entries.append(authresults.resinfo("dmarc", dmarc.result, [("header.from", dmarc.from_domain)], comment=comment))
+    arc = results.arc
+    entries.append(authresults.resinfo("arc", arc.result,
+                                       [("header.oldest-pass", str(arc.oldest_pass) if arc.oldest_pass else "")],
+                                       comment=f"i={arc.instances}" if arc.instances else ""))
+    return authresults.build_value(authserv_id, entries)
+
+
+class AuthCheck(Check):
+    """SPF + DKIM + DMARC + ARC at the end of DATA for the inbound smtp listener."""
+
+    name = NAME
+
+    def __init__(self, context=None, dns_timeout: str | float = "5", threads: str | int = "4",
+                 resolver: Optional[CachingResolver] = None, rng: Optional[random.Random] = None,
+                 run=None):
+        settings = getattr(context, "settings", None)
+        self.authserv_id = settings.server.hostname if settings is not None else "localhost"
+        nameservers = settings.dns.nameservers if settings is not None else ()
+        timeout = float(dns_timeout)
+        if not 0 < timeout <= 60:
+            raise ValueError("[check.auth] dns_timeout must be between 0 and 60 seconds")
+        self.threads = int(threads)
+        if not 1 <= self.threads <= 64:
+            raise ValueError("[check.auth] threads must be between 1 and 64")
+        self.reactor = getattr(context, "reactor", None)
+        self.resolver = resolver or CachingResolver(nameservers, timeout, clock=getattr(context, "clock", None))
+        self.rng = rng or random.Random()
+        self._run = run  # tests: a function (fn, *args) -> Deferred instead of the pool
+        self._pool: Optional[threadpool.ThreadPool] = None
+
+    def _defer(self, fn, *args):
+        if self._run is not None:
+            return self._run(fn, *args)
+        from twisted.internet.threads import deferToThreadPool
+        if self.reactor is None:
+            from twisted.internet import reactor
+            self.reactor = reactor
+        if self._pool is None:
+            self._pool = threadpool.ThreadPool(minthreads=0, maxthreads=self.threads, name="check-auth")
+            self._pool.start()
+            self.reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        return deferToThreadPool(self.reactor, self._pool, fn, *args)
+
+    def body(self, session: Session, envelope: Envelope, message: bytes):
+        if session.mode != "smtp" or session.account is not None:
+            return None  # authenticated submission: the sender is ours (docs/checks.md)
+        d = self._defer(evaluate, self.resolver, session.remote_ip, session.helo, envelope.mail_from,
+                        message, self.rng)
+        d.addCallback(self._verdict, session, envelope)
+        return d
+
+    def _verdict(self, results: AuthResults, session: Session, envelope: Envelope) -> Verdict:
+        envelope.data["auth"] = results
+        header = ("Authentication-Results", header_value(self.authserv_id, results))
+        dmarc = results.dmarc
+        if dmarc.result == "fail":
+            log.info("{id}: DMARC fail for {domain} (p={policy}, disposition {disposition}) from {ip}; "
+                     "SPF {spf} for {sender}; DKIM {dkim}",
+                     id=envelope.id, domain=dmarc.from_domain, policy=dmarc.policy,
+                     disposition=dmarc.disposition, ip=session.remote_ip, spf=results.spf.result,
+                     sender=results.spf.sender or "<>",
+                     dkim=", ".join(f"{item.result} d={item.domain}" for item in results.dkim) or "none")
+        if dmarc.disposition == "reject":  # RFC 7489 6.7, 10.3: refuse in the SMTP transaction
+            return Verdict.reject(550, "5.7.1", f"Message refused by the DMARC policy of {dmarc.from_domain}")
+        if dmarc.disposition == "quarantine":
+            return Verdict.quarantine(f"DMARC policy of {dmarc.from_domain}", headers=[header])
+        return Verdict.accept([header])
+
+
+register_builtin(NAME, AuthCheck)

@@ -18,6 +18,7 @@ from twisted.cred import credentials, error, portal
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from ..store.api import Account
@@ -37,8 +38,17 @@ class IMailAccount(Interface):
 class StoreChecker:
     """Checks IUsernamePassword against the directory's argon2 hashes, with a cache.
 
-    The cache keys on a keyed hash of (address, password), never the password,
-    and expires after `ttl` seconds, so a password change takes effect within it.
+    argon2 costs ~0.1 s of CPU per check, so the cost must be per password
+    check, not per login (Dovecot's auth_cache): a verified (address,
+    password) pair is remembered for `ttl` seconds, and while one check of a
+    pair runs, other logins with the same pair wait for it instead of
+    starting their own (ten clients logging in at once cost one argon2).
+
+    The cache keys on an HMAC (random per-process key) of the address and
+    password, never the password itself. forget() (an admin change: password,
+    removal, domain) empties it and bumps a generation, so a check that
+    started before the change is neither cached nor shared after it. Only
+    successes are cached: a wrong password is checked (and penalised) every time.
     """
 
     credentialInterfaces = (credentials.IUsernamePassword,)
@@ -49,10 +59,14 @@ class StoreChecker:
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: dict[bytes, tuple[float, Account]] = {}
+        self._inflight: dict[bytes, list[defer.Deferred]] = {}  # key -> waiters of the running check
+        self._generation = 0
         self._key = os.urandom(32)
+        self.hits = self.checks = 0  # for tests and /metrics-style inspection
 
     def _cache_key(self, username: str, password: str) -> bytes:
-        material = username.lower().encode() + b"\0" + password.encode("utf-8", "surrogateescape")
+        material = username.lower().encode("utf-8", "surrogateescape") + b"\0" + \
+            password.encode("utf-8", "surrogateescape")
         return hmac.new(self._key, material, hashlib.sha256).digest()
 
     def requestAvatarId(self, creds):
@@ -60,23 +74,50 @@ class StoreChecker:
         password = creds.password.decode("utf-8", "replace") if isinstance(creds.password, bytes) else creds.password
         key = self._cache_key(username, password)
         cached = self._cache.get(key)
-        now = self.clock.seconds()
-        if cached and cached[0] > now:
-            return defer.succeed(cached[1])
+        if cached is not None:
+            if cached[0] > self.clock.seconds():
+                self.hits += 1
+                return defer.succeed(cached[1])
+            del self._cache[key]
+        waiters = self._inflight.get(key)
+        if waiters is not None:  # the same pair is being checked: share its answer
+            waiter: defer.Deferred = defer.Deferred()
+            waiters.append(waiter)
+            return waiter
+        waiters = self._inflight[key] = []
+        generation = self._generation
+        self.checks += 1
         d = self.store.verify_password(username, password)
 
         def verified(account):
             if account is None:
                 raise error.UnauthorizedLogin()
-            if len(self._cache) >= self.max_entries:
-                self._cache.clear()
-            self._cache[key] = (now + self.ttl, account)
+            if generation == self._generation:
+                if len(self._cache) >= self.max_entries:
+                    self._drop_expired()
+                self._cache[key] = (self.clock.seconds() + self.ttl, account)
             return account
-        return d.addCallback(verified)
+
+        def settle(result):
+            if self._inflight.get(key) is waiters:
+                del self._inflight[key]
+            for waiter in waiters:
+                waiter.callback(result) if not isinstance(result, Failure) else waiter.errback(result)
+            return result
+        return d.addCallback(verified).addBoth(settle)
+
+    def _drop_expired(self) -> None:
+        now = self.clock.seconds()
+        self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()  # bounded memory, whatever the login pattern
 
     def forget(self) -> None:
-        """Drop cached entries (after an admin command that may change a password)."""
+        """Drop cached entries (after an admin command that may change a password);
+        checks already running finish for their own callers only."""
         self._cache.clear()
+        self._inflight.clear()
+        self._generation += 1
 
 
 @implementer(portal.IRealm)

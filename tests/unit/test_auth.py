@@ -122,3 +122,100 @@ def test_realm_gives_the_account_avatar():
 
     iface, avatar, _logout = MailRealm().requestAvatar(ALICE, None, IMailAccount)
     assert (iface, avatar) == (IMailAccount, ALICE)
+
+
+class SlowDirectory(DirectoryStore):
+    """A password source whose checks complete only when the test says so."""
+
+    def __init__(self):
+        super().__init__()
+        self.pending = []
+
+    def verify_password(self, address, password):
+        self.calls += 1
+        d = defer.Deferred()
+        self.pending.append((d, ALICE if (address.lower(), password) == (ALICE.address, "right") else None))
+        return d
+
+    def finish_all(self):
+        pending, self.pending = self.pending, []
+        for d, result in pending:
+            d.callback(result)
+
+
+def test_concurrent_logins_share_one_password_check():
+    """Ten simultaneous logins with the same password cost one argon2 check, and all succeed."""
+    clock = task.Clock()
+    store = SlowDirectory()
+    auth, _ = make(clock, store)
+    results = []
+    for _ in range(10):
+        auth.authenticate("alice@example.test", "right", "127.0.0.1").addCallback(results.append)
+    assert store.calls == 1 and results == []
+    store.finish_all()
+    assert results == [ALICE] * 10
+    auth.authenticate("alice@example.test", "right", "127.0.0.1").addCallback(results.append)
+    assert store.calls == 1 and len(results) == 11, "the next login is a cache hit"
+
+
+def test_concurrent_wrong_passwords_all_fail_and_are_penalised():
+    """Logins sharing a failed check all fail with the penalty; nothing is cached."""
+    clock = task.Clock()
+    store = SlowDirectory()
+    auth, _ = make(clock, store)
+    failures = []
+    for _ in range(3):
+        auth.authenticate("alice@example.test", "wrong", "192.0.2.9").addErrback(
+            lambda f: failures.append(f.trap(AuthFailed)))
+    store.finish_all()
+    clock.advance(60)
+    assert len(failures) == 3 and store.calls == 1
+    auth.authenticate("alice@example.test", "wrong", "192.0.2.9").addErrback(lambda f: None)
+    assert store.calls == 2, "a wrong password is checked again every time"
+
+
+def test_check_started_before_an_admin_change_is_not_cached():
+    """forget() during a running check: its answer reaches its caller but is not cached,
+    and a login after the change starts a fresh check."""
+    clock = task.Clock()
+    store = SlowDirectory()
+    auth, _ = make(clock, store)
+    first = []
+    auth.authenticate("alice@example.test", "right", "127.0.0.1").addCallback(first.append)
+    auth.forget_cached()  # e.g. `mailserverctl user passwd` while the check runs
+    second = []
+    auth.authenticate("alice@example.test", "right", "127.0.0.1").addCallback(second.append)
+    assert store.calls == 2, "no sharing across the change"
+    store.finish_all()
+    assert first == [ALICE] and second == [ALICE]
+    auth.forget_cached()
+    auth.authenticate("alice@example.test", "right", "127.0.0.1")
+    assert store.calls == 3
+
+
+def test_cache_key_is_a_keyed_hash_not_the_password():
+    """The cache holds an HMAC of (address, password): the password appears nowhere in it,
+    and two processes (two random keys) derive different keys."""
+    clock = task.Clock()
+    checker = StoreChecker(DirectoryStore(), clock)
+    Authenticator(portal.Portal(MailRealm(), [checker]), clock, Penalty(clock)).authenticate(
+        "alice@example.test", "right", "127.0.0.1")
+    (key,) = checker._cache
+    assert b"right" not in key and len(key) == 32
+    other = StoreChecker(DirectoryStore(), clock)
+    assert other._cache_key("alice@example.test", "right") != key
+    assert checker._cache_key("ALICE@example.test", "right") == key, "addresses are case-insensitive"
+    assert checker._cache_key("alice@example.test", "Right") != key, "passwords are not"
+
+
+def test_expired_entries_make_room_before_clearing():
+    """A full cache drops expired entries first; live ones stay cached."""
+    clock = task.Clock()
+    store = DirectoryStore()
+    checker = StoreChecker(store, clock, ttl=10, max_entries=1)
+    auth = Authenticator(portal.Portal(MailRealm(), [checker]), clock, Penalty(clock))
+    checker._cache[b"old"] = (5.0, ALICE)
+    clock.advance(6)
+    auth.authenticate("alice@example.test", "right", "127.0.0.1")
+    auth.authenticate("alice@example.test", "right", "127.0.0.1")
+    assert store.calls == 1 and b"old" not in checker._cache

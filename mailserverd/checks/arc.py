@@ -27,6 +27,7 @@ MAX_ARC_SETS = 50  # RFC 8617 4.2.1: instance values run from 1 to 50
 _quiet = logging.getLogger("mailserverd.checks.arcpy")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
+_quiet.disabled = True
 
 _ARC_SEAL = re.compile(rb"^arc-seal[ \t]*:", re.I | re.M)
 

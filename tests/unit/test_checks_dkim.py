@@ -1,0 +1,98 @@
+"""DKIM verification of every signature (mailserverd/checks/dkimverify.py) against a loopback DNS server."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailserverd.checks import auth
+from mailserverd.checks.dkimverify import verify_all
+from tests.support import mailauth
+from tests.support.dnsserver import DnsServer
+
+
+@pytest.fixture(scope="module")
+def dns_server():
+    zone = {
+        "sel._domainkey.example.com": {"TXT": [mailauth.key_record("a")]},
+        "other._domainkey.lists.test": {"TXT": [mailauth.key_record("b")]},
+        "bad._domainkey.example.com": {"TXT": ["v=DKIM1; k=rsa; p=notbase64!!"]},
+        "sel._domainkey.flaky.test": "SERVFAIL",
+    }
+    with DnsServer(zone) as server:
+        yield server
+
+
+@pytest.fixture
+def resolver(dns_server):
+    return mailauth.resolver(dns_server)
+
+
+def results(resolver, raw):
+    return [(item.result, item.domain, item.selector) for item in verify_all(raw, resolver.dkim_txt)]
+
+
+def test_valid_signature_passes(resolver):
+    """A message signed with the key published at sel._domainkey.example.com verifies."""
+    raw = mailauth.sign(mailauth.message(), "example.com")
+    assert results(resolver, raw) == [("pass", "example.com", "sel")]
+
+
+def test_tampered_body_fails(resolver):
+    """A changed body breaks the body hash: dkim=fail (RFC 6376 3.7)."""
+    raw = mailauth.sign(mailauth.message(body="Pay 10 EUR.\r\n"), "example.com")
+    assert results(resolver, raw.replace(b"10 EUR", b"99 EUR")) == [("fail", "example.com", "sel")]
+
+
+def test_tampered_signed_header_fails(resolver):
+    """A changed signed header field (Subject) breaks the signature: dkim=fail."""
+    raw = mailauth.sign(mailauth.message(subject="Invoice"), "example.com")
+    assert results(resolver, raw.replace(b"Subject: Invoice", b"Subject: Urgent")) == [
+        ("fail", "example.com", "sel")]
+
+
+def test_every_signature_is_verified(resolver):
+    """Two signatures, the inner one broken by a later change: one pass and one fail, in header order."""
+    raw = mailauth.sign(mailauth.message(subject="Invoice"), "example.com")
+    raw = raw.replace(b"Subject: Invoice", b"Subject: [list] Invoice")  # the list edits, then signs
+    raw = mailauth.sign(raw, "lists.test", selector="other", label="b")
+    assert results(resolver, raw) == [("pass", "lists.test", "other"), ("fail", "example.com", "sel")]
+
+
+def test_missing_and_unusable_keys_are_permerror(resolver):
+    """No key record, or one that does not parse, is permerror (RFC 6376 6.1.2)."""
+    raw = mailauth.sign(mailauth.message(), "example.com", selector="gone")
+    assert results(resolver, raw) == [("permerror", "example.com", "gone")]
+    raw = mailauth.sign(mailauth.message(), "example.com", selector="bad")
+    assert results(resolver, raw) == [("permerror", "example.com", "bad")]
+
+
+def test_key_lookup_servfail_is_temperror(resolver):
+    """A SERVFAIL for the key is temperror (RFC 6376 6.1.2 TEMPFAIL), not fail."""
+    raw = mailauth.sign(mailauth.message(from_address="a@flaky.test"), "flaky.test")
+    assert results(resolver, raw) == [("temperror", "flaky.test", "sel")]
+
+
+def test_malformed_signature_is_neutral(resolver):
+    """A DKIM-Signature missing required tags is reported (neutral), not dropped (RFC 8601 2.7.1)."""
+    raw = b"DKIM-Signature: v=1; d=example.com; s=sel\r\n" + mailauth.message()
+    assert results(resolver, raw) == [("neutral", "example.com", "sel")]
+
+
+def test_no_signature_no_results(resolver):
+    """An unsigned message has no DKIM results (A-R says dkim=none)."""
+    assert verify_all(mailauth.message(), resolver.dkim_txt) == []
+
+
+def test_authentication_results_has_one_dkim_entry_per_signature(resolver):
+    """A-R lists dkim= for each signature with header.d, header.s and the first 8 chars of b= (RFC 6008)."""
+    raw = mailauth.sign(mailauth.message(subject="Invoice"), "example.com")
+    raw = mailauth.sign(raw.replace(b"Subject: Invoice", b"Subject: [x] Invoice"), "lists.test", "other", "b")
+    found = auth.evaluate(resolver, "127.0.0.1", "client.test", "a@lists.test", raw)
+    value = auth.header_value("mx.example.test", found)
+    entries = [entry for entry in value.split("; ") if entry.startswith("dkim=")]
+    assert len(entries) == 2
+    assert entries[0].startswith("dkim=pass header.d=lists.test ") and "header.s=other" in entries[0]
+    assert entries[1].startswith("dkim=fail header.d=example.com ") and "header.s=sel" in entries[1]
+    b_value = found.dkim[0].b
+    assert len(b_value) == 8 and b_value in raw.decode().replace("\r\n\t", "").replace(" ", "")
+    assert found.dkim_pass_domains() == {"lists.test"}

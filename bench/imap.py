@@ -27,6 +27,7 @@ import imaplib
 import os
 import re
 import resource
+import selectors
 import socket
 import subprocess
 import sys
@@ -78,12 +79,13 @@ def imaptest_stress(binary: str, address, clients: int, seconds: int, mbox: str)
     """imaptest's Totals line divided by the run time, plus its checker errors."""
     command = [binary, f"host={address[0]}", f"port={address[1]}", f"user={STRESS_USER}",
                f"pass={PASSWORD}", f"clients={clients}", f"secs={seconds}", "seed=42", f"mbox={mbox}"]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120,
-                         cwd=tempfile.gettempdir()).stdout
+    run = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120,
+                         cwd=tempfile.gettempdir())
+    out = run.stdout
     lines = out.splitlines()
     totals = lines.index("Totals:") if "Totals:" in lines else None
     if totals is None:
-        return {"error": out[-300:]}
+        return {"error": (out + run.stderr)[-300:]}
     names = lines[totals + 1].split()
     counts = [int(value) for value in lines[totals + 4].split()]
     result = {name: count / seconds for name, count in zip(names, counts)}
@@ -105,38 +107,50 @@ def fetch_envelopes(address, user: str) -> tuple[float, float, int]:
     return times[0], times[1], count
 
 
-def idle_memory(address, pid: int, connections: int) -> tuple[int, int]:
-    """RSS (KiB) of the daemon before and with `connections` sessions in IDLE."""
+def idle_memory(address, pid: int, connections: int, parallel: int = 250) -> tuple[int, int]:
+    """RSS (KiB) of the daemon before and with `connections` sessions in IDLE.
+
+    Sessions are set up `parallel` at a time with non-blocking sockets (one
+    thread, selectors): each connects, pipelines LOGIN, SELECT and IDLE, and
+    counts once the server's "+ idling" arrives.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, connections + 1024), hard))
     before = rss_kib(pid)
-    sockets = []
+    request = b"a LOGIN %s %s\r\nb SELECT INBOX\r\nc IDLE\r\n" % (IDLE_USER.encode(), PASSWORD.encode())
+    selector = selectors.DefaultSelector()
+    idling, pending, started = [], {}, 0
+    deadline = time.monotonic() + 60 + connections / 20
     try:
-        for _ in range(connections):
-            sock = socket.create_connection(address, timeout=60)
-            _drain_until([sock], b"\r\n")
-            sock.sendall(b"a LOGIN %s %s\r\nb SELECT INBOX\r\nc IDLE\r\n"
-                         % (IDLE_USER.encode(), PASSWORD.encode()))
-            sockets.append(sock)
-            _drain_until([sock], b"+ idling")
+        while len(idling) < connections:
+            while started < connections and len(pending) < parallel:
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(address)
+                pending[sock] = b""
+                selector.register(sock, selectors.EVENT_WRITE)
+                started += 1
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {len(idling)} of {connections} sessions idle in time")
+            for key, events in selector.select(timeout=5):
+                sock = key.fileobj
+                if events & selectors.EVENT_WRITE:
+                    sock.sendall(request)  # small: fits the empty send buffer
+                    selector.modify(sock, selectors.EVENT_READ)
+                    continue
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise SystemExit(f"server closed a session; it sent {pending[sock][-300:]!r}")
+                pending[sock] += chunk
+                if b"+ idling" in pending[sock]:
+                    selector.unregister(sock)
+                    del pending[sock]
+                    idling.append(sock)
         return before, rss_kib(pid)
     finally:
-        for sock in sockets:
+        for sock in idling + list(pending):
             sock.close()
-
-
-def _drain_until(sockets, marker: bytes) -> None:
-    for sock in sockets:
-        data = b""
-        deadline = time.monotonic() + 60
-        while marker not in data and time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                raise SystemExit(f"no {marker!r} from the server; it sent {data[-300:]!r}")
-            if not chunk:
-                break
-            data += chunk
+        selector.close()
 
 
 def rss_kib(pid: int) -> int:
@@ -150,9 +164,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--clients", default="10,50")
     parser.add_argument("--messages", type=int, default=10000)
-    parser.add_argument("--idle", type=int, default=5000)  # about 50 ms each to set up here
+    parser.add_argument("--idle", type=int, default=5000)
+    parser.add_argument("--phases", default="stress,envelope,idle",
+                        help="comma-separated subset of stress,envelope,idle")
+    parser.add_argument("--no-peer", action="store_true", help="measure mailserverd only")
+    parser.add_argument("--profile", default="",
+                        help="py-spy the daemon during each stress run into PREFIX-<clients>.txt "
+                             "(collapsed stacks; needs py-spy and ptrace)")
     args = parser.parse_args()
-    note = dovecot_note()
+    phases = set(args.phases.split(","))
+    note = "not measured (--no-peer)" if args.no_peer else dovecot_note()
     if note is None:
         note = None if _reachable(DOVECOT) else "Dovecot IMAP is not listening on 127.0.0.1:10143"
     messages = sample_messages(args.messages)
@@ -165,46 +186,90 @@ def main() -> None:
         small, big = os.path.join(work, "stress.mbox"), os.path.join(work, "big.mbox")
         tiny = os.path.join(work, "idle.mbox")
         write_mbox(small, messages[:1000])
-        write_mbox(big, messages)
+        write_mbox(big, messages if "envelope" in phases else messages[:10])
         write_mbox(tiny, messages[:10])
         proc, ours = start_mailserverd(work, small, big, tiny)
         try:
-            if note is None:
+            if note is None and "envelope" in phases:
                 empty_dovecot([ENVELOPE_USER])
                 load_dovecot([ENVELOPE_USER], messages)
-            print(f"imaptest stress, {args.seconds} s per run, one account, ops/s "
-                  f"(dovecot: {note or 'measured'})")
-            if not args.imaptest or not os.path.exists(args.imaptest):
-                print("  skipped: no imaptest binary (--imaptest PATH or $IMAPTEST)")
-            else:
-                for clients in (int(c) for c in args.clients.split(",")):
-                    mine = imaptest_stress(args.imaptest, ours, clients, args.seconds, small)
-                    theirs = imaptest_stress(args.imaptest, DOVECOT, clients, args.seconds, small) \
-                        if note is None else {}
-                    print(f"  clients={clients}")
-                    for op in OPS:
-                        ratio = (f"{mine.get(op, 0) / theirs[op]:.2f}x" if theirs.get(op) else "-")
-                        print(f"    {op}: mailserverd {mine.get(op, 0):8.1f}  dovecot "
-                              f"{theirs.get(op, 0):8.1f}  ratio {ratio}")
-                    print(f"    checker errors: mailserverd {mine.get('errors')}  "
-                          f"dovecot {theirs.get('errors', '-')}")
-            cold, warm, count = fetch_envelopes(ours, ENVELOPE_USER)
-            print(f"FETCH 1:* (ENVELOPE) over {count} messages: mailserverd cold {cold:.2f} s, "
-                  f"warm {warm:.2f} s")
-            if note is None:
-                cold, warm, count = fetch_envelopes(DOVECOT, ENVELOPE_USER)
-                print(f"  dovecot ({count} messages): cold {cold:.2f} s, warm {warm:.2f} s")
-            before, during = idle_memory(ours, proc.pid, args.idle)
-            print(f"memory with {args.idle} IDLE sessions: {before} KiB idle daemon -> {during} KiB "
-                  f"({(during - before) / args.idle:.1f} KiB per session)")
+            if "stress" in phases:
+                stress_phase(args, proc, ours, small, note)
+            if "envelope" in phases:
+                envelope_phase(ours, note)
+            if "idle" in phases:
+                idle_phase(ours, proc, args.idle)
         finally:
             proc.terminate()
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            if note is None:
+            if note is None and "envelope" in phases:
                 empty_dovecot([ENVELOPE_USER])
+
+
+def stress_phase(args, proc, ours, small: str, note) -> None:
+    print(f"imaptest stress, {args.seconds} s per run, one account, ops/s "
+          f"(dovecot: {note or 'measured'})")
+    if not args.imaptest or not os.path.exists(args.imaptest):
+        print("  skipped: no imaptest binary (--imaptest PATH or $IMAPTEST)")
+    else:
+        for clients in (int(c) for c in args.clients.split(",")):
+            spy = start_profile(args.profile, clients, proc.pid, args.seconds)
+            cpu = cpu_seconds(proc.pid)
+            mine = imaptest_stress(args.imaptest, ours, clients, args.seconds, small)
+            cpu = cpu_seconds(proc.pid) - cpu
+            if spy:
+                spy.wait(timeout=60)
+            theirs = imaptest_stress(args.imaptest, DOVECOT, clients, args.seconds, small) \
+                if note is None else {}
+            print(f"  clients={clients}")
+            for op in OPS:
+                ratio = (f"{mine.get(op, 0) / theirs[op]:.2f}x" if theirs.get(op) else "-")
+                print(f"    {op}: mailserverd {mine.get(op, 0):8.1f}  dovecot "
+                      f"{theirs.get(op, 0):8.1f}  ratio {ratio}")
+            print(f"    checker errors: mailserverd {mine.get('errors')}  "
+                  f"dovecot {theirs.get('errors', '-')}")
+            ops = sum(mine.get(op, 0) for op in OPS) * args.seconds
+            if ops:
+                print(f"    mailserverd CPU: {cpu:.1f} s for {ops:.0f} commands "
+                      f"({1000 * cpu / ops:.2f} ms per command counted above)")
+            if mine.get("error"):
+                print(f"    imaptest output: {mine['error']}")
+
+
+def envelope_phase(ours, note) -> None:
+    cold, warm, count = fetch_envelopes(ours, ENVELOPE_USER)
+    print(f"FETCH 1:* (ENVELOPE) over {count} messages: mailserverd cold {cold:.2f} s, "
+          f"warm {warm:.2f} s")
+    if note is None:
+        cold, warm, count = fetch_envelopes(DOVECOT, ENVELOPE_USER)
+        print(f"  dovecot ({count} messages): cold {cold:.2f} s, warm {warm:.2f} s")
+
+
+def idle_phase(ours, proc, count: int) -> None:
+    started = time.monotonic()
+    before, during = idle_memory(ours, proc.pid, count)
+    print(f"memory with {count} IDLE sessions (set up in {time.monotonic() - started:.1f} s): "
+          f"{before} KiB idle daemon -> {during} KiB, {(during - before) / 1024:.1f} MiB added "
+          f"({(during - before) / count:.1f} KiB per session)")
+
+
+def start_profile(prefix: str, clients: int, pid: int, seconds: int):
+    if not prefix:
+        return None
+    spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return subprocess.Popen([spy if os.path.exists(spy) else "py-spy", "record", "--format", "raw", "--threads", "--idle",
+                             "-r", "200", "-d", str(seconds), "-p", str(pid),
+                             "-o", f"{prefix}-{clients}.txt"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _reachable(address) -> bool:

@@ -27,10 +27,12 @@ import concurrent.futures
 import http.client
 import os
 import shutil
+import signal
 import smtplib
 import ssl
 import sys
 import tempfile
+import subprocess
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -127,6 +129,23 @@ def submit_share(address, bodies: list[bytes]) -> int:
     return sent
 
 
+def start_profile(prefix: str, node, label: str, seconds: float):
+    """py-spy (collapsed stacks) on a node's daemon during one level, when --profile is given."""
+    if not prefix:
+        return None
+    spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return subprocess.Popen([spy if os.path.exists(spy) else "py-spy", "record", "--format", "raw",
+                             "--threads", "--idle", "-r", "200", "-d", str(int(seconds)),
+                             "-p", str(node.process.pid), "-o", f"{prefix}-{label}.txt"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cpu_seconds(node) -> float:
+    with open(f"/proc/{node.process.pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_level(a, bodies: list[bytes], sessions: int, seconds: float) -> dict:
     before = delivered_count(a)
     began = time.perf_counter()
@@ -146,7 +165,7 @@ def run_level(a, bodies: list[bytes], sessions: int, seconds: float) -> dict:
             "submit_rate": sent / submitted, "end_rate": accepted / elapsed}
 
 
-def bench_delivery(messages: int, seconds: float) -> None:
+def bench_delivery(messages: int, seconds: float, profile: str = "") -> None:
     corpus = sample_messages(min(messages, 640))
     print(f"bench/outbound delivery: {len(corpus)} real messages re-addressed alice@a.test -> bob@b.test, "
           f"{messages} per level; DKIM signing, STARTTLS, fsync on in both nodes")
@@ -161,9 +180,19 @@ def bench_delivery(messages: int, seconds: float) -> None:
             for _ in range(messages):
                 bodies.append(as_alice(corpus[number % len(corpus)], number))
                 number += 1
+            spies = [start_profile(profile, node, f"{name}-{sessions}", seconds / 3)
+                     for name, node in (("a", a), ("b", b))]
+            cpu = (cpu_seconds(a), cpu_seconds(b))
             row = run_level(a, bodies, sessions, seconds)
+            cpu = (cpu_seconds(a) - cpu[0], cpu_seconds(b) - cpu[1])
             print(f"{sessions:>8} {row['sent']:>6} {row['accepted']:>8} {row['submit_rate']:>12.1f} "
-                  f"{row['end_rate']:>16.1f} {row['end_s'] - row['submit_s']:>6.1f}", flush=True)
+                  f"{row['end_rate']:>16.1f} {row['end_s'] - row['submit_s']:>6.1f}"
+                  f"   CPU ms/msg: A {1000 * cpu[0] / max(1, row['sent']):.1f}, "
+                  f"B {1000 * cpu[1] / max(1, row['sent']):.1f}", flush=True)
+            for spy in spies:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                    spy.wait()
             if row["accepted"] < row["sent"]:
                 print(f"  note: only {row['accepted']} of {row['sent']} accepted within {seconds:.0f} s")
     finally:
@@ -266,9 +295,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=400, help="messages per delivery level")
     parser.add_argument("--queued", type=int, default=10000, help="queued messages for the claim cost")
     parser.add_argument("--seconds", type=float, default=60.0, help="deadline per delivery level")
+    parser.add_argument("--profile", default="",
+                        help="py-spy both nodes during each level into PREFIX-{a,b}-<sessions>.txt")
+    parser.add_argument("--skip-claims", action="store_true", help="only the delivery part")
     args = parser.parse_args()
-    bench_delivery(args.messages, args.seconds)
-    bench_claim_cost(args.queued)
+    bench_delivery(args.messages, args.seconds, args.profile)
+    if not args.skip_claims:
+        bench_claim_cost(args.queued)
 
 
 if __name__ == "__main__":

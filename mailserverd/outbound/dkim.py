@@ -9,8 +9,14 @@ Each of our domains may have two keys, an Ed25519 one and an RSA-2048 one
 
 `keygen` makes them (mailserverctl dkim keygen); `DkimSigner` signs with
 them, re-reading a domain's keys when its selectors.json changes, so keys
-made while the daemon runs are used without a restart. Signing is CPU work
-(RSA with dkimpy's own arithmetic): callers run it off the reactor thread.
+made while the daemon runs are used without a restart. Signing is CPU work:
+callers run it off the reactor thread. dkimpy computes RSA signatures with
+Python integers (its own pow() arithmetic: ~13 ms per 2048-bit signature
+here, holding the GIL, the largest CPU cost of an outbound delivery in
+bench/outbound.py); `_openssl_rsa_sign` does the same RSASSA-PKCS1-v1_5
+operation (RFC 8017 8.2.1) through OpenSSL (cryptography) and is installed
+as dkimpy's signing primitive. PKCS#1 v1.5 signatures are deterministic, so
+the header produced is byte for byte what dkimpy's arithmetic gives.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import time
 from dataclasses import dataclass
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 RSA_BITS = 2048
 TXT_STRING_MAX = 255  # RFC 1035 3.3.14: one character-string holds at most 255 octets
@@ -200,6 +207,40 @@ def txt_records(domain: str, keys: list[DomainKey]) -> list[str]:
 
 
 # -- signing ----------------------------------------------------------------------------
+
+_OPENSSL_KEYS: dict[int, rsa.RSAPrivateKey] = {}  # modulus -> key; a handful of domain keys
+_OPENSSL_LOCK = threading.Lock()
+_PREHASHED = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}
+_dkimpy_rsa_sign = dkim.RSASSA_PKCS1_v1_5_sign
+
+
+def _openssl_key(private_key: dict) -> rsa.RSAPrivateKey:
+    """The cryptography key for dkimpy's parsed key (a dict of the PKCS#1 integers)."""
+    modulus = private_key["modulus"]
+    with _OPENSSL_LOCK:
+        key = _OPENSSL_KEYS.get(modulus)
+    if key is None:
+        numbers = rsa.RSAPrivateNumbers(
+            p=private_key["prime1"], q=private_key["prime2"], d=private_key["privateExponent"],
+            dmp1=private_key["exponent1"], dmq1=private_key["exponent2"], iqmp=private_key["coefficient"],
+            public_numbers=rsa.RSAPublicNumbers(private_key["publicExponent"], modulus))
+        key = numbers.private_key()
+        with _OPENSSL_LOCK:
+            if len(_OPENSSL_KEYS) > 64:
+                _OPENSSL_KEYS.clear()
+            _OPENSSL_KEYS[modulus] = key
+    return key
+
+
+def _openssl_rsa_sign(hash, private_key):
+    """dkim.crypto.RSASSA_PKCS1_v1_5_sign(hash, private_key), computed by OpenSSL."""
+    algorithm = _PREHASHED.get(hash.name.lower())
+    if algorithm is None:
+        return _dkimpy_rsa_sign(hash, private_key)
+    return _openssl_key(private_key).sign(hash.digest(), padding.PKCS1v15(), Prehashed(algorithm))
+
+
+dkim.RSASSA_PKCS1_v1_5_sign = _openssl_rsa_sign  # the name dkim.DomainSigner.sign calls
 
 class DkimSigner:
     """Signs outgoing messages with the keys of the domain they are from."""

@@ -190,3 +190,26 @@ def test_mailserverctl_keygen_and_dns(tmp_path, capsysbinary):
     assert "IN MX 10 mx.example.org." in records and "v=spf1" in records
     assert records.count("._domainkey.example.org. IN TXT") == 2 and "_dmarc.example.org." in records
     assert ctl.main(["-c", str(conf), "dns", "unknown.org"]) == 1
+
+
+def test_openssl_rsa_signature_equals_dkimpys_arithmetic():
+    """RSA signing goes through OpenSSL (dkimpy's pure-Python pow() cost ~13 ms a message) and
+    gives byte for byte the signature dkimpy's own arithmetic gives (PKCS#1 v1.5 is
+    deterministic), for SHA-256 and SHA-1."""
+    import hashlib
+
+    import dkim
+    from cryptography.hazmat.primitives.asymmetric import rsa as rsa_keys
+    from cryptography.hazmat.primitives import serialization
+    from dkim.crypto import RSASSA_PKCS1_v1_5_sign as pure_python, parse_pem_private_key
+
+    from mailserverd.outbound import dkim as ours
+
+    assert dkim.RSASSA_PKCS1_v1_5_sign is ours._openssl_rsa_sign
+    pem = rsa_keys.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    key = parse_pem_private_key(pem)
+    for name in ("sha256", "sha1"):
+        digest = dkim.HashThrough(hashlib.new(name))
+        digest.update(b"From: a@example.test\r\nSubject: x\r\n")
+        assert bytes(ours._openssl_rsa_sign(digest, key)) == bytes(pure_python(digest, key))

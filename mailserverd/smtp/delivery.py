@@ -23,6 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..checks.base import Envelope, Session
+from ..checks.authresults import remove_own as remove_own_results
 from ..mime.headers import iter_fields, split_header
 from ..mime.limits import MessageTooComplex, check_limits
 from ..store.api import DeliveryTarget, OverQuota
@@ -146,6 +147,8 @@ def deliver_message(policy: DeliveryPolicy, session: Session, envelope: Envelope
     verdict = yield policy.chain.run_body(session, envelope, message)
     if verdict.rejected:
         return Reply(verdict.code, verdict.enhanced, verdict.text)
+    # RFC 8601 5: an Authentication-Results field claiming our authserv-id comes from outside
+    message = remove_own_results(message, session.hostname)
     quarantine_all = envelope.quarantine or verdict.quarantined
     check_headers = list(envelope.headers) + list(verdict.headers)
     now = policy.clock.seconds()

@@ -54,8 +54,8 @@ def parse_reply(reply: bytes) -> tuple[str, Optional[str]]:
     line = reply.split(b"\0", 1)[0].strip().decode("utf-8", "replace")
     if not line:
         return "error", "empty reply"
-    _, _, result = line.partition(": ")  # "stream: ..." (a session id may precede it)
-    result = result or line
+    # "stream: RESULT", or "ID: stream: RESULT" in an IDSESSION
+    result = line.split("stream: ", 1)[1] if "stream: " in line else line
     if result == "OK":
         return "clean", None
     if result.endswith(" FOUND"):

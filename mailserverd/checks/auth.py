@@ -27,8 +27,9 @@ envelope.data["auth"], an AuthResults:
     mail_from   the reverse-path ("" for <>)
     dkim_pass_domains()  the d= of every signature that verified
 
-Options ([check.auth]): dns_timeout (seconds per query, default 5),
-threads (the pool size, default 4).
+Options ([check.auth]): dns_timeout (seconds per query, default 5), budget
+(seconds of DNS per message for all checks together, default 10; past it the
+remaining lookups give temperror), threads (the pool size, default 4).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ log = Logger(namespace="mailserverd.checks.auth")
 
 NAME = "check.auth"
 MAX_FROM_DOMAINS = 5
+DEFAULT_BUDGET = 10.0  # seconds of DNS per message, all checks together; then temperror
 _DMARC_ORDER = {"reject": 3, "quarantine": 2, "none": 1}
 
 
@@ -85,8 +87,13 @@ def from_domains(message: bytes) -> list[str]:
 
 
 def evaluate(resolver: CachingResolver, ip: str, helo: Optional[str], mail_from: str, message: bytes,
-             rng=None) -> AuthResults:
-    """Every check for one message. Blocking: run it off the reactor thread."""
+             rng=None, budget: float = DEFAULT_BUDGET) -> AuthResults:
+    """Every check for one message, within `budget` seconds of DNS. Blocking: run it off the reactor."""
+    with resolver.budget(budget):
+        return _evaluate(resolver, ip, helo, mail_from, message, rng)
+
+
+def _evaluate(resolver, ip, helo, mail_from, message, rng) -> AuthResults:
     spf_helo = spfmod.check_helo(ip, helo, resolver.spf_lookup)
     if mail_from:
         spf = spfmod.check_mail_from(ip, mail_from, helo, resolver.spf_lookup)
@@ -134,7 +141,8 @@ class AuthCheck(Check):
 
     name = NAME
 
-    def __init__(self, context=None, dns_timeout: str | float = "5", threads: str | int = "4",
+    def __init__(self, context=None, dns_timeout: str | float = "5", budget: str | float = "10",
+                 threads: str | int = "4",
                  resolver: Optional[CachingResolver] = None, rng: Optional[random.Random] = None,
                  run=None):
         settings = getattr(context, "settings", None)
@@ -143,6 +151,9 @@ class AuthCheck(Check):
         timeout = float(dns_timeout)
         if not 0 < timeout <= 60:
             raise ValueError("[check.auth] dns_timeout must be between 0 and 60 seconds")
+        self.budget = float(budget)
+        if not 0 < self.budget <= 120:
+            raise ValueError("[check.auth] budget must be between 0 and 120 seconds")
         self.threads = int(threads)
         if not 1 <= self.threads <= 64:
             raise ValueError("[check.auth] threads must be between 1 and 64")
@@ -169,7 +180,7 @@ class AuthCheck(Check):
         if session.mode != "smtp" or session.account is not None:
             return None  # authenticated submission: the sender is ours (docs/checks.md)
         d = self._defer(evaluate, self.resolver, session.remote_ip, session.helo, envelope.mail_from,
-                        message, self.rng)
+                        message, self.rng, self.budget)
         d.addCallback(self._verdict, session, envelope)
         return d
 

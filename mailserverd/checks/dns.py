@@ -18,6 +18,7 @@ The adapters `spf_lookup` (pyspf's DNSLookup convention) and `dkim_txt`
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +41,13 @@ SUPPORTED = ("A", "AAAA", "MX", "PTR", "TXT")
 
 class TempDnsError(Exception):
     """A temporary DNS failure (SERVFAIL, timeout, unreachable name servers)."""
+
+
+class BudgetSpent(TempDnsError):
+    """The calling thread's time budget (CachingResolver.budget) is used up; not cached."""
+
+
+_budget = threading.local()
 
 
 @dataclass(frozen=True)
@@ -80,11 +88,28 @@ class CachingResolver:
             return cached[1]
         try:
             answer, ttl = self._resolve(*key)
+        except BudgetSpent:
+            raise
         except TempDnsError as exc:
             self._store(key, now + TEMP_ERROR_TTL, exc)
             raise
         self._store(key, now + ttl, answer)
         return answer
+
+    @staticmethod
+    @contextlib.contextmanager
+    def budget(seconds: float):
+        """Bound the network time of every query made by this thread inside the block.
+
+        Past the budget a query raises BudgetSpent at once: one message's checks
+        never wait more than `seconds` for DNS in all, whatever pyspf or dkimpy ask.
+        """
+        previous = getattr(_budget, "deadline", None)
+        _budget.deadline = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            _budget.deadline = previous
 
     def _store(self, key, expires: float, value) -> None:
         with self._lock:
@@ -97,13 +122,20 @@ class CachingResolver:
             self._cache[key] = (expires, value)
 
     def _resolve(self, name: str, rdtype: str) -> tuple[Answer, float]:
-        self.queries += 1
         try:
             qname = dns.name.from_text(name)
         except (dns.exception.DNSException, UnicodeError, ValueError):
             return Answer((), nxdomain=True), NEGATIVE_TTL  # no such name can exist
+        lifetime = self.resolver.lifetime
+        deadline = getattr(_budget, "deadline", None)
+        if deadline is not None:
+            lifetime = min(lifetime, deadline - time.monotonic())
+            if lifetime <= 0:
+                raise BudgetSpent(f"{name}/{rdtype}: DNS time budget spent")
+        self.queries += 1
         try:
-            answer = self.resolver.resolve(qname, rdtype, search=False, raise_on_no_answer=False)
+            answer = self.resolver.resolve(qname, rdtype, search=False, raise_on_no_answer=False,
+                                           lifetime=lifetime)
         except (dns.resolver.NXDOMAIN, dns.resolver.YXDOMAIN):
             return Answer((), nxdomain=True), NEGATIVE_TTL
         except dns.exception.Timeout as exc:

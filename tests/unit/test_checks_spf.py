@@ -224,3 +224,19 @@ def test_rfc7208_suite(zone, test):
     expected = test["result"]
     expected = [expected] if isinstance(expected, str) else expected
     assert result.result in expected, test.get("description")
+
+
+def test_time_budget_bounds_a_whole_evaluation():
+    """Inside CachingResolver.budget, lookups past the budget fail at once (temperror), uncached."""
+    import time
+
+    from mailserverd.checks.dns import BudgetSpent
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        resolver = CachingResolver([probe.getsockname()], timeout=5.0)
+        started = time.monotonic()
+        with resolver.budget(0.3):
+            assert check(resolver, "127.0.0.1", "a@pass.test").result == "temperror"
+            with pytest.raises(BudgetSpent):
+                resolver.query("other.test", "TXT")
+        assert time.monotonic() - started < 2.0

@@ -20,6 +20,10 @@ from ..store.mail import Delivery
 # runs (SQLite readers and a read-only RocksDB open do not need the lock).
 READ_ONLY = {("domain", "list"), ("user", "list"), ("user", "export"), ("alias", "list"),
              ("queue", "list"), ("queue", "show"), ("dns", "show")}
+# Verbs that write but still run in the ctl process while the daemon runs: spam
+# training writes only SQL tables of the directory (SQLite WAL admits a second
+# writer), never RocksDB, and may read files the daemon's user cannot.
+IN_PROCESS = {("spam", "train")}
 IMPORT_BATCH_MESSAGES = 200
 IMPORT_BATCH_BYTES = 16 * 1024 * 1024
 
@@ -86,11 +90,22 @@ def build_parser() -> Parser:
     dns = verbs.add_parser("dns", help="the MX, SPF, DKIM and DMARC records to publish for a domain")
     dns.add_argument("domain")
     dns.set_defaults(verb="show")
+
+    spam = verbs.add_parser("spam", help="the built-in spam filter").add_subparsers(dest="verb", required=True)
+    train = spam.add_parser("train", help="train the classifier on mail files (mbox, mbox.gz, Maildir)")
+    train.add_argument("--spam", action="append", default=[], metavar="PATH", help="spam (repeatable)")
+    train.add_argument("--ham", action="append", default=[], metavar="PATH", help="legitimate mail (repeatable)")
+    train.add_argument("--user", metavar="ADDRESS", help="train this account's own database, not the global one")
     return parser
 
 
 def is_read_only(args) -> bool:
     return (args.noun, args.verb) in READ_ONLY
+
+
+def runs_in_process(args) -> bool:
+    """Whether the ctl process runs the command itself even while the daemon runs."""
+    return is_read_only(args) or (args.noun, args.verb) in IN_PROCESS
 
 
 def execute(store, settings, args, out: Callable[[bytes], None], err: Callable[[str], None]) -> int:
@@ -339,6 +354,25 @@ def dns_show(store, settings, args, out, err):
         _line(out, record)
 
 
+def spam_train(store, settings, args, out, err):
+    from ..spam.tokendb import GLOBAL, TokenDB
+    from ..spam.train import check_paths, train_sources
+
+    if not args.spam and not args.ham:
+        raise CommandError("give --spam PATH and/or --ham PATH")
+    missing = check_paths(args.spam + args.ham)
+    if missing:
+        raise CommandError(f"{missing[0]}: no such file or directory")
+    owner = store.directory.require_account(args.user).id if args.user else GLOBAL
+    db = TokenDB(store.directory_engine, cache_size=0)
+    sources = [(path, True) for path in args.spam] + [(path, False) for path in args.ham]
+    progress = train_sources(db, sources, err, owner, settings.limits.max_message_size)
+    nspam, nham = db.totals(owner)
+    _line(out, f"{'database of ' + args.user.lower() if args.user else 'global database'}: "
+               f"{nspam} spam, {nham} ham trained")
+    return 1 if progress.counts["skipped"] else 0
+
+
 HANDLERS = {
     ("domain", "add"): domain_add, ("domain", "remove"): domain_remove, ("domain", "list"): domain_list,
     ("user", "add"): user_add, ("user", "passwd"): user_passwd, ("user", "remove"): user_remove,
@@ -348,4 +382,5 @@ HANDLERS = {
     ("queue", "list"): queue_list, ("queue", "show"): queue_show, ("queue", "retry"): queue_retry,
     ("queue", "delete"): queue_delete, ("queue", "flush"): queue_flush,
     ("dkim", "keygen"): dkim_keygen, ("dns", "show"): dns_show,
+    ("spam", "train"): spam_train,
 }

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mailserverctl: {exc}", file=sys.stderr)
         return 1
     read_only = commands.is_read_only(args)
-    if not read_only:
+    if not commands.runs_in_process(args):
         try:
             return run_remote(settings, args, sys.stdout.buffer, sys.stderr)
         except DaemonNotRunning:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mailserverctl: cannot reach the daemon: {exc}", file=sys.stderr)
             return 1
     try:
-        store = open_store(settings, read_only=read_only)
+        store = open_store(settings, read_only=read_only or commands.runs_in_process(args))
     except BlobStoreLocked:
         print("mailserverctl: the store is locked by a running mailserverd whose control socket "
               f"({settings.server.data_dir}/control.sock) does not answer", file=sys.stderr)

@@ -219,9 +219,14 @@ def _create(metadata: MetaData) -> callable:
     return step
 
 
+def _spam_tables(conn: Connection) -> None:
+    from ..spam.tokendb import create_tables  # the classifier's token tables (mailserverd/spam)
+    create_tables(conn)
+
+
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
-    "directory": [_create(directory_meta), _create(outbound_meta)],
+    "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables],
     "shard": [_create(shard_meta), _create(subscriptions_meta)],
 }
 

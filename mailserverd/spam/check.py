@@ -1,0 +1,269 @@
+"""check.spam: the built-in statistical spam filter, and DNSBL at connection time.
+
+Body stage (inbound "smtp" listener only; authenticated submission is ours):
+the message is tokenised once (with check.auth's results when it ran before
+us, envelope.data["auth"]) and scored against the global token database plus
+each recipient account's own (per_user), off the reactor on a small thread
+pool. Three-way verdict per account, SpamBayes style:
+
+    score <  ham_cutoff                 ham     INBOX, X-Spam-Status: No
+    ham_cutoff <= score < spam_cutoff   unsure  INBOX, X-Spam-Status: Unsure
+    score >= spam_cutoff                spam    Junk (quarantine), X-Spam-Status: Yes
+    score >= reject_score               refused 550 5.7.1 at the end of DATA
+
+and X-Spam-Score: the score (0.000-1.000) on every copy. Until a database has
+min_trained messages of each class, nothing is called spam (an untrained
+filter never quarantines). When recipients' accounts disagree, each copy gets
+its own headers and folder; a refusal needs them all to agree.
+
+Connection stage: when dnsbl_zones is set, the client address is looked up in
+each zone (RFC 5782); a listing refuses the connection with 554 5.7.1
+(dnsbl_action = reject) or adds dnsbl_score to the message's score (= score).
+
+Options ([check.spam], strings): see OPTIONS below and docs/checks.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from twisted.logger import Logger
+from twisted.python import threadpool
+
+from ..checks.base import Check, Envelope, Session, Verdict, register_builtin
+from . import classifier, dnsbl
+from .tokendb import GLOBAL, TokenDB
+from .tokenizer import tokenize
+
+log = Logger(namespace="mailserverd.spam")
+
+NAME = "check.spam"
+STATUS = {classifier.HAM: "No", classifier.UNSURE: "Unsure", classifier.SPAM: "Yes"}
+
+
+def _fraction(name: str, text: str, allow_empty: bool = False) -> Optional[float]:
+    if allow_empty and not str(text).strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"[check.spam] {name} must be a number between 0 and 1, not {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"[check.spam] {name} must be between 0 and 1, not {text!r}")
+    return value
+
+
+def _yes(name: str, text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"[check.spam] {name} must be yes or no, not {text!r}")
+
+
+def _list(text: str) -> list[str]:
+    return [item.strip().lower() for item in str(text).replace(",", " ").split() if item.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """The classification of one message for one account (or the global db alone)."""
+
+    account: object
+    score: float
+    label: str  # classifier.HAM / UNSURE / SPAM
+    reject: bool
+    trained: bool
+    clues: tuple = ()
+
+    def headers(self, spam_cutoff: float) -> list[tuple[str, str]]:
+        status = f"{STATUS[self.label]}, score={self.score:.3f} required={spam_cutoff:.2f}"
+        if not self.trained:
+            status += " untrained"
+        return [("X-Spam-Status", status), ("X-Spam-Score", f"{self.score:.3f}")]
+
+
+class SpamCheck(Check):
+    name = NAME
+
+    def __init__(self, context=None, ham_cutoff="0.20", spam_cutoff="0.90", reject_score="",
+                 min_trained="10", per_user="yes", user_weight="1", disabled_users="", learn="yes",
+                 dnsbl_zones="", dnsbl_action="reject", dnsbl_score="0.5", dns_timeout="3",
+                 threads="2", cache_size="200000", db: Optional[TokenDB] = None, resolver=None, run=None):
+        self.ham_cutoff = _fraction("ham_cutoff", ham_cutoff)
+        self.spam_cutoff = _fraction("spam_cutoff", spam_cutoff)
+        if self.ham_cutoff > self.spam_cutoff:
+            raise ValueError("[check.spam] ham_cutoff must not exceed spam_cutoff")
+        self.reject_score = _fraction("reject_score", reject_score, allow_empty=True)
+        if self.reject_score is not None and self.reject_score < self.spam_cutoff:
+            raise ValueError("[check.spam] reject_score must be at least spam_cutoff (or empty: never refuse)")
+        self.min_trained = _count("min_trained", min_trained)
+        self.per_user = _yes("per_user", per_user)
+        try:
+            self.user_weight = float(user_weight)
+        except ValueError:
+            raise ValueError(f"[check.spam] user_weight must be a number, not {user_weight!r}") from None
+        if not 0 < self.user_weight <= 100:
+            raise ValueError("[check.spam] user_weight must be above 0 and at most 100")
+        self.disabled_users = frozenset(_list(disabled_users))
+        self.learn = _yes("learn", learn)
+        self.dnsbl_zones = _list(dnsbl_zones)
+        if dnsbl_action not in ("reject", "score"):
+            raise ValueError(f"[check.spam] dnsbl_action must be reject or score, not {dnsbl_action!r}")
+        self.dnsbl_action = dnsbl_action
+        self.dnsbl_score = _fraction("dnsbl_score", dnsbl_score)
+        timeout = float(dns_timeout)
+        if not 0 < timeout <= 60:
+            raise ValueError("[check.spam] dns_timeout must be between 0 and 60 seconds")
+        self.threads = _count("threads", threads)
+        if not 1 <= self.threads <= 64:
+            raise ValueError("[check.spam] threads must be between 1 and 64")
+        settings = getattr(context, "settings", None)
+        self.hostname = settings.server.hostname if settings is not None else "localhost"
+        self.reactor = getattr(context, "reactor", None)
+        if db is None:
+            store = getattr(context, "store", None)
+            engine = getattr(getattr(store, "store", None), "directory_engine", None)
+            if engine is None:
+                raise ValueError("[check.spam] needs the store's directory database")
+            db = TokenDB(engine, cache_size=_count("cache_size", cache_size))
+        self.db = db
+        if resolver is None and self.dnsbl_zones:
+            from ..checks.dns import CachingResolver
+            nameservers = settings.dns.nameservers if settings is not None else ()
+            resolver = CachingResolver(nameservers, timeout, clock=getattr(context, "clock", None))
+        self.resolver = resolver
+        self._run = run  # tests: (fn, *args) -> Deferred instead of the thread pool
+        self._pool: Optional[threadpool.ThreadPool] = None
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _defer(self, fn, *args):
+        if self._run is not None:
+            return self._run(fn, *args)
+        from twisted.internet.threads import deferToThreadPool
+        if self.reactor is None:
+            from twisted.internet import reactor
+            self.reactor = reactor
+        if self._pool is None:
+            self._pool = threadpool.ThreadPool(minthreads=0, maxthreads=self.threads, name="check-spam")
+            self._pool.start()
+            self.reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        return deferToThreadPool(self.reactor, self._pool, fn, *args)
+
+    def owners(self, account) -> tuple[list[int], dict]:
+        """The databases an account's mail is scored against, and their weights."""
+        if account is None or not self.per_user:
+            return [GLOBAL], {}
+        return [GLOBAL, account.id], {account.id: self.user_weight}
+
+    def enabled_for(self, account) -> bool:
+        return account is None or account.address.lower() not in self.disabled_users
+
+    # -- connection stage: DNSBL ------------------------------------------------------
+
+    def connection(self, session: Session):
+        if not self.dnsbl_zones or session.mode != "smtp":
+            return None
+        d = self._defer(dnsbl.lookup, self.resolver, session.remote_ip, self.dnsbl_zones)
+        d.addCallback(self._dnsbl_verdict, session)
+        return d
+
+    def _dnsbl_verdict(self, found, session: Session):
+        hits, failures = found
+        for zone in failures:
+            log.info("DNSBL {zone}: temporary failure looking up {ip}; not counted", zone=zone, ip=session.remote_ip)
+        if not hits:
+            return None
+        zones = ", ".join(zone for zone, _code in hits)
+        log.info("DNSBL: {ip} listed in {zones}", ip=session.remote_ip, zones=zones)
+        if self.dnsbl_action == "reject":
+            # RFC 5782 4: the client gets the list's name so a wrongly listed sender can act
+            return Verdict.reject(554, "5.7.1", f"Service unavailable; client host {session.remote_ip} "
+                                                f"is listed in {hits[0][0]}")
+        session.data[NAME] = {"dnsbl": [zone for zone, _code in hits]}
+        return None
+
+    # -- body stage -------------------------------------------------------------------
+
+    def body(self, session: Session, envelope: Envelope, message: bytes):
+        if session.mode != "smtp" or session.account is not None:
+            return None  # authenticated submission: the sender is ours
+        accounts = []
+        seen = set()
+        for recipient in envelope.recipients:
+            for account in recipient.accounts:
+                if account.id not in seen:
+                    seen.add(account.id)
+                    accounts.append(account)
+        scored = [account for account in accounts if self.enabled_for(account)]
+        if accounts and not scored:
+            return None
+        targets = scored if self.per_user else [None]
+        if not targets:
+            targets = [None]
+        auth = envelope.data.get("auth")  # check.auth's results, absent when it is not in the chain
+        listed = bool(session.data.get(NAME, {}).get("dnsbl"))
+        d = self._defer(self.classify, message, targets, auth, listed)
+        d.addCallback(self._verdict, envelope, len(scored) < len(accounts))
+        return d
+
+    def classify(self, message: bytes, targets, auth=None, listed: bool = False) -> list[Result]:
+        """Blocking: tokenise once, score for each target account (None = global only)."""
+        tokens = tokenize(message, auth)
+        results = []
+        for account in targets:
+            owners, weights = self.owners(account)
+            counts, nspam, nham = self.db.lookup(tokens, owners, weights)
+            value, clues = classifier.score(tokens, counts, nspam, nham, self.db.options)
+            if listed:
+                value = min(1.0, value + self.dnsbl_score)
+            trained = nspam >= self.min_trained and nham >= self.min_trained
+            label = classifier.verdict(value, self.ham_cutoff, self.spam_cutoff)
+            if label == classifier.SPAM and not trained:
+                label = classifier.UNSURE  # an untrained filter never quarantines
+            reject = trained and self.reject_score is not None and value >= self.reject_score
+            results.append(Result(account, value, label, reject, trained, tuple(clues[:8])))
+        return results
+
+    def _verdict(self, results: list[Result], envelope: Envelope, some_exempt: bool = False):
+        envelope.data["spam"] = results
+        for result in results:
+            log.info("{id}: spam filter {label} score {score:.3f} for {who}; clues {clues}",
+                     id=envelope.id, label=result.label, score=result.score,
+                     who=getattr(result.account, "address", "all"),
+                     clues=", ".join(f"{token}={prob:.2f}" for token, prob in result.clues[:5]))
+        if all(result.reject for result in results) and not some_exempt:
+            return Verdict.reject(550, "5.7.1", "Message refused as spam")
+        first = results[0]
+        if not some_exempt and all(r.label == first.label and r.headers(self.spam_cutoff) == first.headers(self.spam_cutoff)
+               for r in results):
+            headers = first.headers(self.spam_cutoff)
+            if first.label == classifier.SPAM:
+                return Verdict.quarantine("classified as spam", headers)
+            return Verdict.accept(headers)
+        # The accounts disagree: each recipient's copy gets its own account's verdict.
+        by_account = {result.account.id: result for result in results if result.account is not None}
+        for recipient in envelope.recipients:
+            result = next((by_account[a.id] for a in recipient.accounts if a.id in by_account), None)
+            if result is None:
+                continue
+            recipient.headers.extend(result.headers(self.spam_cutoff))
+            if result.label == classifier.SPAM:
+                recipient.quarantine = True
+        return None
+
+
+def _count(name: str, text) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"[check.spam] {name} must be a whole number, not {text!r}") from None
+    if value < 0:
+        raise ValueError(f"[check.spam] {name} must not be negative")
+    return value
+
+
+register_builtin(NAME, SpamCheck)

@@ -26,11 +26,13 @@ class ContextProbe(Check):
 register_builtin(ContextProbe.name, ContextProbe)
 
 
-def test_default_chain_is_the_hop_counter(tmp_path):
-    """Without a [checks] section the chain holds the built-in hop counter only."""
+def test_default_chain_starts_with_the_hop_counter(tmp_path):
+    """Without a [checks] section the chain is built from the default [checks] chain (the
+    filters of issue 13 join it as they land), the built-in hop counter first."""
     settings = config.load_settings(write(tmp_path, ""))
     chain = build_checks(settings, None, None)
-    assert [type(c) for c in chain.checks] == [HopCountCheck]
+    assert len(chain.checks) == len(settings.checks.chain)
+    assert type(chain.checks[0]) is HopCountCheck and "check.antivirus" in settings.checks.chain
 
 
 def test_check_section_options_reach_the_factory(tmp_path):

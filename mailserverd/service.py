@@ -72,6 +72,7 @@ def build_service_tree(settings, store, tls_config, reactor) -> service.MultiSer
     """Root service: AsyncStore, OutboundService, control socket, one ListenerService per listener."""
     from .control import ControlService
     from .outbound.worker import OutboundService
+    from .spam.learn import build_learner
 
     root = service.MultiService()
     async_store = AsyncStore(store, reactor)
@@ -85,6 +86,7 @@ def build_service_tree(settings, store, tls_config, reactor) -> service.MultiSer
 
     checks = build_checks(settings, async_store, reactor)
     root.checks = checks
+    root.spam_learner = build_learner(root, checks, async_store, settings)  # Junk moves train check.spam
 
     def directory_changed():
         authenticator.forget_cached()

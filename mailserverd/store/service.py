@@ -62,6 +62,7 @@ class AsyncStore(service.Service):
         self._writer: threading.Thread | None = None
         self._subscribers: dict[int, set[Callable]] = defaultdict(set)
         self._directory_cache: dict[tuple, tuple[float, object]] = {}
+        self._copy_observers: list[Callable] = []
 
     # Service
 
@@ -172,6 +173,22 @@ class AsyncStore(service.Service):
             except Exception:
                 log.failure("change subscriber failed")
 
+    # Committed COPY/MOVE, for services that follow them (the spam filter learns
+    # from moves into and out of Junk, spam/learn.py) without protocol code knowing.
+
+    def observe_copies(self, callback: Callable) -> None:
+        """callback(account, source_mailbox_id, dest_name, CopyResult, moved) runs on the
+        reactor thread after each COPY (moved False) or MOVE (True) is durable."""
+        self._copy_observers.append(callback)
+
+    def _copied(self, result, account: Account, mailbox_id: int, dest: str, moved: bool):
+        for callback in list(self._copy_observers):
+            try:
+                callback(account, mailbox_id, dest, result, moved)
+            except Exception:
+                log.failure("copy observer failed")
+        return result
+
     # Directory (reads)
 
     def _cached_directory_read(self, fn, key: str) -> defer.Deferred:
@@ -265,10 +282,12 @@ class AsyncStore(service.Service):
         return self._read(self.store.mail.list_subscriptions, account)
 
     def copy_messages(self, account: Account, mailbox_id: int, uids, dest: str) -> defer.Deferred:
-        return self._write(self.store.mail.copy_messages, account, mailbox_id, list(uids), dest)
+        return (self._write(self.store.mail.copy_messages, account, mailbox_id, list(uids), dest)
+                .addCallback(self._copied, account, mailbox_id, dest, False))
 
     def move_messages(self, account: Account, mailbox_id: int, uids, dest: str) -> defer.Deferred:
-        return self._write(self.store.mail.move_messages, account, mailbox_id, list(uids), dest)
+        return (self._write(self.store.mail.move_messages, account, mailbox_id, list(uids), dest)
+                .addCallback(self._copied, account, mailbox_id, dest, True))
 
     def run_write(self, fn: Callable, *args, **kwargs) -> defer.Deferred:
         """Run an arbitrary store write (admin commands) on the writer thread."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 
 from ..store.schema import (outbound_bounces as bounces, outbound_deliveries as deliveries,
@@ -129,8 +129,11 @@ def retry(engine: Engine, message_id: str, now: float) -> int:
 def flush(engine: Engine, now: float) -> int:
     """Make every waiting delivery due now (Postfix `postqueue -f`); returns how many."""
     with engine.begin() as conn:
+        # a leased row's next_attempt_at is its lease end (queue.claim): it is being tried now
         return conn.execute(update(deliveries).where(deliveries.c.held.is_(False),
-                                                     deliveries.c.next_attempt_at > now)
+                                                     deliveries.c.next_attempt_at > now,
+                                                     or_(deliveries.c.lease_until.is_(None),
+                                                         deliveries.c.lease_until <= now))
                             .values(next_attempt_at=now)).rowcount
 
 

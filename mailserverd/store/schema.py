@@ -224,9 +224,16 @@ def _spam_tables(conn: Connection) -> None:
     create_tables(conn)
 
 
+def _outbound_claim_indexes(conn: Connection) -> None:
+    """Queue claims (outbound/queue.py): due rows in claim order, and a claim's rows by its token."""
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_outbound_claim "
+                      "ON outbound_deliveries (held, next_attempt_at, id)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_outbound_lease ON outbound_deliveries (lease_owner)"))
+
+
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
-    "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables],
+    "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables, _outbound_claim_indexes],
     "shard": [_create(shard_meta), _create(subscriptions_meta)],
 }
 

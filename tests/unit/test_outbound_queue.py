@@ -293,3 +293,68 @@ def test_full_schedule_for_five_days():
     assert offsets[-1] == LIFETIME
     assert all(b - a <= 14400 for a, b in zip(offsets, offsets[1:]))
     assert len(times) == 37
+
+
+def test_batch_claim_takes_due_rows_in_order_then_the_rest(engine):
+    """A claim takes up to `limit` due rows, oldest due first; the next claim continues after
+    them (the leased rows are skipped by the index, not re-read), and none is taken twice."""
+    ids = []
+    for number in range(25):
+        item = message(f"u{number}@remote{number}.test", at=T0 + number)
+        queue.enqueue(engine, item, LIFETIME)
+        ids.append(item.id)
+    first = queue.claim(engine, "n1", T0 + 100, 10)
+    second = queue.claim(engine, "n1", T0 + 100, 10)
+    third = queue.claim(engine, "n1", T0 + 100, 10)
+    assert [c.message_id for c in first + second + third] == ids
+    assert (len(first), len(second), len(third)) == (10, 10, 5)
+    assert queue.claim(engine, "n1", T0 + 100, 10) == []
+    assert all(c.due_at <= T0 + 100 for c in first)
+
+
+def test_claimed_rows_come_back_when_the_lease_ends(engine):
+    """A claim pushes the row's due time to the lease end: claimable again exactly then (a dead
+    node's work is not lost), and release_claims makes it due at once."""
+    queue.enqueue(engine, message("x@remote.test"), LIFETIME)
+    [item] = queue.claim(engine, "n1", T0, 10, lease=60)
+    assert queue.claim(engine, "n2", T0 + 59, 10) == []
+    [again] = queue.claim(engine, "n2", T0 + 61, 10, lease=60)
+    assert queue.release_claims(engine, [again]) == 1
+    assert [c.message_id for c in queue.claim(engine, "n3", T0 + 62, 10)] == [item.message_id]
+
+
+def test_record_many_writes_every_outcome_in_one_transaction(engine):
+    """record_many records several attempts in one commit, one answer each; a lost lease
+    answers False for that item only."""
+    for number in range(3):
+        queue.enqueue(engine, message(f"x{number}@remote.test"), LIFETIME)
+    claimed = queue.claim(engine, "n1", T0, 10, lease=10)
+    [stolen] = [c for c in claimed if c.recipients[0].address == "x2@remote.test"]
+    queue.release_claims(engine, [stolen])
+    queue.claim(engine, "n2", T0, 10)  # n2 now holds x2
+    commits = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    answers = queue.record_many(engine, [(c, queue.Outcome(results=(ok(c.recipients[0].address),)))
+                                         for c in claimed], T0 + 1)
+    assert answers == [c is not stolen for c in claimed]
+    assert len(commits) == 1
+    assert [e.message_id for e in queueadmin.list_queue(engine, T0 + 1)] == [stolen.message_id]
+
+
+def test_claim_uses_the_due_index(engine):
+    """The claim's due-rows query is served by an index (migration step: ix_outbound_claim)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            names = {row[1] for row in conn.execute(text("PRAGMA index_list(outbound_deliveries)"))}
+        else:
+            names = set(conn.execute(text(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'outbound_deliveries'")).scalars())
+    assert {"ix_outbound_claim", "ix_outbound_lease"} <= names
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            plan = " ".join(str(row[-1]) for row in conn.execute(text(
+                "EXPLAIN QUERY PLAN SELECT id FROM outbound_deliveries WHERE held = 0 AND "
+                "next_attempt_at <= 1 ORDER BY next_attempt_at, id LIMIT 16")))
+        assert "ix_outbound_claim" in plan and "TEMP B-TREE" not in plan

@@ -76,7 +76,7 @@ def check_helo(ip: str, helo: Optional[str], lookup: Callable) -> SpfResult:
     """RFC 7208 2.3: the HELO identity, when HELO gave a domain name (not an address literal)."""
     helo = (helo or "").strip()
     if not helo or helo.startswith("[") or "." not in helo:
-        return SpfResult("none", "helo", "", helo.lower(), "no HELO domain")
+        return SpfResult("none", "helo", "", "", "no HELO domain")  # A-R then names no smtp.helo
     return check_host(ip, f"postmaster@{helo}", helo, lookup, identity="helo")
 
 

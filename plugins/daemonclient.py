@@ -46,12 +46,14 @@ def parse_on_failure(section: str, value: str) -> str:
 def make_endpoint(reactor, section: str, socket: str, host: str, port: str, timeout: float):
     """A unix socket path if `socket` is set, else host:port (TCP)."""
     if socket.strip():
-        return UNIXClientEndpoint(reactor, socket.strip(), timeout=timeout), f"unix:{socket.strip()}"
+        path = socket.strip()
+        return UNIXClientEndpoint(reactor, path, timeout=timeout), f"unix:{path}"
     if not host.strip():
         raise ValueError(f"[{section}]: set socket (a unix socket path) or host and port")
     if not port.strip().isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"[{section}] port: expected a port number, got {port!r}")
-    return HostnameEndpoint(reactor, host.strip(), int(port), timeout=timeout), f"{host.strip()}:{port.strip()}"
+    host, port = host.strip(), int(port)
+    return HostnameEndpoint(reactor, host, port, timeout=timeout), f"{host}:{port}"
 
 
 def fail_safe(log, daemon: str, where: str, on_failure: str, envelope, error: BaseException):

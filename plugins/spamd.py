@@ -70,7 +70,8 @@ def parse_reply(reply: bytes) -> SpamdResult:
     if status is None:
         raise DaemonError(f"unexpected reply {reply[:60]!r}")
     if status.group(2) != b"0":
-        raise DaemonError(f"spamd error {status.group(2).decode()} {status.group(3)[:80].decode('ascii', 'replace')}")
+        text = status.group(3)[:80].decode("ascii", "replace")
+        raise DaemonError(f"spamd error {status.group(2).decode()} {text}")
     spam = _SPAM.search(head)
     if spam is None or not separator:
         raise DaemonError("reply without a Spam header")

@@ -182,7 +182,8 @@ def test_daemon_loads_clamd_and_spamd_from_the_chain_and_refuses_eicar(clamd, sp
         with pytest.raises(smtplib.SMTPDataError) as refused:
             client.sendmail("sender@remote.test", ["alice@example.test"], attachment(zipped(EICAR), "e.zip"))
         assert refused.value.smtp_code == 554 and refused.value.smtp_error.startswith(b"5.7.1")
-        client.sendmail("sender@remote.test", ["alice@example.test"], HEADER % b"gtube" + b"\r\n" + GTUBE + b"\r\n")
+        client.sendmail("sender@remote.test", ["alice@example.test"],
+                        HEADER % b"gtube" + b"\r\n" + GTUBE + b"\r\n")
     out = tmp_path / "junk.mbox"
     server.ctl("user", "export", "alice@example.test", "--mailbox", "Junk", "-o", str(out))
     junk = [message for message in mailbox.mbox(str(out))]

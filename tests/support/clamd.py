@@ -33,9 +33,12 @@ class ClamdFailed(Exception):
 
 
 def clamd_binary() -> str:
-    path = shutil.which("clamd") or ("/usr/sbin/clamd" if os.access("/usr/sbin/clamd", os.X_OK) else None)
+    path = shutil.which("clamd")
+    if path is None and os.access("/usr/sbin/clamd", os.X_OK):  # /usr/sbin may be off a user's PATH
+        path = "/usr/sbin/clamd"
     if path is None:
-        raise ClamdUnavailable("clamd is not installed (Debian: apt-get install clamav-daemon; bin/test does)")
+        raise ClamdUnavailable("clamd is not installed "
+                               "(Debian: apt-get install clamav-daemon; bin/test does)")
     return path
 
 

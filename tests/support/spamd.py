@@ -31,7 +31,9 @@ class SpamdFailed(Exception):
 
 
 def spamd_binary() -> str:
-    path = shutil.which("spamd") or ("/usr/sbin/spamd" if os.access("/usr/sbin/spamd", os.X_OK) else None)
+    path = shutil.which("spamd")
+    if path is None and os.access("/usr/sbin/spamd", os.X_OK):  # /usr/sbin may be off a user's PATH
+        path = "/usr/sbin/spamd"
     if path is None:
         raise SpamdUnavailable("spamd is not installed (Debian: apt-get install spamd spamassassin; "
                                "bin/test does)")

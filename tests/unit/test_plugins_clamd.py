@@ -11,7 +11,7 @@ from importlib import metadata
 
 import pytest
 
-from mailserverd.checks.base import CheckContext, Envelope, Session, load_check
+from mailserverd.checks.base import CheckContext, Envelope, Session
 from plugins.clamd import ClamdCheck, instream_request, parse_reply
 from tests.support.daemon import free_port
 from tests.support.reactorthread import ensure_running, run_in_reactor

@@ -32,7 +32,8 @@ def test_replies_are_parsed():
     assert parse_reply(SPAM_REPLY) == SpamdResult(True, 1003.3, 5.0, ("GTUBE", "MISSING_DATE"))
     ham = b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; -1.9 / 5.0\r\n\r\n"
     assert parse_reply(ham) == SpamdResult(False, -1.9, 5.0, ())
-    for bad in (b"SPAMD/1.0 76 Bad header line: x\r\n", b"SPAMD/1.1 0 EX_OK\r\nSpam: Tr", b"", b"HTTP/1.0 200"):
+    for bad in (b"SPAMD/1.0 76 Bad header line: x\r\n", b"SPAMD/1.1 0 EX_OK\r\nSpam: Tr", b"",
+                b"HTTP/1.0 200"):
         with pytest.raises(DaemonError):
             parse_reply(bad)
 

@@ -24,6 +24,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import threadpool
+from twisted.python.failure import Failure
 
 from ..store.api import DeliveryTarget
 from . import queue, queueadmin
@@ -35,6 +36,66 @@ log = Logger(namespace="mailserverd.outbound")
 POLL_INTERVAL = 15.0  # seconds between looks at the queue when nothing wakes the worker
 HELD_GRACE = 3600.0  # a held submission older than this never got its 250: drop it
 STOP_GRACE = 20.0  # seconds a stopping worker waits for attempts in flight
+
+
+class OutcomeRecorder:
+    """Group commit of attempt outcomes: queue.record_many on the SQL thread, one
+    transaction (one fsync) for every outcome that arrived while the previous group
+    was being written. Each record() Deferred fires with its own answer only once
+    its group is durable (an outcome is recorded before it is acted on). Should a
+    group fail as a whole, its outcomes are retried one by one, so one bad outcome
+    fails alone."""
+
+    def __init__(self, run_blocking, engine, clock):
+        self.run_blocking = run_blocking
+        self.engine = engine
+        self.clock = clock
+        self._waiting: list[tuple[Claimed, Outcome, defer.Deferred]] = []
+        self._writing = False
+        self.groups = 0  # transactions written (tests, metrics)
+
+    def record(self, item: Claimed, outcome: Outcome) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.append((item, outcome, d))
+        if not self._writing:
+            self._write()
+        return d
+
+    def _write(self) -> None:
+        group, self._waiting = self._waiting, []
+        self._writing = True
+        self.groups += 1
+        d = self.run_blocking(queue.record_many, self.engine, [(item, outcome) for item, outcome, _ in group],
+                              self.clock.seconds())
+        d.addCallbacks(self._written, self._group_failed, callbackArgs=(group,), errbackArgs=(group,))
+
+    def _written(self, answers, group) -> None:
+        for (_item, _outcome, d), answer in zip(group, answers):
+            d.callback(answer)
+        self._next()
+
+    def _group_failed(self, failure, group) -> None:
+        if len(group) == 1:
+            group[0][2].errback(failure)
+            self._next()
+            return
+        remaining = list(group)
+
+        def one(_=None):
+            if not remaining:
+                self._next()
+                return
+            item, outcome, d = remaining.pop(0)
+            single = self.run_blocking(queue.record, self.engine, item, outcome, self.clock.seconds())
+            single.addBoth(lambda result: (d.errback(result) if isinstance(result, Failure)
+                                           else d.callback(result)))
+            single.addBoth(one)
+        one()
+
+    def _next(self) -> None:
+        self._writing = False
+        if self._waiting:
+            self._write()
 
 
 class ThreadRunner:
@@ -104,6 +165,9 @@ class OutboundService(service.Service):
         self._again = False
         self._maybe_more = False
         self._stopping = False
+        self._recorder = OutcomeRecorder(run_blocking, engine, self.clock)
+        # claim again once this many slots are free (claims in batches, not one row per finished attempt)
+        self.claim_batch = max(1, self.concurrency // 4)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -266,7 +330,9 @@ class OutboundService(service.Service):
         finished = self._inflight.pop(item.delivery_id, None)
         if finished is not None:
             finished.callback(None)
-        if self._maybe_more and not self._stopping and not self._claiming:
+        free = self.concurrency - len(self._inflight)
+        if self._maybe_more and not self._stopping and not self._claiming and \
+                (free >= self.claim_batch or not self._inflight):
             self._schedule(0)
         return None
 
@@ -283,7 +349,7 @@ class OutboundService(service.Service):
             dsns = yield self._route_dsn(item, report, now)
         outcome = Outcome(results=decision.results, retry_at=decision.retry_at, last_error=decision.last_error,
                           bounces=decision.bounces, dsns=dsns)
-        recorded = yield self.run_blocking(queue.record, self.engine, item, outcome, self.now())
+        recorded = yield self._recorder.record(item, outcome)
         if not recorded:
             log.warn("outbound: lease on {id} to {domain} was lost; another worker has it",
                      id=item.message_id, domain=item.domain)

@@ -386,3 +386,21 @@ def test_recently_hard_bounced_recipient_is_refused_at_rcpt(env):
             .addCallback(decisions.append)
     assert decisions[0].reply == replies.RECIPIENT_SUPPRESSED and decisions[0].reply.code == 550
     assert decisions[1].reply == replies.RECIPIENT_OK and decisions[1].accounts == ()
+
+
+def test_mail_queued_while_every_slot_is_busy_goes_when_one_frees(env):
+    """Wake-on-enqueue when all slots are busy: the new message is claimed as soon as an attempt
+    ends, not at the next poll (600 s here); the outcomes are recorded before that."""
+    for _ in range(4):
+        env.enqueue("x@remote.test")
+    env.transport.pending = True
+    worker = env.worker(poll_interval=600.0)
+    assert len(env.transport.waiting) == 4
+    message = worker.new_message("alice@example.test", BODY, [("late@remote.test", None, None)])
+    worker.enqueue(message)
+    env.clock.advance(0)
+    assert len(env.transport.calls) == 4
+    env.transport.release()
+    env.clock.advance(0)
+    assert [m.queue_id for _w, _d, m in env.transport.calls[4:]] == [message.id]
+    assert len(env.queue()) == 1, "the four delivered outcomes are recorded; the new one is in flight"

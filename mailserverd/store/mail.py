@@ -24,6 +24,7 @@ from .api import (DEFAULT_MAILBOXES, SPECIAL_USE, Account, DeliveryTarget, Mailb
 from .blobs import BlobStore, blob_id_of
 from .mailbox_ops import MailboxOps, canonical_name, checked_name
 from .rows import flag_columns, ref_of
+from .writes import WriteOps
 
 
 
@@ -81,7 +82,7 @@ class ExpungedCache:
             return self._entries.get((account.shard, message_id))
 
 
-class MailStore(MailboxOps):
+class MailStore(WriteOps, MailboxOps):
     def __init__(self, shards: Sequence[Engine], blobs: BlobStore, clock=time.time):
         self.shards = list(shards)
         self.blobs = blobs
@@ -397,75 +398,6 @@ class MailStore(MailboxOps):
         if row is None:
             raise StoreError("no such message")
         return bytes(row.prepend) + self.blobs.get(row.blob_id)
-
-    def store_flags(self, account: Account, mailbox_id: int, uids: Iterable[int],
-                    flags: Iterable[str], mode: str) -> list[MessageRef]:
-        """RFC 3501 6.4.6: mode "add", "remove" or "replace"; each changed row gets a new modseq."""
-        if mode not in ("add", "remove", "replace"):
-            raise StoreError(f"bad flag mode {mode!r}")
-        flags = frozenset(flags)
-        mm, msgs = schema.mailbox_messages, schema.messages
-        changed = []
-        with self.engine(account).begin() as conn:
-            rows = conn.execute(select(mm, msgs.c.size, msgs.c.received_at)
-                                .join(msgs, msgs.c.id == mm.c.message_id)
-                                .where(mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id,
-                                       mm.c.uid.in_(list(uids)))).all()
-            for row in rows:
-                current = ref_of(row).flags
-                new = {"add": current | flags, "remove": current - flags, "replace": flags}[mode]
-                if new == current:
-                    continue
-                modseq = self._next_modseq(conn, account)
-                columns, keywords = flag_columns(new)
-                conn.execute(update(mm).where(mm.c.mailbox_id == mailbox_id, mm.c.uid == row.uid)
-                             .values(modseq=modseq, keywords=" ".join(sorted(keywords)), **columns))
-                conn.execute(update(schema.mailboxes).where(schema.mailboxes.c.id == mailbox_id)
-                             .values(modseq=modseq))
-                self._log(conn, account, modseq, "Email", row.message_id, mailbox_id, row.uid, "updated")
-                changed.append(dataclasses.replace(ref_of(row), flags=frozenset(new), modseq=modseq))
-        return changed
-
-    def expunge(self, account: Account, mailbox_id: int, uids: Iterable[int]) -> list[int]:
-        """Remove the memberships; messages left in no mailbox are deleted and
-        their blobs released. Returns the UIDs actually removed."""
-        with self.blobs.lock:
-            with self.engine(account).begin() as conn:
-                removed, freed = self._remove_memberships(conn, account, mailbox_id, uids)
-            self._free_unreferenced(account.shard, freed)
-        return removed
-
-    def _remove_memberships(self, conn, account: Account, mailbox_id: int,
-                            uids: Iterable[int] | None) -> tuple[list[int], list[str]]:
-        """Expunge uids (all when None) inside the caller's transaction (which holds blobs.lock).
-        Each removed membership gets a modseq and a change row ("destroyed"
-        when it was the message's last mailbox); its bytes leave the quota
-        (a copy counted them). Returns (UIDs removed, blob ids to free once
-        the transaction has committed)."""
-        mm, msgs = schema.mailbox_messages, schema.messages
-        rows = self._members(conn, account, mailbox_id, uids)
-        if not rows:
-            return [], []
-        orphans = []
-        for row in rows:
-            conn.execute(delete(mm).where(mm.c.mailbox_id == mailbox_id, mm.c.uid == row.uid))
-            still_in = conn.execute(select(mm.c.uid).where(mm.c.message_id == row.message_id)
-                                    .limit(1)).first()
-            modseq = self._next_modseq(conn, account, size_delta=-row.size)
-            self._log(conn, account, modseq, "Email", row.message_id, mailbox_id, row.uid,
-                      "updated" if still_in else "destroyed")
-            if not still_in:
-                orphans.append(row.message_id)
-        conn.execute(update(schema.mailboxes).where(schema.mailboxes.c.id == mailbox_id)
-                     .values(modseq=modseq))
-        freed = []
-        if orphans:
-            gone = conn.execute(select(msgs.c.id, msgs.c.blob_id, msgs.c.size, msgs.c.prepend)
-                                .where(msgs.c.id.in_(orphans))).all()
-            self.expunged.keep(account, gone, self.blobs)
-            conn.execute(delete(msgs).where(msgs.c.id.in_(orphans)))
-            freed = self._release_blobs(conn, [r.blob_id for r in gone])
-        return [row.uid for row in rows], freed
 
     def highest_modseq(self, account: Account) -> int:
         with self.engine(account).connect() as conn:

@@ -3,8 +3,10 @@
 Reads run on a bounded thread pool. Writes go to ONE writer thread that
 drains its queue and commits every waiting delivery together: one synced
 RocksDB batch and one transaction per shard for the lot (group commit), so
-64 concurrent senders cost far fewer than 64 fsyncs. Each Deferred fires
-only after its data is durable.
+64 concurrent senders cost far fewer than 64 fsyncs. Flag changes,
+expunges, copies and moves (IMAP STORE/EXPUNGE/COPY/MOVE, the \\Seen of a
+FETCH, POP3 UPDATE) are grouped the same way (store/writes.py run_group).
+Each Deferred fires only after its data is durable.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from twisted.python.failure import Failure
 from . import Store
 from .api import Account, DeliveryTarget
 from .mail import Delivery
+from .writes import GroupWrite
 
 log = Logger()
 
@@ -39,6 +42,12 @@ _STOP = object()
 class _Deliver:
     deferred: defer.Deferred
     delivery: Delivery
+
+
+@dataclasses.dataclass
+class _Grouped:
+    deferred: defer.Deferred
+    write: GroupWrite
 
 
 @dataclasses.dataclass
@@ -90,6 +99,11 @@ class AsyncStore(service.Service):
         from twisted.internet.threads import deferToThreadPool
         return deferToThreadPool(self.reactor, self.pool, fn, *args, **kwargs)
 
+    def _grouped(self, op: str, account: Account, *args) -> defer.Deferred:
+        d = defer.Deferred()
+        self._writes.put(_Grouped(d, GroupWrite(op, account, args)))
+        return d
+
     def _write(self, fn, *args, **kwargs) -> defer.Deferred:
         d = defer.Deferred()
         self._writes.put(_Write(d, fn, args, kwargs))
@@ -114,11 +128,43 @@ class AsyncStore(service.Service):
             deliveries = [(item.deferred, item.delivery) for item in batch if isinstance(item, _Deliver)]
             if deliveries:
                 self._commit_deliveries(deliveries)
+            # The other writes in queue order; consecutive grouped ones share a commit.
+            run: list[_Grouped] = []
             for item in batch:
+                if isinstance(item, _Grouped):
+                    run.append(item)
+                    continue
+                if run:
+                    self._commit_group(run)
+                    run = []
                 if isinstance(item, _Write):
                     self._run_write(item)
+            if run:
+                self._commit_group(run)
             if stop:
                 return
+
+    def _commit_group(self, run: list["_Grouped"]) -> None:
+        writes = [item.write for item in run]
+        try:
+            self.store.mail.run_group(writes)
+        except Exception as exc:  # not expected: run_group reports per write
+            log.failure("group of writes failed")
+            for write in writes:
+                if write.error is None and write.result is None:
+                    write.error = exc
+        self.reactor.callFromThread(self._fire_group, run)
+
+    def _fire_group(self, run: list["_Grouped"]) -> None:
+        accounts = set()
+        for item in run:
+            if item.write.error is not None:
+                item.deferred.errback(Failure(item.write.error))
+            else:
+                item.deferred.callback(item.write.result)
+                accounts.add(item.write.account.id)
+        for account_id in accounts:
+            self._notify(account_id)
 
     def _run_write(self, item: "_Write") -> None:
         try:
@@ -246,10 +292,10 @@ class AsyncStore(service.Service):
         return self._read(self.store.mail.read_message, account, message_id)
 
     def store_flags(self, account: Account, mailbox_id: int, uids, flags, mode: str) -> defer.Deferred:
-        return self._write(self.store.mail.store_flags, account, mailbox_id, list(uids), list(flags), mode)
+        return self._grouped("store_flags", account, mailbox_id, list(uids), list(flags), mode)
 
     def expunge(self, account: Account, mailbox_id: int, uids) -> defer.Deferred:
-        return self._write(self.store.mail.expunge, account, mailbox_id, list(uids))
+        return self._grouped("expunge", account, mailbox_id, list(uids))
 
     def read_messages(self, account: Account, message_ids) -> defer.Deferred:
         return self._read(self.store.mail.read_messages, account, list(message_ids))
@@ -282,11 +328,11 @@ class AsyncStore(service.Service):
         return self._read(self.store.mail.list_subscriptions, account)
 
     def copy_messages(self, account: Account, mailbox_id: int, uids, dest: str) -> defer.Deferred:
-        return (self._write(self.store.mail.copy_messages, account, mailbox_id, list(uids), dest)
+        return (self._grouped("copy_messages", account, mailbox_id, list(uids), dest)
                 .addCallback(self._copied, account, mailbox_id, dest, False))
 
     def move_messages(self, account: Account, mailbox_id: int, uids, dest: str) -> defer.Deferred:
-        return (self._write(self.store.mail.move_messages, account, mailbox_id, list(uids), dest)
+        return (self._grouped("move_messages", account, mailbox_id, list(uids), dest)
                 .addCallback(self._copied, account, mailbox_id, dest, True))
 
     def run_write(self, fn: Callable, *args, **kwargs) -> defer.Deferred:

@@ -48,6 +48,7 @@ EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_NAME = "Eicar-Test-Signature"
 MIN_PATTERN = 4
 MAX_DEPTH_OPTION = 20
+MAX_ENCODED_MESSAGES = 3  # transfer-encoded message/rfc822 inside each other
 _NAME = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?")  # printable: safe in a reply
 _MANY_PATTERNS = 8  # past this, one regular expression beats a find() per pattern
 
@@ -185,7 +186,7 @@ class _Scan:
             return Finding("infected", found.name, found.where)
         return self.limit or self.encrypted
 
-    def _parts(self, raw: bytes):
+    def _parts(self, raw: bytes, level: int = 0):
         try:
             parts = list(iter_parts(raw, max_header_size=self.scanner.max_header_size,
                                     max_mime_depth=self.scanner.max_mime_depth,
@@ -195,10 +196,15 @@ class _Scan:
             yield "", raw
             return
         for part in parts:
-            if part.is_multipart or (part.content_type.startswith("message/")
-                                     and part.content_type != "message/delivery-status"):
-                continue  # containers: their entities come as parts of their own
             body = raw[part.body_start:part.body_end]
+            if part.is_multipart:
+                continue  # a container: its entities come as parts of their own
+            if part.content_type.startswith("message/") and part.content_type != "message/delivery-status":
+                # RFC 2046 5.2.1 forbids base64 and quoted-printable here, but mail readers
+                # decode them: so does the scan (the encoded form came as parts of its own)
+                if part.transfer_encoding in ("base64", "quoted-printable") and level < MAX_ENCODED_MESSAGES:
+                    yield from self._parts(_decode(body, part.transfer_encoding), level + 1)
+                continue
             filename = part.disposition_params.get("filename") or part.params.get("name") or ""
             label = f" ({part.content_type}{', ' + filename if filename else ''})"
             yield label[:200], _decode(body, part.transfer_encoding)

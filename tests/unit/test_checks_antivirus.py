@@ -96,6 +96,16 @@ def test_eicar_in_an_attached_message_is_found():
     assert scanner().scan(raw).kind == "infected"
 
 
+def test_eicar_in_a_base64_encoded_attached_message_is_found():
+    """A message/rfc822 part in base64 (RFC 2046 5.2.1 forbids it; readers decode it anyway)
+    is decoded and walked as a message."""
+    inner = base64.encodebytes(message_with(EICAR)).replace(b"\n", b"\r\n")
+    raw = (b"From: a@remote.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n"
+           b"--b1\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + inner + b"--b1--\r\n")
+    assert scanner().scan(raw).kind == "infected"
+
+
 @pytest.mark.parametrize("wrap", [
     pytest.param(lambda data: zip_of({"eicar.com": data}), id="zip"),
     pytest.param(lambda data: zip_of({"eicar.com": data}, zipfile.ZIP_STORED), id="zip-stored"),

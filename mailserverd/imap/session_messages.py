@@ -15,6 +15,7 @@ from .fetch import FetchAtt
 from .sequence import compress
 
 READ_BATCH = 50  # messages read from the store per round trip
+STRUCTURE_BATCH = 500  # stored ENVELOPE/BODYSTRUCTURE pairs per round trip
 SEARCH_BATCH = 200  # message bodies held in memory at once while searching
 STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE"})
 REF_ITEMS = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
@@ -116,31 +117,63 @@ class MessageCommands:
                         for item in items)
         needs_structure = any(item.name in STRUCTURE_ITEMS for item in items)
         gone = False
-        for start in range(0, len(targets), READ_BATCH):
-            batch = targets[start:start + READ_BATCH]
+        # Bodies are read 50 at a time; ENVELOPE/BODYSTRUCTURE alone come from the
+        # columns stored at delivery, many per round trip, and no body is parsed.
+        step = READ_BATCH if needs_raw else STRUCTURE_BATCH
+        for start in range(0, len(targets), step):
+            batch = targets[start:start + step]
             refs = [view.refs[number - 1] if view.number_of(ref.uid) == number else ref
                     for number, ref in batch]
-            wanted = [ref for ref in refs if needs_raw or (
-                needs_structure and STRUCTURES.get(STRUCTURES.key(self.account, ref)) is None)]
+            pairs, wanted = {}, []
+            if needs_structure:
+                pairs, wanted = yield self._load_structures(refs)
+            if needs_raw:
+                wanted = refs
+            wanted_ids = {ref.message_id for ref in wanted}
             raws = {}
             if wanted:
-                raws = yield self.store.read_messages(self.account, [ref.message_id for ref in wanted])
+                raws = yield self.store.read_messages(self.account, list(wanted_ids))
             for (number, _), ref in zip(batch, refs):
                 raw = raws.get(ref.message_id)
-                if ref in wanted and raw is None:
+                if ref.message_id in wanted_ids and raw is None:
                     gone = True  # expunged by another session; the view still shows it
                     continue
                 message = IMAPMessage(raw) if raw is not None else None
-                self.send(responses.fetch_response(number, self._fetch_values(items, ref, message)))
+                self.send(responses.fetch_response(number, self._fetch_values(
+                    items, ref, message, pairs.get(ref.message_id))))
         if gone:
             # RFC 9051 7.1: some messages named were expunged meanwhile.
             return ("NO", "Some messages were expunged", "EXPUNGEISSUED")
         return ("OK", "FETCH completed", None)
 
-    def _fetch_values(self, items, ref, message) -> list:
-        """(label, value) pairs for one message (RFC 3501 7.4.2)."""
-        cached = None
-        if any(item.name in STRUCTURE_ITEMS for item in items):
+    @defer.inlineCallbacks
+    def _load_structures(self, refs):
+        """Fill STRUCTURES from the store's columns; returns the refs still
+        missing (stored before the columns existed, or expunged meanwhile),
+        whose bodies must be read and parsed."""
+        pairs, missing = {}, []
+        for ref in refs:
+            pair = STRUCTURES.get(STRUCTURES.key(self.account, ref))
+            if pair is None:
+                missing.append(ref)
+            else:
+                pairs[ref.message_id] = pair
+        left = []
+        if missing:
+            stored = yield self.store.message_structures(self.account, [ref.message_id for ref in missing])
+            for ref in missing:
+                pair = stored.get(ref.message_id)
+                if pair is None:
+                    left.append(ref)
+                else:
+                    STRUCTURES.put(STRUCTURES.key(self.account, ref), *pair)
+                    pairs[ref.message_id] = pair
+        return pairs, left
+
+    def _fetch_values(self, items, ref, message, cached=None) -> list:
+        """(label, value) pairs for one message (RFC 3501 7.4.2); cached: its
+        (ENVELOPE, BODYSTRUCTURE) when already known."""
+        if cached is None and any(item.name in STRUCTURE_ITEMS for item in items):
             key = STRUCTURES.key(self.account, ref)
             cached = STRUCTURES.get(key)
             if cached is None:

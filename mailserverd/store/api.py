@@ -129,6 +129,9 @@ class MailStore:
       message_summaries(account, message_ids) -> dict[int, dict]
             stored columns subject, from_addr, to_addr, cc_addr, sent_at (unix
             time or None), message_id_header, in_reply_to, references (for SORT/THREAD)
+      message_structures(account, message_ids) -> dict[int, (bytes, bytes)]
+            IMAP ENVELOPE and BODYSTRUCTURE as computed at delivery, for FETCH;
+            messages stored before they were kept are absent
     Mailboxes (RFC 3501 6.3; names are "/"-separated str, INBOX case-insensitive;
     writes run on the writer thread and notify the account's subscribers):
       create_mailbox(account, name, special_use=None) -> Mailbox

@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from ..mime.imapsection import IMAPMessage
 from ..mime.summary import summarize
 from . import schema
 from .api import (DEFAULT_MAILBOXES, SPECIAL_USE, Account, DeliveryTarget, Mailbox, MessageRef,
@@ -46,6 +47,20 @@ class Change:
 
     account_id: int
     modseq: int
+
+
+def message_structure(item: Delivery) -> tuple:
+    """IMAP ENVELOPE and BODYSTRUCTURE (RFC 3501 7.4.2) of a delivery, computed
+    once here for every copy: the per-copy prepend holds only trace and check
+    fields (Return-Path, Received, Authentication-Results, X-Spam-*), which
+    neither item reads, and leaves the header/body boundary where it was.
+    (None, None) if the parser gives up: FETCH then parses the stored message."""
+    prepend = item.targets[0].prepend if item.targets else b""
+    try:
+        message = IMAPMessage(prepend + item.body)
+        return message.envelope(), message.bodystructure(True)
+    except Exception:
+        return None, None
 
 
 class ExpungedCache:
@@ -135,12 +150,14 @@ class MailStore(WriteOps, MailboxOps):
         transaction per shard. Each Delivery gets .result or .error."""
         now = self.clock()
         summaries = {}
+        structures = {}
         blobs = {}
         for item in deliveries:
             blob_id = blob_id_of(item.body)
             blobs[blob_id] = item.body
             if blob_id not in summaries:
                 summaries[blob_id] = summarize(item.body)
+                structures[blob_id] = message_structure(item)
         by_shard: dict[int, list[tuple[Delivery, DeliveryTarget]]] = defaultdict(list)
         for item in deliveries:
             for target in item.targets:
@@ -152,7 +169,7 @@ class MailStore(WriteOps, MailboxOps):
             for shard, work in by_shard.items():
                 try:
                     with self.shards[shard].begin() as conn:
-                        changes.extend(self._insert_copies(conn, work, summaries, now))
+                        changes.extend(self._insert_copies(conn, work, summaries, structures, now))
                 except Exception as exc:  # the whole shard transaction rolled back
                     for item, _target in work:
                         item.error = item.error or exc
@@ -173,7 +190,7 @@ class MailStore(WriteOps, MailboxOps):
                 with self.shards[shard].begin() as conn:
                     self._plan_copies(conn, checks)
 
-    def _insert_copies(self, conn, work, summaries, now) -> list[Change]:
+    def _insert_copies(self, conn, work, summaries, structures, now) -> list[Change]:
         """Plan every copy (mailbox, duplicate, quota), then write them in bulk:
         one counter update per account and mailbox, executemany inserts."""
         plans = self._plan_copies(conn, work)
@@ -207,7 +224,8 @@ class MailStore(WriteOps, MailboxOps):
                 subject=summary.subject, from_addr=summary.from_, to_addr=summary.to,
                 cc_addr=summary.cc, message_id_header=summary.message_id,
                 in_reply_to=summary.in_reply_to, references=" ".join(summary.references),
-                preview=summary.preview, has_attachment=summary.has_attachment))
+                preview=summary.preview, has_attachment=summary.has_attachment,
+                envelope=structures[plan["blob_id"]][0], bodystructure=structures[plan["blob_id"]][1]))
         ids = conn.execute(_INSERT_MESSAGES, rows).scalars().all()
         memberships, log = [], []
         for plan, message_id, row in zip(plans, ids, rows):

@@ -321,5 +321,22 @@ class MailboxOps:
                     found[row.id] = {c: getattr(row, c) for c in columns}
         return found
 
+    def message_structures(self, account, message_ids: Iterable[int]) -> dict[int, tuple]:
+        """(ENVELOPE, BODYSTRUCTURE) bytes stored at delivery, by message id, for
+        FETCH without reading or parsing bodies. Messages stored before those
+        columns existed (NULL) and other accounts' messages are absent."""
+        msgs = schema.messages
+        found = {}
+        with self.engine(account).connect() as conn:
+            for chunk in _chunks(sorted(set(message_ids))):
+                for row in conn.execute(_SELECT_STRUCTURES, {"a_id": account.id, "ids": chunk}):
+                    if row.envelope is not None and row.bodystructure is not None:
+                        found[row.id] = (bytes(row.envelope), bytes(row.bodystructure))
+        return found
+
+
+_SELECT_STRUCTURES = (select(schema.messages.c.id, schema.messages.c.envelope, schema.messages.c.bodystructure)
+                      .where(schema.messages.c.account_id == bindparam("a_id"),
+                             schema.messages.c.id.in_(bindparam("ids", expanding=True))))
 
 __all__ = ["MailboxOps", "canonical_name", "checked_name"]

@@ -87,6 +87,10 @@ messages = Table(
     Column("references", Text),
     Column("preview", Text),
     Column("has_attachment", Boolean, nullable=False, default=False),
+    # IMAP ENVELOPE and BODYSTRUCTURE (RFC 3501 7.4.2) as sent, computed once at
+    # delivery; NULL for mail stored before shard migration 3 (FETCH parses it).
+    Column("envelope", LargeBinary),
+    Column("bodystructure", LargeBinary),
     Index("ix_messages_account_blob", "account_id", "blob_id"),
     Index("ix_messages_blob", "blob_id"),
 )
@@ -219,6 +223,16 @@ def _create(metadata: MetaData) -> callable:
     return step
 
 
+def _message_structure_columns(conn: Connection) -> None:
+    """messages.envelope and messages.bodystructure (a fresh database has them from step 1)."""
+    from sqlalchemy import inspect
+    present = {column["name"] for column in inspect(conn).get_columns("messages")}
+    kind = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+    for name in ("envelope", "bodystructure"):
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE messages ADD COLUMN {name} {kind}"))
+
+
 def _spam_tables(conn: Connection) -> None:
     from ..spam.tokendb import create_tables  # the classifier's token tables (mailserverd/spam)
     create_tables(conn)
@@ -234,7 +248,7 @@ def _outbound_claim_indexes(conn: Connection) -> None:
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
     "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables, _outbound_claim_indexes],
-    "shard": [_create(shard_meta), _create(subscriptions_meta)],
+    "shard": [_create(shard_meta), _create(subscriptions_meta), _message_structure_columns],
 }
 
 

@@ -306,6 +306,9 @@ class AsyncStore(service.Service):
     def message_summaries(self, account: Account, message_ids) -> defer.Deferred:
         return self._read(self.store.mail.message_summaries, account, list(message_ids))
 
+    def message_structures(self, account: Account, message_ids) -> defer.Deferred:
+        return self._read(self.store.mail.message_structures, account, list(message_ids))
+
     def highest_modseq(self, account: Account) -> defer.Deferred:
         return self._read(self.store.mail.highest_modseq, account)
 

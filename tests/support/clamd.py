@@ -10,16 +10,19 @@ start() waits until clamd answers PING; stop() ends it. Debian 12's clamd
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import weakref
 
 from tests.support.daemon import HOST, free_port
 
 START_TIMEOUT = 60.0
+_running: weakref.WeakSet = weakref.WeakSet()
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 TEST_SIGNATURES = {"Test.Eicar": EICAR}
 
@@ -71,6 +74,7 @@ class ClamdServer:
         self.write_files()
         self.process = subprocess.Popen([binary, "-c", self.conf_path], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        _running.add(self)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -107,3 +111,11 @@ class ClamdServer:
                 return "".join(handle.readlines()[-lines:])
         except OSError:
             return "(no clamd log)"
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A test run that ends abnormally must not leave the daemon running."""
+    for server in list(_running):
+        if server.process is not None and server.process.poll() is None:
+            server.process.kill()

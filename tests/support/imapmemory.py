@@ -120,6 +120,14 @@ class MemoryStore:
     def read_messages(self, account, message_ids):
         return defer.succeed({mid: self.bodies[mid] for mid in message_ids})
 
+    def message_structures(self, account, message_ids):
+        """As the store: ENVELOPE/BODYSTRUCTURE as delivery computes them; ids in
+        self.unstructured are left out, like mail stored before those columns."""
+        from mailserverd.store.mail import Delivery, message_structure
+        return defer.succeed({mid: message_structure(Delivery(self.bodies[mid], []))
+                              for mid in message_ids
+                              if mid in self.bodies and mid not in getattr(self, "unstructured", ())})
+
     def store_flags(self, account, mailbox_id, uids, flags, mode):
         _, box = self._by_id(mailbox_id)
         out = []

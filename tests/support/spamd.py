@@ -9,16 +9,19 @@ two); stop() ends it.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import weakref
 
 from tests.support.daemon import HOST, free_port
 
 START_TIMEOUT = 60.0
+_running: weakref.WeakSet = weakref.WeakSet()
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
@@ -58,6 +61,7 @@ class SpamdServer:
         self.process = subprocess.Popen(command, cwd=self.directory, stdin=subprocess.DEVNULL,
                                         stdout=self._log, stderr=subprocess.STDOUT,
                                         env=dict(os.environ, HOME=self.directory))
+        _running.add(self)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -95,3 +99,11 @@ class SpamdServer:
                 return "".join(handle.readlines()[-lines:])
         except OSError:
             return "(no spamd log)"
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A test run that ends abnormally must not leave the daemon running."""
+    for server in list(_running):
+        if server.process is not None and server.process.poll() is None:
+            server.process.kill()

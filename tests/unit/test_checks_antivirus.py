@@ -21,6 +21,8 @@ import zipfile
 import zlib
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailserverd.checks.antivirus import EICAR, EICAR_NAME, AntivirusCheck, Scanner, Signatures
 from mailserverd.checks.archives import Limits
@@ -275,3 +277,21 @@ def test_check_antivirus_loads_by_name_in_a_fresh_interpreter():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "AntivirusCheck"
     assert type(load_check("check.antivirus", max_depth="3")).__name__ == "AntivirusCheck"
+
+
+MAGICS = [b"PK\x03\x04", b"\x1f\x8b\x08\x00", b"BZh9", b"\xfd7zXZ\x00", b"PK\x05\x06"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(magic=st.sampled_from(MAGICS), body=st.binary(max_size=2000), cut=st.integers(0, 400),
+       flips=st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255)), max_size=8))
+def test_fuzzed_archives_never_raise(magic, body, cut, flips):
+    """Random and mutated archives (real ones with bytes flipped or cut) end in a finding or
+    None, never an exception."""
+    real = zip_of({"a.txt": body, "b.zip": zip_of({"c": body})}) if magic.startswith(b"PK") else (
+        tar_of({"t": body}, "w:gz") if magic.startswith(b"\x1f") else
+        bz2.compress(body) if magic == b"BZh9" else lzma.compress(body))
+    data = bytearray(real[:len(real) - cut] if cut < len(real) else magic + body)
+    for position, value in flips:
+        data[position % len(data)] = value
+    scanner().scan(message_with(bytes(data)))

@@ -212,6 +212,22 @@ def test_gigabyte_zip_bomb_is_stopped_quickly_in_bounded_memory():
     assert peak < 8_000_000, peak  # the message, its decoded part, a few 64 KiB pieces
 
 
+def test_overlapping_entries_bomb_is_stopped():
+    """A zip whose 5,000 central-directory entries all point at one 1 MiB member (a
+    non-recursive bomb in the manner of Fifield's overlapping zips) hits max_expanded."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = compressor.compress(bytes(1 << 20)) + compressor.flush()
+    one = raw_zip(b"z", data, 1 << 20)
+    local_size = 30 + 1 + len(data)
+    entry = one[local_size:-22]  # the one central directory record
+    entries = entry * 5000
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 5000, 5000, len(entries), local_size, 0)
+    started = time.process_time()
+    finding = scanner().scan(message_with(one[:local_size] + entries + end))
+    assert finding.kind == "limit" and "expand" in finding.name
+    assert time.process_time() - started < 5
+
+
 def forty_two(levels: int = 5) -> bytes:
     """42.zip-style: 16 copies of the level below at each level, 10 MiB of zeros at the bottom."""
     data = zip_of({"0.bin": bytes(10 << 20)})

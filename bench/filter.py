@@ -140,6 +140,8 @@ def main() -> int:
     parser.add_argument("--no-sql", action="store_true", help="skip the SQLite cost phase")
     parser.add_argument("--sql-messages", type=int, default=500)
     parser.add_argument("--show-errors", type=int, default=0, help="print N worst misfiled of each kind")
+    parser.add_argument("--auth-messages", type=int, default=500,
+                        help="check.auth cost phase (bench/authcost.py) on N messages; 0 skips it")
     args = parser.parse_args()
 
     paths = corpus_paths()
@@ -175,6 +177,9 @@ def main() -> int:
         print(f"SQLite token db: trained {len(messages)} messages in {trained:.1f} s; "
               f"score (tokenise + one SELECT + combine): p50 {percentile(costs, 0.5):.2f} ms, "
               f"p99 {percentile(costs, 0.99):.2f} ms CPU over {len(costs)} messages")
+    if args.auth_messages:
+        from bench import authcost
+        authcost.report(authcost.auth_cost([raw for raw, _is_spam in messages], args.auth_messages, args.seed))
     return 0
 
 

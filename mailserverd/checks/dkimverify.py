@@ -61,8 +61,10 @@ def verify_all(message: bytes, dnsfunc: Callable) -> list[DkimResult]:
     """One DkimResult per DKIM-Signature (top first, bounded). Blocking (DNS)."""
     try:
         verifier = dkim.DKIM(message, logger=_quiet, minkey=MIN_KEY_BITS)
-    except dkim.DKIMException as exc:
-        return [DkimResult("neutral", reason=f"unparsable message: {exc}")] if b"dkim-signature" in message.lower() else []
+    except Exception as exc:  # dkimpy's parser on hostile input
+        if b"dkim-signature" not in message.lower():
+            return []
+        return [DkimResult("neutral", reason=f"unparsable message: {exc.__class__.__name__}")]
     signatures = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
     results = []
     for index, raw in enumerate(signatures[:MAX_SIGNATURES]):

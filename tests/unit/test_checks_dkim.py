@@ -96,3 +96,25 @@ def test_authentication_results_has_one_dkim_entry_per_signature(resolver):
     b_value = found.dkim[0].b
     assert len(b_value) == 8 and b_value in raw.decode().replace("\r\n\t", "").replace(" ", "")
     assert found.dkim_pass_domains() == {"lists.test"}
+
+
+def test_hostile_signature_fields_never_raise(resolver):
+    """Garbage in DKIM-Signature and ARC fields gives results (neutral/fail/permerror), never an exception."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from mailserverd.checks.arc import verify_chain
+
+    tags = st.sampled_from(["v=1", "a=rsa-sha256", "a=ed25519-sha256", "a=x", "d=example.com", "s=sel",
+                            "h=from", "h=", "bh=", "bh=!!", "b=AAAA", "b=%%%", "c=bogus/x", "l=-1", "l=x",
+                            "x=1", "t=9999999999", "i=@other.test", "q=dns/txt", "cv=pass", "i=0", "i=99"])
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(tags, max_size=10), st.sampled_from([b"DKIM-Signature", b"ARC-Seal",
+                                                         b"ARC-Message-Signature"]))
+    def run(parts, name):
+        raw = name + b": " + "; ".join(parts).encode() + b"\r\n" + mailauth.message()
+        for result in verify_all(raw, resolver.dkim_txt):
+            assert result.result in ("pass", "fail", "neutral", "permerror", "temperror")
+        assert verify_chain(raw, resolver.dkim_txt).result in ("none", "pass", "fail", "temperror")
+
+    run()

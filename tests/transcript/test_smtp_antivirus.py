@@ -15,6 +15,7 @@ import zlib
 import pytest
 
 from mailserverd.checks.antivirus import EICAR
+from tests.support.daemon import MailServer
 
 HEADER = b"From: sender@remote.test\r\nTo: alice@example.test\r\nSubject: %s\r\nMIME-Version: 1.0\r\n"
 
@@ -36,12 +37,10 @@ def zipped(name: str, data: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, mailserver_seed_data):
     """One daemon (SMTP only) with the default configuration: [checks] chain includes check.antivirus."""
-    from tests.support.daemon import MailServer
     server = MailServer(tmp_path_factory.mktemp("av"), listeners=("smtp",))
-    server.write_config()
-    server.add_standard_accounts()
+    server.copy_data_from(mailserver_seed_data)
     server.start()
     yield server
     server.stop()

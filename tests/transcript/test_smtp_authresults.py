@@ -25,6 +25,8 @@ ZONE = {
     "friend.test": {"TXT": ["v=spf1 ip4:127.0.0.0/8 -all"]},
     "_dmarc.friend.test": {"TXT": ["v=DMARC1; p=none"]},
     "arc._domainkey.lists.test": {"TXT": [mailauth.key_record("arc")]},
+    "flaky.test": "SERVFAIL",
+    "_dmarc.flaky.test": "SERVFAIL",
 }
 
 
@@ -130,3 +132,11 @@ def test_forwarded_message_with_arc_chain(server, tmp_path):
     message = find(stored(server, tmp_path), r"[list] Weekly")
     field = header_fields(message, b"Authentication-Results")[0].decode()
     assert "arc=pass (i=1)" in field and "dkim=permerror header.d=friend.test" in field
+
+
+def test_dns_failure_never_refuses_mail(server, tmp_path):
+    """SERVFAIL for the sender's SPF and DMARC records: delivered, spf=temperror dmarc=temperror (RFC 7208 2.6.6)."""
+    raw = mailauth.message("x@flaky.test", subject="Flaky DNS")
+    assert send(server, raw, "x@flaky.test") == {}
+    field = header_fields(find(stored(server, tmp_path), "Flaky DNS"), b"Authentication-Results")[0].decode()
+    assert "spf=temperror smtp.mailfrom=x@flaky.test" in field and "dmarc=temperror" in field

@@ -25,9 +25,12 @@ _ADDRESS = re.compile(rf"(?:{_DOT_ATOM})?@[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
+MAX_PVALUE = 120  # characters of one property value: ten hostile signatures still fit one field
+
+
 def pvalue(text: str) -> str:
     """A property value: as is when a token or an address, else a quoted-string (RFC 5322 3.2.4)."""
-    text = _UNSAFE.sub("", text)
+    text = _UNSAFE.sub("", text)[:MAX_PVALUE]
     if text and (_TOKEN.fullmatch(text) or _ADDRESS.fullmatch(text)):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -81,3 +81,12 @@ def test_authserv_id_parsing():
     assert authresults.authserv_id_of(b" (c) mx.example.test 1; none") == "mx.example.test"
     assert authresults.authserv_id_of(b"mx.example.test") == "mx.example.test"
     assert authresults.authserv_id_of(b"") == ""
+
+
+def test_hostile_signature_values_still_fit_one_verdict_header():
+    """Ten signatures with 1,000-character d=/s=/i= values: the field stays under the Verdict limit."""
+    long = "x" * 1000 + ".test"
+    dkim = [DkimResult("fail", long, long, "AAAAAAAA", "@" + long) for _ in range(10)]
+    value = header_value("mx.example.test", results(dkim=dkim))
+    assert len(value) < base.MAX_HEADER_VALUE
+    base.Verdict.accept([("Authentication-Results", value)])

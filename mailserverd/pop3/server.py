@@ -35,6 +35,11 @@ log = Logger(namespace="mailserverd.pop3")
 
 MODES = ("pop3", "pop3s")
 WRITE_CHUNK = 64 * 1024
+# RETR/TOP read ahead: the bodies of the next live messages come in one store
+# round trip (one SQL query, one RocksDB multi-get), bounded in count and bytes,
+# so a client reading its maildrop in order costs one thread hop per batch.
+READ_AHEAD_COUNT = 64
+READ_AHEAD_BYTES = 2 * 1024 * 1024
 INBOX = "INBOX"  # the maildrop (RFC 1939 1: the server's mailbox for the user)
 
 
@@ -78,6 +83,7 @@ class POP3ServerProtocol(protocol.Protocol, TimeoutMixin):
         self.remote_ip = "unknown"
         self.account = None  # the logged-in Account
         self.inbox = None  # the INBOX Mailbox snapshot taken at login
+        self._bodies: dict[int, bytes] = {}  # read ahead, by message id; taken on use
         self._locked_account_id: int | None = None
         self._update_in_flight = False
         self._counted = False
@@ -263,10 +269,29 @@ class POP3ServerProtocol(protocol.Protocol, TimeoutMixin):
         self.account, self.inbox = account, inbox
         machine.login_succeeded(Maildrop.from_store(inbox, refs), account.address)
 
+    def _read_ahead_ids(self, number: int) -> list[int]:
+        """Message ids of live entries from `number` on, within the read-ahead bounds."""
+        maildrop = self.machine.maildrop
+        ids, octets = [], 0
+        for entry in maildrop.entries[number - 1:]:
+            if entry.number in maildrop.deleted and entry.number != number:
+                continue
+            if ids and (len(ids) >= READ_AHEAD_COUNT or octets + entry.size > READ_AHEAD_BYTES):
+                break
+            ids.append(entry.message_id)
+            octets += entry.size
+        return ids
+
     @defer.inlineCallbacks
     def _retrieve(self, event: Retrieve):
+        body = self._bodies.pop(event.message_id, None)
         try:
-            body = yield self.factory.store.read_message(self.account, event.message_id)
+            if body is None:
+                self._bodies = yield self.factory.store.read_messages(
+                    self.account, self._read_ahead_ids(event.number))
+                body = self._bodies.pop(event.message_id, None)
+            if body is None:
+                raise StoreError("no such message")
         except StoreError:
             # Expunged by another protocol (IMAP, JMAP) since our snapshot.
             if not self._lost:

@@ -68,6 +68,13 @@ class BlobStore:
             raise KeyError(blob_id)
         return value
 
+    def get_many(self, blob_ids: list[str]) -> dict[str, bytes]:
+        """The blobs that exist among blob_ids, in one RocksDB multi-get."""
+        keys = [blob_id.encode("ascii") for blob_id in blob_ids]
+        if not keys:
+            return {}
+        return {blob_id: value for blob_id, value in zip(blob_ids, self._db.get(keys)) if value is not None}
+
     def delete_many(self, blob_ids: Iterable[str]) -> None:
         batch = WriteBatch(raw_mode=True)
         count = 0

@@ -267,14 +267,13 @@ class MailboxOps:
         rows = []
         with self.engine(account).connect() as conn:
             for chunk in _chunks(ids):
-                rows.extend(conn.execute(select(msgs.c.id, msgs.c.prepend, msgs.c.blob_id).where(
-                    msgs.c.account_id == account.id, msgs.c.id.in_(chunk))).all())
+                rows.extend(conn.execute(_SELECT_BODIES, {"a_id": account.id, "ids": chunk}).all())
         found = {}
+        blobs = self.blobs.get_many(sorted({row.blob_id for row in rows}))
         for row in rows:
-            try:
-                found[row.id] = bytes(row.prepend) + self.blobs.get(row.blob_id)
-            except KeyError:
-                continue  # expunged by another session since the rows were read
+            blob = blobs.get(row.blob_id)
+            if blob is not None:  # else expunged by another session since the rows were read
+                found[row.id] = bytes(row.prepend) + blob
         for message_id in ids:
             if message_id not in found:
                 data = self.expunged.get(account, message_id)
@@ -335,6 +334,9 @@ class MailboxOps:
         return found
 
 
+_SELECT_BODIES = (select(schema.messages.c.id, schema.messages.c.prepend, schema.messages.c.blob_id)
+                  .where(schema.messages.c.account_id == bindparam("a_id"),
+                         schema.messages.c.id.in_(bindparam("ids", expanding=True))))
 _SELECT_STRUCTURES = (select(schema.messages.c.id, schema.messages.c.envelope, schema.messages.c.bodystructure)
                       .where(schema.messages.c.account_id == bindparam("a_id"),
                              schema.messages.c.id.in_(bindparam("ids", expanding=True))))

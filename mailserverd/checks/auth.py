@@ -51,6 +51,7 @@ log = Logger(namespace="mailserverd.checks.auth")
 
 NAME = "check.auth"
 MAX_FROM_DOMAINS = 5
+MAX_FROM_TEXT = 4096  # characters of one From: field parsed for addresses
 DEFAULT_BUDGET = 10.0  # seconds of DNS per message, all checks together; then temperror
 _DMARC_ORDER = {"reject": 3, "quarantine": 2, "none": 1}
 
@@ -79,6 +80,8 @@ def from_domains(message: bytes) -> list[str]:
         if name != "from":
             continue
         text = " ".join(value.decode("utf-8", "replace").split())
+        if len(text) > MAX_FROM_TEXT:  # only the first few domains count (MAX_FROM_DOMAINS)
+            text = text[:MAX_FROM_TEXT].rsplit(",", 1)[0]
         for _display, address in email.utils.getaddresses([text]):
             domain = address.rpartition("@")[2].strip().lower().rstrip(".>")
             if domain and domain not in found:

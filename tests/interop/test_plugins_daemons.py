@@ -152,18 +152,24 @@ def test_spamd_score_over_reject_score_is_refused(spamd):
     assert (verdict.code, verdict.enhanced) == (550, "5.7.1")
 
 
-def test_spamd_stopped_fails_safe(tmp_path):
-    """spamd down (started, then stopped): 451 4.7.1 by default, accepted with on_failure=accept."""
+def test_spamd_over_a_unix_socket_then_stopped_fails_safe(tmp_path):
+    """socket = PATH reaches spamd --socketpath (GTUBE goes to Junk); once spamd is stopped the
+    same check answers 451 4.7.1, or accepts with on_failure=accept."""
     try:
         spamd_binary()
     except SpamdUnavailable as reason:
         pytest.skip(str(reason))
-    server = SpamdServer(tmp_path)
+    server = SpamdServer(tmp_path, unix=True)
     server.start()
-    server.stop()
-    plugin = check("check.spamd", host="127.0.0.1", port=str(server.port))
-    assert scan(plugin, HEADER % b"x" + b"\r\nhello\r\n").code == 451
-    lenient = check("check.spamd", host="127.0.0.1", port=str(server.port), on_failure="accept")
+    plugin = check("check.spamd", socket=server.socket_path)
+    lenient = check("check.spamd", socket=server.socket_path, on_failure="accept")
+    try:
+        verdict = scan(plugin, HEADER % b"t" + b"\r\n" + GTUBE + b"\r\n")
+    finally:
+        server.stop()
+    assert verdict.quarantined and ("X-Spam-Flag", "YES") in verdict.headers
+    down = scan(plugin, HEADER % b"x" + b"\r\nhello\r\n")
+    assert (down.code, down.enhanced) == (451, "4.7.1")
     assert scan(lenient, HEADER % b"x" + b"\r\nhello\r\n") is None
 
 

@@ -44,16 +44,21 @@ def spamd_binary() -> str:
 
 
 class SpamdServer:
-    def __init__(self, directory):
+    def __init__(self, directory, unix: bool = False):
+        """unix=True: listen on `socket_path` (spamd --socketpath) instead of a loopback port."""
         self.directory = str(directory)
-        self.port = free_port()
+        self.socket_path = os.path.join(self.directory, "spamd.sock") if unix else None
+        self.port = None if unix else free_port()
         self.log_path = os.path.join(self.directory, "spamd.log")
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         binary = spamd_binary()
-        command = [binary, "-L", "-x", "-i", HOST, "-A", HOST, "-p", str(self.port),
-                   "--max-children", "2", "-s", "stderr",
+        if self.socket_path is not None:
+            where = [f"--socketpath={self.socket_path}", "--socketmode=0666"]
+        else:
+            where = ["-i", HOST, "-A", HOST, "-p", str(self.port)]
+        command = [binary, "-L", "-x", *where, "--max-children", "2", "-s", "stderr",
                    "-r", os.path.join(self.directory, "spamd.pid")]
         if os.geteuid() == 0:
             command += ["-u", "nobody"]  # spamd refuses to run child processes as root
@@ -74,7 +79,13 @@ class SpamdServer:
 
     def ping(self) -> bool:
         try:
-            with socket.create_connection((HOST, self.port), timeout=2) as client:
+            if self.socket_path is not None:
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                client.settimeout(2)
+                client.connect(self.socket_path)
+            else:
+                client = socket.create_connection((HOST, self.port), timeout=2)
+            with client:
                 client.sendall(b"PING SPAMC/1.5\r\n\r\n")
                 return b"PONG" in client.recv(64)
         except OSError:

@@ -118,8 +118,8 @@ def sql_cost(messages, limit: int, seed: int):
         db = TokenDB(engine, cache_size=0)
         db.create_tables()
         started = time.monotonic()
-        for raw, is_spam in messages:
-            db.train(raw, spam=is_spam)
+        for start in range(0, len(messages), 200):  # as mailserverctl spam train batches
+            db.train_many(messages[start:start + 200])
         trained = time.monotonic() - started
         sample = random.Random(seed).sample(messages, min(limit, len(messages)))
         costs = []
@@ -159,6 +159,7 @@ def main() -> int:
           f"{statistics.mean(len(t) for t in tokens):.0f} tokens/message")
 
     options = classifier.Options()
+    print(f"classifier: {options}")
     scores = cross_validate(tokens, labels, args.folds, args.seed, options)
     print(f"{args.folds}-fold cross-validation, ham cutoff {args.ham_cutoff}, spam cutoff {args.spam_cutoff}:")
     report("all", scores, labels, args.ham_cutoff, args.spam_cutoff)

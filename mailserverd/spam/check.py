@@ -88,7 +88,7 @@ class Result:
 class SpamCheck(Check):
     name = NAME
 
-    def __init__(self, context=None, ham_cutoff="0.20", spam_cutoff="0.90", reject_score="",
+    def __init__(self, context=None, ham_cutoff="0.20", spam_cutoff="0.90", reject_score="0.9999",
                  min_trained="10", per_user="yes", user_weight="1", disabled_users="", learn="yes",
                  dnsbl_zones="", dnsbl_action="reject", dnsbl_score="0.5", dns_timeout="3",
                  threads="2", cache_size="200000", db: Optional[TokenDB] = None, resolver=None, run=None):

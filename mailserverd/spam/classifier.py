@@ -26,6 +26,10 @@ class Options:
     unknown_word_strength: float = 0.45  # s: how much weight x keeps against the data
     minimum_prob_strength: float = 0.1  # tokens with |p - 0.5| below this are ignored
     max_discriminators: int = 150  # the strongest clues used per message
+    # SpamBayes' experimental_ham_spam_imbalance_adjustment: evidence from the class
+    # trained on more messages counts for less, so a 5:1 ham:spam database does not
+    # make every ham token look surer than the spam ones.
+    imbalance_adjustment: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +47,10 @@ def token_probability(counts: Counts, nspam: float, nham: float, options: Option
     if spam_ratio + ham_ratio == 0:
         return options.unknown_word_prob
     prob = spam_ratio / (spam_ratio + ham_ratio)
-    n = counts.spam + counts.ham
+    if options.imbalance_adjustment and nspam > 0 and nham > 0:
+        n = counts.ham * min(nspam / nham, 1.0) + counts.spam * min(nham / nspam, 1.0)
+    else:
+        n = counts.spam + counts.ham
     s, x = options.unknown_word_strength, options.unknown_word_prob
     return (s * x + n * prob) / (s + n)
 

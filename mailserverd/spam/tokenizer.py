@@ -28,6 +28,7 @@ MAX_PART_BYTES = 64 * 1024  # decoded text read from one part
 MAX_PARTS = 50
 MAX_HEADER_FIELDS = 200
 MAX_TOKENS = 5000
+MAX_CJK_BIGRAMS = 300  # per run of CJK characters
 
 # Fields we (or a later hop of ours) add: never evidence about the sender.
 OWN_FIELDS = frozenset(("x-spam-score", "x-spam-status", "x-spam-flag", "x-spam-level",
@@ -61,6 +62,7 @@ _MSGID_DOMAIN = re.compile(r"@([^>\s]{1,255})>?\s*$")
 _NON_WORD_EDGES = "\"'()[]{}<>*.,;:!?-_=+|/\\`~"
 _FIELD_WORDS = re.compile(r"[^\s]+")
 _HOSTNAME = re.compile(r"[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+")
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]{2,}")
 _HIDDEN_NOISE_TAGS = frozenset(("p", "br", "div", "span", "html", "body", "head", "title", "meta",
                                 "td", "tr", "table", "b", "i", "a", "li", "ul", "hr", "pre"))
 
@@ -287,6 +289,11 @@ def _text_tokens(text: str, tokens: set[str]) -> None:
             tokens.add("email addr:" + suffix)
     text = _EMAIL.sub(" ", text)
     _words(text, tokens, "")
+    # Chinese, Japanese and Korean are written without spaces between words:
+    # character bigrams stand in for words (as CJK search engines index them).
+    for run in _CJK_RUN.findall(text[:MAX_PART_BYTES]):
+        for index in range(min(len(run) - 1, MAX_CJK_BIGRAMS)):
+            tokens.add("cjk:" + run[index:index + 2])
 
 
 def _url_tokens(url: str, tokens: set[str]) -> None:

@@ -69,6 +69,7 @@ def envelope(*accounts):
 
 
 def make(db, **options):
+    options.setdefault("reject_score", "")  # tests of refusal set it themselves
     return SpamCheck(db=db, run=synchronous, **options)
 
 
@@ -107,6 +108,18 @@ def test_reject_score_refuses_at_data_with_550(trained):
     assert refused and refused[0].code == 550 and refused[0].enhanced == "5.7.1"
     never = make(trained)
     assert not any(result_of(never.body(session(), envelope(ALICE), raw)).rejected for raw in SPAM[80:])
+
+
+def test_default_reject_score_refuses_only_near_certain_spam_and_never_untrained(db):
+    """The default reject_score (0.9999) refuses confident spam of a trained filter; an
+    untrained filter refuses nothing, even a message it has seen as spam once."""
+    default = SpamCheck(db=db, run=synchronous)
+    assert default.reject_score == 0.9999
+    db.train(SPAM[0], True)
+    assert not result_of(default.body(session(), envelope(ALICE), SPAM[0])).rejected
+    db.train_many([(raw, False) for raw in HAM[:150]] + [(raw, True) for raw in SPAM[:80]])
+    verdicts = [result_of(default.body(session(), envelope(ALICE), raw)) for raw in SPAM[:80]]
+    assert sum(v.rejected for v in verdicts) > 40
 
 
 def test_submission_and_disabled_users_are_not_scored(trained):

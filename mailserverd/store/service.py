@@ -341,3 +341,7 @@ class AsyncStore(service.Service):
     def run_write(self, fn: Callable, *args, **kwargs) -> defer.Deferred:
         """Run an arbitrary store write (admin commands) on the writer thread."""
         return self._write(fn, *args, **kwargs)
+
+    def run_read(self, fn: Callable, *args) -> defer.Deferred:
+        """Run fn(mail store, *args), a read-only query (store/jmapreads.py), on the read pool."""
+        return self._read(fn, self.store.mail, *args)

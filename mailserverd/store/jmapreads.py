@@ -1,0 +1,147 @@
+"""Read-only queries JMAP needs (mailserverd/jmap), on the account's shard.
+
+Each function takes the synchronous MailStore and an Account and only reads;
+AsyncStore.run_read runs them on the read pool. Every query is scoped to
+the account, so another account's ids are simply absent.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import func, select
+
+from . import schema
+from .rows import FLAG_COLUMNS
+
+_IN_LIMIT = 500
+SUMMARY_COLUMNS = ("id", "blob_id", "size", "received_at", "sent_at", "subject", "from_addr", "to_addr",
+                   "cc_addr", "message_id_header", "in_reply_to", "references", "preview",
+                   "has_attachment")
+
+
+def _chunks(items: list, size: int = _IN_LIMIT):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _flags(row) -> frozenset:
+    flags = {flag for flag, column in FLAG_COLUMNS.items() if getattr(row, column)}
+    flags.update(k for k in row.keywords.split(" ") if k)
+    return frozenset(flags)
+
+
+def states(mail, account) -> dict:
+    """{"all": the account's modseq, "Email": the modseq of its last Email change,
+    "Mailbox": of its last Mailbox change}; 0 where nothing was logged."""
+    ch = schema.changes
+    with mail.engine(account).connect() as conn:
+        modseq = conn.execute(select(schema.account_state.c.modseq).where(
+            schema.account_state.c.account_id == account.id)).scalar() or 0
+        found = dict(conn.execute(select(ch.c.kind, func.max(ch.c.modseq)).where(
+            ch.c.account_id == account.id).group_by(ch.c.kind)).all())
+    return {"all": modseq, "Email": found.get("Email", 0), "Mailbox": found.get("Mailbox", 0)}
+
+
+def emails(mail, account, message_ids=None) -> dict[int, dict]:
+    """Summary columns and memberships of the account's messages (all when
+    message_ids is None), by id: each dict has SUMMARY_COLUMNS and
+    "mailboxes" {mailbox id: (uid, flags frozenset)}."""
+    msgs, mm = schema.messages, schema.mailbox_messages
+    columns = [msgs.c[name] for name in SUMMARY_COLUMNS]
+    found: dict[int, dict] = {}
+    with mail.engine(account).connect() as conn:
+        if message_ids is None:
+            rows = conn.execute(select(*columns).where(msgs.c.account_id == account.id)).all()
+            members = conn.execute(select(mm).where(mm.c.account_id == account.id)).all()
+        else:
+            rows, members = [], []
+            for chunk in _chunks(sorted(set(message_ids))):
+                rows.extend(conn.execute(select(*columns).where(
+                    msgs.c.account_id == account.id, msgs.c.id.in_(chunk))).all())
+                members.extend(conn.execute(select(mm).where(
+                    mm.c.account_id == account.id, mm.c.message_id.in_(chunk))).all())
+    for row in rows:
+        item = {name: getattr(row, name) for name in SUMMARY_COLUMNS}
+        item["mailboxes"] = {}
+        found[row.id] = item
+    for row in members:
+        if row.message_id in found:
+            found[row.message_id]["mailboxes"][row.mailbox_id] = (row.uid, _flags(row))
+    return found
+
+
+def message_blob(mail, account, message_id: int):
+    """(prepend, blob id) of one of the account's messages, or None."""
+    msgs = schema.messages
+    with mail.engine(account).connect() as conn:
+        row = conn.execute(select(msgs.c.prepend, msgs.c.blob_id).where(
+            msgs.c.id == message_id, msgs.c.account_id == account.id)).first()
+    return None if row is None else (bytes(row.prepend), row.blob_id)
+
+
+def email_changes(mail, account, since: int, max_changes: int | None):
+    """Email changes after modseq `since` (RFC 8620 5.2), oldest first:
+    (up_to modseq, has_more, created ids, updated ids, destroyed ids).
+
+    An Email is "created" if its first log row is after since, "destroyed" if
+    it no longer exists; one created and destroyed in the window is left out.
+    With max_changes, the window ends at the modseq where the count of distinct
+    ids would pass it."""
+    ch, msgs = schema.changes, schema.messages
+    with mail.engine(account).connect() as conn:
+        rows = conn.execute(select(ch.c.modseq, ch.c.object_id).where(
+            ch.c.account_id == account.id, ch.c.kind == "Email", ch.c.modseq > since)
+            .order_by(ch.c.modseq)).all()
+        up_to, has_more, seen = (rows[-1].modseq if rows else since), False, {}
+        for row in rows:
+            if row.object_id not in seen and max_changes is not None and len(seen) >= max_changes:
+                has_more = True
+                break
+            seen[row.object_id] = row.modseq
+            up_to = row.modseq
+        if has_more:  # a window never ends inside one modseq's rows
+            seen = {k: v for k, v in seen.items() if v <= up_to}
+        ids = list(seen)
+        first, alive = {}, set()
+        for chunk in _chunks(ids):
+            first.update(conn.execute(select(ch.c.object_id, func.min(ch.c.modseq)).where(
+                ch.c.account_id == account.id, ch.c.kind == "Email", ch.c.object_id.in_(chunk))
+                .group_by(ch.c.object_id)).all())
+            alive.update(conn.execute(select(msgs.c.id).where(
+                msgs.c.account_id == account.id, msgs.c.id.in_(chunk))).scalars())
+    created, updated, destroyed = [], [], []
+    for object_id in ids:
+        new = first.get(object_id, 0) > since
+        if object_id in alive:
+            (created if new else updated).append(object_id)
+        elif not new:
+            destroyed.append(object_id)
+    return up_to, has_more, created, updated, destroyed
+
+
+def mailbox_changes(mail, account, since: int):
+    """Mailbox changes after modseq `since`: (up_to, created, updated,
+    counts_only, destroyed), ids; counts_only are mailboxes whose only change
+    is their messages (RFC 8621 2.2 updatedProperties)."""
+    ch, boxes = schema.changes, schema.mailboxes
+    with mail.engine(account).connect() as conn:
+        up_to = conn.execute(select(schema.account_state.c.modseq).where(
+            schema.account_state.c.account_id == account.id)).scalar() or 0
+        rows = conn.execute(select(ch.c.kind, ch.c.object_id, ch.c.mailbox_id, ch.c.op).where(
+            ch.c.account_id == account.id, ch.c.modseq > since, ch.c.modseq <= up_to)
+            .order_by(ch.c.modseq)).all()
+        alive = set(conn.execute(select(boxes.c.id).where(boxes.c.account_id == account.id)).scalars())
+    born, touched, counted = set(), {}, {}
+    for row in rows:
+        if row.kind == "Mailbox":
+            touched[row.object_id] = True
+            if row.op == "created":
+                born.add(row.object_id)
+        elif row.mailbox_id is not None:
+            counted[row.mailbox_id] = True
+    created = [i for i in touched if i in born and i in alive]
+    updated = [i for i in touched if i not in born and i in alive]
+    destroyed = [i for i in touched if i not in born and i not in alive]
+    counts_only = [i for i in counted if i in alive and i not in touched]
+    return up_to, created, updated, counts_only, destroyed

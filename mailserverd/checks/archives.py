@@ -181,6 +181,7 @@ class Member:
     chunks: Iterator[bytes]
     compressed: int
     encrypted: bool = False  # a zip member that needs a password: no bytes to scan
+    charged: bool = True  # False for tar members: slices of bytes already charged, not expansion
 
 
 def members(kind: str, data: bytes, path: str, budget: Budget) -> Iterator[Member]:
@@ -223,7 +224,8 @@ def members(kind: str, data: bytes, path: str, budget: Budget) -> Iterator[Membe
                 continue
             reader = archive.extractfile(info)
             # a sparse member can be far larger than the archive: charged like inflation
-            yield Member(f"{path}/{info.name}", iter(lambda r=reader: r.read(CHUNK), b""), len(data))
+            yield Member(f"{path}/{info.name}", iter(lambda r=reader: r.read(CHUNK), b""), len(data),
+                         charged=info.issparse())
     else:
         budget.count_member()
         stream = {"gzip": lambda: _inflate_zlib(data, 31, multi=True),
@@ -240,7 +242,8 @@ def read_member(member: Member, budget: Budget) -> Iterator[bytes]:
     try:
         for piece in member.chunks:
             expanded += len(piece)
-            budget.charge(len(piece))
+            if member.charged:
+                budget.charge(len(piece))
             if expanded > ratio_cap:
                 raise ArchiveLimitExceeded(
                     f"{member.path} expands more than {budget.limits.max_ratio} times")

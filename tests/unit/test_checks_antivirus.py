@@ -245,6 +245,16 @@ def test_nested_42_zip_style_bomb_is_stopped():
     assert finding.kind == "limit" and time.process_time() - started < 5
 
 
+def test_tar_gz_is_charged_once_for_its_expansion():
+    """A .tar.gz counts its gzip expansion against max_expanded once, not again for the tar
+    members it holds: 6 MiB of text inside fits a 10M budget."""
+    text = b"".join(b"log line %d\n" % number for number in range(500000))
+    assert 5 << 20 < len(text) < 10 << 20
+    raw = message_with(tar_of({"log.txt": text}, "w:gz"))
+    assert scanner(max_expanded=10 << 20).scan(raw) is None
+    assert scanner(max_expanded=3 << 20).scan(raw).kind == "limit"
+
+
 def test_member_count_and_depth_limits():
     """More members than max_members, or archives nested deeper than max_depth, are limits;
     a deeper max_depth then finds what the archive hides."""

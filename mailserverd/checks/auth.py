@@ -29,11 +29,14 @@ envelope.data["auth"], an AuthResults:
 
 Options ([check.auth]): dns_timeout (seconds per query, default 5), budget
 (seconds of DNS per message for all checks together, default 10; past it the
-remaining lookups give temperror), threads (the pool size, default 4).
+remaining lookups give temperror), threads (the pool size, default 4),
+arc_trusted (sealer domains, comma-separated, whose valid ARC chain turns a
+DMARC reject/quarantine into delivery: RFC 7489 7.2 trusted_forwarder).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Optional
@@ -131,6 +134,8 @@ def header_value(authserv_id: str, results: AuthResults) -> str:
         entries.append("dkim=none")
     dmarc = results.dmarc
     comment = f"p={dmarc.policy} dis={dmarc.disposition}" if dmarc.result in ("pass", "fail") else ""
+    if dmarc.reason.startswith("trusted_forwarder"):  # RFC 7489 7.2 override reason
+        comment += f" override={dmarc.reason}"
     entries.append(authresults.resinfo("dmarc", dmarc.result, [("header.from", dmarc.from_domain)], comment=comment))
     arc = results.arc
     entries.append(authresults.resinfo("arc", arc.result,
@@ -145,7 +150,7 @@ class AuthCheck(Check):
     name = NAME
 
     def __init__(self, context=None, dns_timeout: str | float = "5", budget: str | float = "10",
-                 threads: str | int = "4",
+                 threads: str | int = "4", arc_trusted: str = "",
                  resolver: Optional[CachingResolver] = None, rng: Optional[random.Random] = None,
                  run=None):
         settings = getattr(context, "settings", None)
@@ -160,6 +165,10 @@ class AuthCheck(Check):
         self.threads = int(threads)
         if not 1 <= self.threads <= 64:
             raise ValueError("[check.auth] threads must be between 1 and 64")
+        # RFC 8617 7.2 / RFC 7489 7.2 (local policy): forwarders whose valid ARC seal lifts a
+        # DMARC failure (mailing lists that rewrite the subject or footer)
+        self.arc_trusted = frozenset(part.strip().lower().rstrip(".") for part in arc_trusted.split(",")
+                                     if part.strip())
         self.reactor = getattr(context, "reactor", None)
         self.resolver = resolver or CachingResolver(nameservers, timeout, clock=getattr(context, "clock", None))
         self.rng = rng or random.Random()
@@ -188,9 +197,15 @@ class AuthCheck(Check):
         return d
 
     def _verdict(self, results: AuthResults, session: Session, envelope: Envelope) -> Verdict:
+        dmarc = results.dmarc
+        if (dmarc.result == "fail" and dmarc.disposition != "none" and results.arc.result == "pass"
+                and results.arc.domain in self.arc_trusted):
+            log.info("{id}: DMARC fail for {domain} overridden: valid ARC chain sealed by trusted {sealer}",
+                     id=envelope.id, domain=dmarc.from_domain, sealer=results.arc.domain)
+            results.dmarc = dmarc = dataclasses.replace(
+                dmarc, disposition="none", reason=f"trusted_forwarder {results.arc.domain}")
         envelope.data["auth"] = results
         header = ("Authentication-Results", header_value(self.authserv_id, results))
-        dmarc = results.dmarc
         if dmarc.result == "fail":
             log.info("{id}: DMARC fail for {domain} (p={policy}, disposition {disposition}) from {ip}; "
                      "SPF {spf} for {sender}; DKIM {dkim}",

@@ -85,3 +85,38 @@ def test_forwarded_message_authentication_results(resolver):
     assert "dkim=fail header.d=example.com" in value
     assert "arc=pass (i=1)" in value
     assert found.arc.result == "pass" and found.dmarc.result == "fail"
+
+
+def _check(dns_server, trusted=""):
+    from types import SimpleNamespace
+
+    from twisted.internet import defer
+
+    from mailserverd.checks import base
+    settings = SimpleNamespace(server=SimpleNamespace(hostname="mx.example.test"),
+                               dns=SimpleNamespace(nameservers=(dns_server.address,)))
+    return auth.AuthCheck(base.CheckContext(settings=settings), arc_trusted=trusted,
+                          run=lambda fn, *args: defer.maybeDeferred(fn, *args))
+
+
+def _body(check, raw):
+    from mailserverd.checks import base
+    session = base.Session("s", "smtp", "192.0.2.9", 1, "mx.example.test", helo="mx.lists.test")
+    envelope = base.Envelope("E", "bounce@lists.test", None)
+    outcome = []
+    check.body(session, envelope, raw).addBoth(outcome.append)
+    return outcome[0]
+
+
+def test_trusted_arc_sealer_lifts_a_dmarc_reject(dns_server):
+    """A list that broke example.com's DKIM (p=reject) but sealed a valid ARC chain: refused unless the
+    sealer is in arc_trusted, then delivered with the override in the A-R comment (RFC 7489 7.2)."""
+    raw = original().replace(b"Subject: Report", b"Subject: [list] Report")
+    raw = mailauth.arc_seal(raw, "lists.test", "mx.lists.test")
+    assert _body(_check(dns_server), raw).rejected
+    verdict = _body(_check(dns_server, "other.test, Lists.Test"), raw)
+    assert verdict.action == "accept"
+    value = dict(verdict.headers)["Authentication-Results"]
+    assert "dmarc=fail (p=reject dis=none override=trusted_forwarder lists.test)" in value
+    broken = raw.replace(b"Hi there.", b"Hi there!")  # the chain no longer validates: no override
+    assert _body(_check(dns_server, "lists.test"), broken).rejected

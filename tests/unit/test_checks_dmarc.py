@@ -184,3 +184,21 @@ def test_check_auth_is_registered_by_name():
     assert isinstance(load_check("check.auth", dns_timeout="3"), AuthCheck)
     with pytest.raises(ValueError):
         load_check("check.auth", dns_timeout="0")
+
+
+def test_config_file_options_reach_check_auth(tmp_path):
+    """[check.auth] keys in the configuration file configure the check; [dns] nameservers is its resolver;
+    a bad value stops start-up with one line."""
+    from mailserverd import config
+    from mailserverd.service import build_checks
+
+    path = tmp_path / "m.conf"
+    path.write_text("[server]\ndata_dir = data\nhostname = mx.example.test\n[dns]\nnameservers = 127.0.0.1:5353\n"
+                    "[checks]\nchain = check.hops, check.auth\n"
+                    "[check.auth]\nbudget = 3\narc_trusted = lists.test\n")
+    check = build_checks(config.load_settings(str(path)), None, None).checks[1]
+    assert (check.budget, check.arc_trusted, check.authserv_id) == (3.0, {"lists.test"}, "mx.example.test")
+    assert [(ns.address, ns.port) for ns in check.resolver.resolver.nameservers] == [("127.0.0.1", 5353)]
+    path.write_text(path.read_text().replace("budget = 3", "budget = never"))
+    with pytest.raises(config.ConfigError):
+        build_checks(config.load_settings(str(path)), None, None)

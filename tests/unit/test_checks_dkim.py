@@ -118,3 +118,17 @@ def test_hostile_signature_fields_never_raise(resolver):
         assert verify_chain(raw, resolver.dkim_txt).result in ("none", "pass", "fail", "temperror")
 
     run()
+
+
+def test_our_own_outbound_signatures_verify(tmp_path):
+    """Mail signed by outbound/dkim.py (Ed25519 and RSA-2048 keys from `dkim keygen`) verifies here:
+    two dkim=pass results, the Ed25519 one needing PyNaCl (RFC 8463)."""
+    from mailserverd.outbound.dkim import DkimSigner, keygen
+
+    keys = keygen(str(tmp_path), "example.org")
+    zone = {f"{key.record_name}.example.org": {"TXT": [key.public_txt]} for key in keys}
+    signed = DkimSigner(str(tmp_path)).sign(mailauth.message("alice@example.org"), "example.org")
+    with DnsServer(zone) as server:
+        found = verify_all(signed, mailauth.resolver(server).dkim_txt)
+    assert sorted((item.result, item.algorithm) for item in found) == [
+        ("pass", "ed25519-sha256"), ("pass", "rsa-sha256")]

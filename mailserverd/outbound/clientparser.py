@@ -11,6 +11,14 @@ What it learns is kept per recipient in `outcomes` (delivered, failed, or
 deferred by this server) and, for failures of the whole connection
 (greeting, EHLO, TLS, AUTH, MAIL 4xx, lost connection), in `host_error`:
 recipients without a final outcome are for the transport to try elsewhere.
+
+Connection reuse (RFC 5321 3.3: after a completed transaction the server is
+reset and a new MAIL may follow): a session made with `keep_open` ends a
+message whose transactions all completed (2xx, 4xx or 5xx replies, the
+connection itself healthy) with `Idle()` instead of QUIT, and
+`follow_on(envelope)` makes the session for the next message on the same
+connection, keeping what EHLO, STARTTLS and AUTH established. A 421 reply
+(the server is closing, RFC 5321 3.8) never leaves a connection idle.
 """
 
 from __future__ import annotations
@@ -124,6 +132,11 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Idle:
+    """The message is done and the connection may carry another (follow_on)."""
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What one server said about one recipient (or about the whole connection)."""
 
@@ -205,7 +218,11 @@ class ClientSession:
     """One connection's worth of SMTP client state; see the module docstring."""
 
     def __init__(self, envelope: Envelope, helo_name: str, tls_available: bool = True,
-                 require_tls: bool = False, credentials: tuple[str, str] | None = None):
+                 require_tls: bool = False, credentials: tuple[str, str] | None = None,
+                 keep_open: bool = False):
+        self.keep_open = keep_open
+        self.idle = False        # done, connection open, nothing awaited: follow_on() may reuse it
+        self._closing_server = False  # a 421 was heard
         self.envelope = envelope
         self.helo_name = helo_name
         self.tls_available = tls_available
@@ -243,6 +260,8 @@ class ClientSession:
         actions: list = []
         for reply in replies:
             self.replies += 1
+            if reply.code == 421:
+                self._closing_server = True  # RFC 5321 3.8: the server is closing the channel
             if not self._expect:
                 return actions + self._abort("reply nobody asked for")
             _, handler = self._expect.popleft()
@@ -251,6 +270,24 @@ class ClientSession:
             if self._awaiting_tls or self.closed:
                 break  # RFC 3207 4.2: nothing after the 220 to STARTTLS is read in clear
         return actions
+
+    def follow_on(self, envelope: Envelope) -> "ClientSession":
+        """The session for the next message on this (idle) connection; call start() on it."""
+        if not self.idle:
+            raise RuntimeError("follow_on needs an idle session")
+        self.idle = False
+        nxt = ClientSession(envelope, self.helo_name, tls_available=self.tls_available,
+                            require_tls=self.require_tls, credentials=self.credentials, keep_open=self.keep_open)
+        nxt.parser = self.parser
+        nxt.extensions = self.extensions
+        nxt.tls_active = self.tls_active
+        nxt.authenticated = self.authenticated
+        nxt._expect.clear()
+        return nxt
+
+    def start(self) -> list:
+        """The first commands of a follow_on session: its MAIL transaction(s)."""
+        return self._begin_transaction()
 
     def tls_started(self) -> list:
         """The TLS handshake finished: EHLO again, forgetting what was said in clear (RFC 3207 4.2)."""
@@ -415,6 +452,10 @@ class ClientSession:
 
     def _begin_transaction(self) -> list:
         if not self._queue:
+            if self.keep_open and self.host_error is None and not self._closing_server:
+                self.done = self.idle = True
+                self._update_stage()
+                return [Idle()]
             return self._quit()
         refusal = self._refusal()
         if refusal is not None:

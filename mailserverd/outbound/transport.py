@@ -9,7 +9,12 @@ is "deferred", with the last reason heard. It fires with one RecipientResult
 per recipient, in the message's order, and never fails.
 
 At most `[outbound] max_per_destination` deliveries to one domain (or to
-the smarthost) run at once; more wait their turn.
+the smarthost) run at once; more wait their turn. Connections are reused:
+a message done on a healthy connection leaves it in a ConnectionPool
+(client.py) for the next message to the same host address, so a burst to
+one destination costs one TCP connect, one TLS handshake and one EHLO per
+connection, not per message. A pooled connection found dead before it
+answered anything is not counted: the message goes on a fresh connection.
 """
 
 from __future__ import annotations
@@ -64,7 +69,9 @@ def author_domain(body: bytes, fallback: str) -> str:
 
 class Transport:
     def __init__(self, reactor, settings, tls_client_context_factory=None, resolver=None, dkim_signer=None,
-                 timeouts: client.Timeouts = client.Timeouts()):
+                 timeouts: client.Timeouts = client.Timeouts(), pool: "client.ConnectionPool | None | bool" = True):
+        """pool: True (a ConnectionPool on this reactor, the default), a pool, or None (one
+        connection per message)."""
         outbound = settings.outbound
         self.reactor = reactor
         self.port = outbound.port
@@ -78,6 +85,12 @@ class Transport:
         self.resolver = resolver or MxResolver(reactor, settings.dns.nameservers, local_names=(self.helo_name,))
         self.dkim_signer = dkim_signer
         self._limits: dict[str, defer.DeferredSemaphore] = {}
+        self.pool = client.ConnectionPool(reactor) if pool is True else pool or None
+
+    def close_idle(self) -> None:
+        """QUIT the pooled idle connections (the service is stopping)."""
+        if self.pool is not None:
+            self.pool.close_all()
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -161,9 +174,13 @@ class Transport:
                                     dsn=tuple(dsn.get(r, (None, None)) for r in pending) if message.dsn else (),
                                     ret=message.ret, envid=message.envid)
                 credentials = self.credentials if self.smarthost else None
-                session = ClientSession(envelope, self.helo_name, tls_available=True, credentials=credentials)
-                session = yield client.attempt(self.reactor, address, port, session, self.tls_context_factory,
-                                               self.timeouts)
+                key = (address, port, credentials)
+                session = yield self._reuse(key, envelope)
+                if session is None:
+                    session = ClientSession(envelope, self.helo_name, tls_available=True, credentials=credentials,
+                                            keep_open=self.pool is not None)
+                    session = yield client.attempt(self.reactor, address, port, session, self.tls_context_factory,
+                                                   self.timeouts, pool=self.pool, key=key)
                 if session.tls_failed and credentials is None:
                     # opportunistic TLS (RFC 7435 4): a failed handshake is retried once in clear
                     log.info("outbound: {id} via {host} [{ip}]: TLS handshake failed ({error}); retrying "
@@ -189,6 +206,20 @@ class Transport:
             else:
                 results.append(_result(recipient, last_error, last_host, last_ip))
         return results
+
+
+    @defer.inlineCallbacks
+    def _reuse(self, key, envelope: Envelope):
+        """The session of `envelope` sent on a pooled connection to key, or None when there is
+        none or the pooled one died before answering (the server timed it out)."""
+        while self.pool is not None:
+            connection = self.pool.take(key)
+            if connection is None:
+                return None
+            session = yield connection.reuse(envelope)
+            if session.replies or session.host_error is None:
+                return session
+        return None
 
 
 def _result(recipient: str, outcome: Outcome, host: str = "", ip: str = "") -> RecipientResult:

@@ -210,6 +210,9 @@ class OutboundService(service.Service):
             if self._inflight:
                 log.warn("outbound: stopped with {n} attempt(s) in flight; their leases expire",
                          n=len(self._inflight))
+            close_idle = getattr(self.transport, "close_idle", None)
+            if close_idle is not None:
+                close_idle()  # QUIT the pooled SMTP connections
             if self._runner is not None:
                 self._runner.stop()
         return done.addCallback(stopped)

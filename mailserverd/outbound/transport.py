@@ -27,7 +27,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from . import client
-from .clientparser import DEFERRED, ClientSession, Envelope, Outcome, normalize_line_endings
+from .clientparser import DEFERRED, DELIVERED, ClientSession, Envelope, Outcome, normalize_line_endings
 from .resolver import MailHost, MxResolver
 from .types import FAILED, OutboundMessage, RecipientResult, RouteError, TemporaryRouteError
 
@@ -195,8 +195,10 @@ class Transport:
                     target[recipient] = (outcome, host.name, address)
                 if session.host_error is not None:
                     last_error, last_host, last_ip = session.host_error, host.name, address
-                log.info("outbound: {id} via {host} [{ip}]: {summary}", id=message.queue_id, host=host.name,
-                         ip=address, summary=_summary(session))
+                if session.host_error is not None or any(o.status != DELIVERED for o in session.outcomes.values()):
+                    # (all delivered: the worker's per-recipient line says it, with the host)
+                    log.info("outbound: {id} via {host} [{ip}]: {summary}", id=message.queue_id, host=host.name,
+                             ip=address, summary=_summary(session))
         results = []
         for recipient in message.recipients:
             if recipient in final:

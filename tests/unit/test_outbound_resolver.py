@@ -173,3 +173,20 @@ def test_zone_changes_are_seen(dns_server, resolver):
         assert resolver.lookup("new.test")[0].addresses == ("127.0.0.9",)
     finally:
         dns_server.set_zone(ZONE)
+
+
+
+def test_answers_are_cached_for_their_ttl(dns_server, monkeypatch):
+    """The resolver the transport builds keeps answers for their TTL: a second route of the
+    same domain sends no DNS query."""
+    import dns.query
+
+    resolver = MxResolver(nameservers=[dns_server.address], timeout=1.0)
+    sent = []
+    real_udp = dns.query.udp
+    monkeypatch.setattr(dns.query, "udp", lambda *a, **kw: sent.append(1) or real_udp(*a, **kw))
+    first = resolver.lookup("remote.test")
+    assert sent, "the first lookup asks the server"
+    asked = len(sent)
+    assert resolver.lookup("remote.test") == first
+    assert len(sent) == asked

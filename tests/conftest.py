@@ -1,5 +1,8 @@
 """Fixtures shared by every test directory.
 
+- session_dns (session, autouse): an empty loopback DNS zone every daemon resolves
+  through by default (MAILSERVERD_TEST_NAMESERVERS), so no test depends on the
+  machine's resolver.
 - pg_database (session): a function that creates a fresh, empty database on a
   real PostgreSQL server started for this test session; returns its URL.
 - mailserver (function): the real daemon on free loopback ports with a fresh
@@ -17,8 +20,21 @@ import os
 
 import pytest
 
-from tests.support.daemon import DEFAULT_LISTENERS, MailServer
+from tests.support.daemon import DEFAULT_LISTENERS, TEST_NAMESERVERS_ENV, MailServer
+from tests.support.dnsserver import DnsServer
 from tests.support.pg import PostgresFailed, PostgresServer, PostgresUnavailable
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_dns():
+    """Every daemon the tests start resolves through this empty loopback zone (all
+    NXDOMAIN) unless a test names its own server: inbound checks (SPF, DKIM, DMARC)
+    then never wait on the machine's resolver, which CI may not have."""
+    server = DnsServer({}).start()
+    os.environ[TEST_NAMESERVERS_ENV] = server.nameservers
+    yield server
+    os.environ.pop(TEST_NAMESERVERS_ENV, None)
+    server.stop()
 
 
 @pytest.fixture(scope="session")

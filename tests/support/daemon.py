@@ -33,6 +33,9 @@ STOP_TIMEOUT = 30.0  # seconds from SIGTERM to exit
 CTL_TIMEOUT = 300.0  # seconds for one mailserverctl run (an import of 2,500 messages included)
 START_ATTEMPTS = 3  # a probed free port can be taken before the daemon binds it: pick new ones
 
+# Set by tests/conftest.py to the session's loopback DNS server ("127.0.0.1:PORT").
+TEST_NAMESERVERS_ENV = "MAILSERVERD_TEST_NAMESERVERS"
+
 _running: weakref.WeakSet[MailServer] = weakref.WeakSet()
 
 
@@ -95,6 +98,10 @@ class MailServer:
                        for key in LISTEN_KEYS},
             "storage": {"shards": "2"},
         }
+        if os.environ.get(TEST_NAMESERVERS_ENV):
+            # the session's loopback DNS server (tests/conftest.py): names the tests do not
+            # publish are NXDOMAIN at once, whatever the machine's own resolver does
+            sections["dns"] = {"nameservers": os.environ[TEST_NAMESERVERS_ENV]}
         for section, values in self.extra_config.items():
             sections.setdefault(section, {}).update({key: str(value) for key, value in values.items()})
         lines = ["; written by tests/support/daemon.py"]

@@ -1,19 +1,23 @@
-"""The HTTP listener: GET /metrics (Prometheus text) and GET /healthz, nothing else.
+"""The HTTP listener: GET /metrics (Prometheus text), GET /healthz, and JMAP
+(/.well-known/jmap and /jmap/..., mailserverd/jmap/web.py).
 
 Every other path is 404 and a known path with another method is 405; errors
 are JSON {"type": ..., "detail": ...} as INTERFACE.md promises. Handlers never
 block: queue statistics come from the OutboundService, which runs its SQL
-on its own thread pool.
+on its own thread pool. Bodies are limited per path and requests in time
+before anything is buffered (request.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 from twisted.logger import Logger
 from twisted.web import resource, server
 
 from ..outbound import metrics
+from .request import REQUEST_TIMEOUT, LimitedRequest
 
 log = Logger(namespace="mailserverd.http")
 
@@ -33,13 +37,16 @@ class Root(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, outbound):
+    def __init__(self, outbound, jmap=None):
         super().__init__()
         self.outbound = outbound
+        self.jmap = jmap
         self.routes = {b"/metrics": self._metrics, b"/healthz": self._healthz}
 
     def render(self, request):
         handler = self.routes.get(request.path)
+        if self.jmap is not None and (request.path == b"/.well-known/jmap" or request.path.startswith(b"/jmap/")):
+            return self.jmap.render(request)
         if handler is None:
             return error_body(request, 404, "notFound", "no resource at this path")
         if request.method not in ALLOWED:
@@ -73,10 +80,30 @@ class Root(resource.Resource):
         request.finish()
 
 
-def build_factory(mode: str, settings, store, authenticator, tls, outbound=None) -> server.Site:
+class LimitedSite(server.Site):
+    """A Site whose requests are LimitedRequest: body_limit(path) octets at most."""
+
+    requestFactory = LimitedRequest
+    request_timeout = REQUEST_TIMEOUT
+
+    def __init__(self, root, jmap=None, reactor=None, **kwargs):
+        super().__init__(root, reactor=reactor, **kwargs)
+        self.jmap = jmap
+
+    def body_limit(self, path: bytes) -> int:
+        limit = self.jmap.body_limit(path) if self.jmap is not None else 0
+        return limit or 65536
+
+
+def build_factory(mode: str, settings, store, authenticator, tls, outbound=None, reactor=None) -> server.Site:
     """The Site for the http listener (mode "http"); outbound: the OutboundService."""
     if outbound is None:
         raise ValueError("the http listener needs the outbound service for /metrics and /healthz")
-    site = server.Site(Root(outbound), timeout=IDLE_TIMEOUT)
+    if reactor is None:
+        from twisted.internet import reactor
+    from ..jmap.web import JMAPResource
+    jmap = JMAPResource(store, authenticator, settings, reactor,
+                        os.path.join(settings.server.data_dir, "jmap-uploads"))
+    site = LimitedSite(Root(outbound, jmap), jmap=jmap, reactor=reactor, timeout=IDLE_TIMEOUT)
     site.displayTracebacks = False
     return site

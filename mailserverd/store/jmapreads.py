@@ -120,28 +120,59 @@ def email_changes(mail, account, since: int, max_changes: int | None):
     return up_to, has_more, created, updated, destroyed
 
 
-def mailbox_changes(mail, account, since: int):
-    """Mailbox changes after modseq `since`: (up_to, created, updated,
+def mailbox_changes(mail, account, since: int, max_changes: int | None):
+    """Mailbox changes after modseq `since`: (up_to, has_more, created, updated,
     counts_only, destroyed), ids; counts_only are mailboxes whose only change
-    is their messages (RFC 8621 2.2 updatedProperties)."""
+    is their messages (RFC 8621 2.2 updatedProperties). With max_changes the
+    window ends before the modseq that would bring one id too many."""
     ch, boxes = schema.changes, schema.mailboxes
     with mail.engine(account).connect() as conn:
-        up_to = conn.execute(select(schema.account_state.c.modseq).where(
+        now = conn.execute(select(schema.account_state.c.modseq).where(
             schema.account_state.c.account_id == account.id)).scalar() or 0
-        rows = conn.execute(select(ch.c.kind, ch.c.object_id, ch.c.mailbox_id, ch.c.op).where(
-            ch.c.account_id == account.id, ch.c.modseq > since, ch.c.modseq <= up_to)
+        rows = conn.execute(select(ch.c.modseq, ch.c.kind, ch.c.object_id, ch.c.mailbox_id, ch.c.op).where(
+            ch.c.account_id == account.id, ch.c.modseq > since, ch.c.modseq <= now)
             .order_by(ch.c.modseq)).all()
         alive = set(conn.execute(select(boxes.c.id).where(boxes.c.account_id == account.id)).scalars())
     born, touched, counted = set(), {}, {}
+    up_to, has_more = now, False
     for row in rows:
+        box = row.object_id if row.kind == "Mailbox" else row.mailbox_id
+        if box is None:
+            continue
+        if (max_changes is not None and box not in touched and box not in counted
+                and len(set(touched) | set(counted)) >= max_changes):
+            up_to, has_more = row.modseq - 1, True
+            break
         if row.kind == "Mailbox":
-            touched[row.object_id] = True
+            touched[box] = True
             if row.op == "created":
-                born.add(row.object_id)
-        elif row.mailbox_id is not None:
-            counted[row.mailbox_id] = True
+                born.add(box)
+        else:
+            counted[box] = True
+    # modseqs are unique per account, so the rows read so far are the window
+    return _classify(up_to, has_more, born, touched, counted, alive)
+
+
+def _classify(up_to, has_more, born, touched, counted, alive):
     created = [i for i in touched if i in born and i in alive]
     updated = [i for i in touched if i not in born and i in alive]
     destroyed = [i for i in touched if i not in born and i not in alive]
     counts_only = [i for i in counted if i in alive and i not in touched]
-    return up_to, created, updated, counts_only, destroyed
+    return up_to, has_more, created, updated, counts_only, destroyed
+
+
+def mailboxes(mail, account) -> list[dict]:
+    """The account's mailboxes with JMAP counts (RFC 8621 2.1): total emails, and
+    unread ones (neither \\Seen nor \\Draft), in two queries."""
+    boxes, mm = schema.mailboxes, schema.mailbox_messages
+    mail.init_account(account)  # the default mailboxes of an account never used yet
+    with mail.engine(account).connect() as conn:
+        rows = conn.execute(select(boxes.c.id, boxes.c.name, boxes.c.special_use, boxes.c.subscribed)
+                            .where(boxes.c.account_id == account.id).order_by(boxes.c.name)).all()
+        counts = {row.mailbox_id: (row.total, row.unread) for row in conn.execute(
+            select(mm.c.mailbox_id, func.count().label("total"),
+                   func.count().filter(mm.c.seen.is_(False), mm.c.draft.is_(False)).label("unread"))
+            .where(mm.c.account_id == account.id).group_by(mm.c.mailbox_id))}
+    return [dict(id=row.id, name=row.name, special_use=row.special_use, subscribed=bool(row.subscribed),
+                 total=counts.get(row.id, (0, 0))[0], unread=counts.get(row.id, (0, 0))[1])
+            for row in rows]

@@ -1,0 +1,277 @@
+"""Email/get, /changes, /query and /set (RFC 8621 4).
+
+An Email is a message row; each mailbox holding it is one membership
+(an IMAP COPY adds one). IMAP flags are kept per membership: keywords shown
+are the union over the Email's mailboxes, and a keyword change is written to
+every membership, so IMAP sees it in each mailbox. \\Deleted is IMAP-only
+and kept as it was. Writes go through the store's grouped writes (flags,
+copy, move, expunge), each durable before the answer.
+"""
+
+from __future__ import annotations
+
+from ..store import jmapreads
+from . import state
+from .api import MethodError, method
+from .blobs import message_blob_id
+from .core import (check_account, check_known, get_ids, max_changes, parse_id, query_window,
+                   since_state, unsigned, window)
+from .emailparse import (body_part, body_value, classify, header_property, header_value, top_header,
+                         tree, utc_date)
+from .emailset import set_emails, union_keywords
+from .filters import matches, parse_filter, parse_sort
+
+METADATA = ("id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt")
+HEADER_PROPS = {"messageId": ("Message-ID", "asMessageIds"), "inReplyTo": ("In-Reply-To", "asMessageIds"),
+                "references": ("References", "asMessageIds"), "sender": ("Sender", "asAddresses"),
+                "from": ("From", "asAddresses"), "to": ("To", "asAddresses"), "cc": ("Cc", "asAddresses"),
+                "bcc": ("Bcc", "asAddresses"), "replyTo": ("Reply-To", "asAddresses"),
+                "subject": ("Subject", "asText"), "sentAt": ("Date", "asDate")}
+BODY = ("headers", "bodyStructure", "bodyValues", "textBody", "htmlBody", "attachments")
+PROPERTIES = METADATA + tuple(HEADER_PROPS) + ("hasAttachment", "preview") + BODY
+DEFAULT = tuple(p for p in PROPERTIES if p not in ("headers", "bodyStructure"))
+BODY_PROPERTIES = ("partId", "blobId", "size", "headers", "name", "type", "charset", "disposition",
+                   "cid", "language", "location", "subParts")
+DEFAULT_BODY = ("partId", "blobId", "size", "name", "type", "charset", "disposition", "cid",
+                "language", "location")
+SORT_PROPERTIES = ("receivedAt", "size", "subject", "sentAt")
+
+
+def email_id(number: int) -> str:
+    return f"e{number}"
+
+
+def _header_prop(prop: str) -> bool:
+    return header_property(prop) is not None
+
+
+def _checked_properties(args, name, known, default):
+    props = args.get(name)
+    if props is None:
+        return list(default)
+    if not isinstance(props, list) or not all(isinstance(p, str) for p in props):
+        raise MethodError("invalidArguments", f"{name} must be null or an array of strings")
+    for prop in props:
+        if prop not in known and not _header_prop(prop):
+            raise MethodError("invalidArguments", f"unknown property {prop}")
+    return list(dict.fromkeys(props))
+
+
+@method("Email/get")
+async def get(ctx, args):
+    check_account(ctx, args)
+    check_known(args, {"ids", "properties", "bodyProperties", "fetchTextBodyValues",
+                       "fetchHTMLBodyValues", "fetchAllBodyValues", "maxBodyValueBytes"})
+    ids = get_ids(ctx, args)
+    props = ["id"] + [p for p in _checked_properties(args, "properties", PROPERTIES, DEFAULT) if p != "id"]
+    body_props = _checked_properties(args, "bodyProperties", BODY_PROPERTIES, DEFAULT_BODY)
+    fetch = {}
+    for name in ("fetchTextBodyValues", "fetchHTMLBodyValues", "fetchAllBodyValues"):
+        fetch[name] = args.get(name, False)
+        if not isinstance(fetch[name], bool):
+            raise MethodError("invalidArguments", f"{name} is a boolean")
+    max_bytes = unsigned(args, "maxBodyValueBytes", 0)
+    now = (await state.current(ctx))["Email"]
+    if ids is None:
+        found = await ctx.store.run_read(jmapreads.emails, ctx.account, None)
+        if len(found) > ctx.limits["maxObjectsInGet"]:
+            raise MethodError("requestTooLarge", "too many emails for ids: null; pass ids")
+        wanted = [email_id(n) for n in sorted(found)]
+    else:
+        wanted = list(dict.fromkeys(ids))
+        numbers = [n for n in (parse_id(i, "e") for i in wanted) if n is not None]
+        found = await ctx.store.run_read(jmapreads.emails, ctx.account, numbers) if numbers else {}
+    needs_raw = any(p in BODY or p in HEADER_PROPS or _header_prop(p) for p in props)
+    raws = {}
+    if needs_raw and found:
+        raws = await ctx.store.read_messages(ctx.account, list(found))
+    listed, not_found = [], []
+    for jid in wanted:
+        number = parse_id(jid, "e")
+        if number not in found or (needs_raw and number not in raws):
+            not_found.append(jid)
+            continue
+        listed.append(_email(found[number], raws.get(number), props, body_props, fetch, max_bytes))
+    return {"accountId": ctx.account_id, "state": now, "list": listed, "notFound": not_found}
+
+
+def _email(item, raw, props, body_props, fetch, max_bytes) -> dict:
+    number = item["id"]
+    out = {}
+    header = top_header(raw) if raw is not None else []
+    root = tree(raw) if raw is not None and any(p in BODY for p in props) else None
+    parts = classify(root) if root is not None else ([], [], [])
+    for prop in props:
+        if prop == "id":
+            out[prop] = email_id(number)
+        elif prop == "blobId":
+            out[prop] = message_blob_id(number)
+        elif prop == "threadId":
+            out[prop] = f"t{number}"
+        elif prop == "mailboxIds":
+            out[prop] = {f"m{m}": True for m in sorted(item["mailboxes"])}
+        elif prop == "keywords":
+            out[prop] = union_keywords(item)
+        elif prop == "size":
+            out[prop] = item["size"]
+        elif prop == "receivedAt":
+            out[prop] = utc_date(item["received_at"])
+        elif prop == "hasAttachment":
+            out[prop] = bool(item["has_attachment"])
+        elif prop == "preview":
+            out[prop] = item["preview"] or ""
+        elif prop in HEADER_PROPS:
+            out[prop] = header_value(header, *HEADER_PROPS[prop], False)
+        elif prop == "headers":
+            out[prop] = [{"name": n, "value": v.decode("utf-8", "replace")} for n, v in header]
+        elif prop == "bodyStructure":
+            out[prop] = body_part(raw, root, number, body_props, message_blob_id) if root else None
+        elif prop in ("textBody", "htmlBody", "attachments"):
+            index = ("textBody", "htmlBody", "attachments").index(prop)
+            out[prop] = [body_part(raw, node, number, body_props, message_blob_id) for node in parts[index]]
+        elif prop == "bodyValues":
+            out[prop] = _values(raw, parts, fetch, max_bytes)
+        else:
+            out[prop] = header_value(header, *header_property(prop))
+    return out
+
+
+def _values(raw, parts, fetch, max_bytes) -> dict:
+    text, html, attachments = parts
+    chosen = []
+    if fetch["fetchTextBodyValues"] or fetch["fetchAllBodyValues"]:
+        chosen.extend(text)
+    if fetch["fetchHTMLBodyValues"] or fetch["fetchAllBodyValues"]:
+        chosen.extend(html)
+    if fetch["fetchAllBodyValues"]:
+        chosen.extend(attachments)
+    return {node.part_id: body_value(raw, node, max_bytes) for node in chosen
+            if node.part.content_type.startswith("text/")}
+
+
+@method("Email/changes")
+async def changes(ctx, args):
+    check_account(ctx, args)
+    check_known(args, {"sinceState", "maxChanges"})
+    since, most = since_state(args), max_changes(args)
+    now = (await state.current(ctx))["Email"]
+    up_to, more, created, updated, destroyed = await ctx.store.run_read(
+        jmapreads.email_changes, ctx.account, state.parse(since, now), most)
+    return {"accountId": ctx.account_id, "oldState": since, "newState": str(up_to),
+            "hasMoreChanges": more, "created": [email_id(i) for i in created],
+            "updated": [email_id(i) for i in updated], "destroyed": [email_id(i) for i in destroyed]}
+
+
+# -- query ------------------------------------------------------------------------------
+
+LIST = (list,)
+FILTERS = {"inMailbox": (str,), "inMailboxOtherThan": LIST, "before": (str,), "after": (str,),
+           "minSize": (int,), "maxSize": (int,), "hasKeyword": (str,), "notKeyword": (str,),
+           "allInThreadHaveKeyword": (str,), "someInThreadHaveKeyword": (str,),
+           "noneInThreadHaveKeyword": (str,), "hasAttachment": (bool,), "text": (str,),
+           "from": (str,), "to": (str,), "cc": (str,), "subject": (str,)}
+
+
+def _utc(value: str) -> float:
+    import datetime
+    try:
+        moment = datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise MethodError("invalidArguments", f"{value!r} is not a UTCDate")
+    return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def _test(item: dict, condition: dict) -> bool:
+    boxes = item["mailboxes"]
+    keywords = union_keywords(item)
+    for key, value in condition.items():
+        if key == "inMailbox" and parse_id(value, "m") not in boxes:
+            return False
+        if key == "inMailboxOtherThan":
+            excluded = {parse_id(v, "m") for v in value}
+            if not set(boxes) - excluded:
+                return False
+        if key == "before" and not item["received_at"] < _utc(value):
+            return False
+        if key == "after" and not item["received_at"] >= _utc(value):
+            return False
+        if key == "minSize" and item["size"] < value:
+            return False
+        if key == "maxSize" and item["size"] >= value:
+            return False
+        if key in ("hasKeyword", "allInThreadHaveKeyword", "someInThreadHaveKeyword") \
+                and value.lower() not in keywords:
+            return False  # every thread holds one email: "all"/"some" are that email
+        if key in ("notKeyword", "noneInThreadHaveKeyword") and value.lower() in keywords:
+            return False
+        if key == "hasAttachment" and bool(item["has_attachment"]) != value:
+            return False
+        if key in ("from", "to", "cc", "subject", "text"):
+            columns = {"from": ("from_addr",), "to": ("to_addr",), "cc": ("cc_addr",),
+                       "subject": ("subject",),
+                       "text": ("from_addr", "to_addr", "cc_addr", "subject", "preview")}[key]
+            needle = value.casefold()
+            if not any(needle in (item[c] or "").casefold() for c in columns):
+                return False
+    return True
+
+
+def _sort_key(prop):
+    if prop == "receivedAt":
+        return lambda item: item["received_at"]
+    if prop == "size":
+        return lambda item: item["size"]
+    if prop == "sentAt":
+        return lambda item: item["sent_at"] or 0
+    return lambda item: (item["subject"] or "").casefold()
+
+
+@method("Email/query")
+async def query(ctx, args):
+    check_account(ctx, args)
+    check_known(args, {"filter", "sort", "position", "anchor", "anchorOffset", "limit",
+                       "calculateTotal", "collapseThreads"})
+    condition = parse_filter(args.get("filter"), FILTERS)
+    _validate_values(condition)
+    sort = parse_sort(args.get("sort"), SORT_PROPERTIES)
+    position, anchor, offset, limit, total = query_window(args)
+    if not isinstance(args.get("collapseThreads", False), bool):
+        raise MethodError("invalidArguments", "collapseThreads is a boolean")
+    now = (await state.current(ctx))["Email"]
+    found = await ctx.store.run_read(jmapreads.emails, ctx.account, None)
+    items = sorted(found.values(), key=lambda item: item["id"])  # ties: oldest id first
+    for prop, ascending in reversed(sort):
+        items.sort(key=_sort_key(prop), reverse=not ascending)
+    ids = [email_id(item["id"]) for item in items if matches(condition, lambda c, i=item: _test(i, c))]
+    page, start = window(ids, position, anchor, offset, limit)
+    answer = {"accountId": ctx.account_id, "queryState": now, "canCalculateChanges": False,
+              "position": start, "ids": page, "collapseThreads": args.get("collapseThreads", False)}
+    if total:
+        answer["total"] = len(ids)
+    if limit is not None:
+        answer["limit"] = limit
+    return answer
+
+
+def _validate_values(tree) -> None:
+    """Values of the right JSON type but the wrong form (dates, sizes) fail before any work."""
+    if tree is None:
+        return
+    if isinstance(tree, tuple):
+        for child in tree[1]:
+            _validate_values(child)
+        return
+    for key in ("before", "after"):
+        if key in tree:
+            _utc(tree[key])
+    for key in ("minSize", "maxSize"):
+        if key in tree and (isinstance(tree[key], bool) or tree[key] < 0):
+            raise MethodError("invalidArguments", f"{key} is an unsigned integer")
+    if "inMailboxOtherThan" in tree and not all(isinstance(v, str) for v in tree["inMailboxOtherThan"]):
+        raise MethodError("invalidArguments", "inMailboxOtherThan is a list of ids")
+
+
+@method("Email/set")
+async def set_(ctx, args):
+    return await set_emails(ctx, args)
+

@@ -1,0 +1,77 @@
+"""The JMAP session resource, GET /.well-known/jmap (RFC 8620 2).
+
+URLs are absolute: their authority is the request's Host when it names
+this server (the configured hostname or the listen address, any port
+given), otherwise the configured hostname and listen port, so a forged
+Host header cannot point a client elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from .api import CORE, MAIL, account_id_of
+from .email import SORT_PROPERTIES
+
+API_PATH = "/jmap/api"
+DOWNLOAD_PATH = "/jmap/download/{accountId}/{blobId}/{name}?type={type}"
+UPLOAD_PATH = "/jmap/upload/{accountId}/"
+EVENTSOURCE_PATH = "/jmap/eventsource?types={types}&closeafter={closeafter}&ping={ping}"
+MAX_MAILBOX_NAME = 255
+
+
+def mail_capability(limits: dict) -> dict:
+    """RFC 8621 1.3.1: the account capability of urn:ietf:params:jmap:mail."""
+    return {"maxMailboxesPerEmail": None, "maxMailboxDepth": None,
+            "maxSizeMailboxName": MAX_MAILBOX_NAME,
+            "maxSizeAttachmentsPerEmail": limits["maxSizeUpload"],
+            "emailQuerySortOptions": list(SORT_PROPERTIES), "mayCreateTopLevelMailbox": True}
+
+
+def base_url(host_header: bytes | None, hostname: str, listen: tuple[str, int]) -> str:
+    """http://authority, from Host only when it names this server."""
+    default = f"http://{hostname}" + ("" if listen[1] == 80 else f":{listen[1]}")
+    if not host_header:
+        return default
+    try:
+        host = host_header.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return default
+    name, port = host, ""
+    if host.startswith("["):
+        end = host.find("]")
+        name, port = host[1:end], host[end + 1:]
+    elif host.count(":") == 1:
+        name, port = host.split(":")
+        port = ":" + port
+    if port and not (port.startswith(":") and port[1:].isdigit() and len(port) <= 6):
+        return default
+    if name.lower().rstrip(".") not in (hostname.lower(), listen[0].lower()):
+        return default
+    return f"http://{host}"
+
+
+def capabilities(limits: dict) -> dict:
+    return {CORE: dict(limits), MAIL: {}}
+
+
+def session_state(account, limits: dict) -> str:
+    material = json.dumps([account.id, account.address, capabilities(limits)], sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def resource(account, base: str, limits: dict) -> dict:
+    account_id = account_id_of(account)
+    return {
+        "capabilities": capabilities(limits),
+        "accounts": {account_id: {"name": account.address, "isPersonal": True, "isReadOnly": False,
+                                  "accountCapabilities": {MAIL: mail_capability(limits)}}},
+        "primaryAccounts": {MAIL: account_id},
+        "username": account.address,
+        "apiUrl": base + API_PATH,
+        "downloadUrl": base + DOWNLOAD_PATH,
+        "uploadUrl": base + UPLOAD_PATH,
+        "eventSourceUrl": base + EVENTSOURCE_PATH,
+        "state": session_state(account, limits),
+    }

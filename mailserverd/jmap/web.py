@@ -1,0 +1,216 @@
+"""JMAP over HTTP: routing, HTTP Basic authentication, concurrency limits
+and JSON answers (RFC 8620 2, 3.1, 6, 7.3).
+
+Authentication is HTTP Basic (RFC 7617) with the account's address and
+password, through the same Authenticator as IMAP (twisted.cred portal,
+cache, failure penalty and the "auth failed: ... proto=http" log line that
+fail2ban reads). As with IMAP LOGIN, a password is only accepted over TLS or
+from loopback (a local reverse proxy). Every error is JSON with a type and
+a detail; API request errors are RFC 7807 problem details (RFC 8620 3.6.1).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections import defaultdict
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import server
+
+from ..auth import AuthFailed, plaintext_allowed
+from . import api, blobs, core, email, mailbox, session, thread  # noqa: F401  (methods register)
+from .eventsource import EventSource
+
+log = Logger(namespace="mailserverd.jmap")
+
+JSON = b"application/json"
+PROBLEM = b"application/problem+json"
+REALM = b'Basic realm="mailserverd", charset="UTF-8"'
+_DOWNLOAD = re.compile(rb"^/jmap/download/([^/]+)/([^/]+)/([^/]*)$")
+_UPLOAD = re.compile(rb"^/jmap/upload/([^/]+)/?$")
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, kind: str, detail: str, headers=None, content_type=JSON, **extra):
+        super().__init__(detail)
+        self.status, self.kind, self.detail = status, kind, detail
+        self.headers = headers or {}
+        self.content_type = content_type
+        self.extra = extra
+
+    def body(self) -> dict:
+        out = {"type": self.kind, "detail": self.detail}
+        if self.content_type == PROBLEM:
+            out["status"] = self.status
+        out.update(self.extra)
+        return out
+
+
+def send(request, status: int, body: bytes, content_type: bytes, headers=None) -> None:
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"cache-control", b"no-store")
+    for name, value in (headers or {}).items():
+        request.setHeader(name, value)
+    request.setHeader(b"content-length", str(len(body)).encode())
+    if request.method != b"HEAD":
+        request.write(body)
+    request.finish()
+
+
+def send_json(request, status: int, obj, content_type: bytes = JSON, headers=None) -> None:
+    send(request, status, json.dumps(obj, ensure_ascii=False).encode() + b"\n", content_type, headers)
+
+
+class JMAPResource:
+    """Serves /.well-known/jmap and /jmap/...; the listener's Root hands it those paths."""
+
+    def __init__(self, store, authenticator, settings, reactor, upload_dir: str):
+        self.store = store
+        self.authenticator = authenticator
+        self.settings = settings
+        self.reactor = reactor
+        self.limits = dict(api.LIMITS, maxSizeUpload=settings.limits.max_message_size)
+        self.uploads = blobs.Uploads(upload_dir, self.limits["maxSizeUpload"], reactor)
+        self.running: dict[int, int] = defaultdict(int)  # account id -> API requests in flight
+        self.uploading: dict[int, int] = defaultdict(int)
+        self.eventsource = EventSource(store, reactor)
+
+    def body_limit(self, path: bytes) -> int:
+        if path.startswith(b"/jmap/upload/"):
+            return self.limits["maxSizeUpload"]
+        if path == b"/jmap/api":
+            return self.limits["maxSizeRequest"]
+        return 0
+
+    def render(self, request):
+        d = defer.ensureDeferred(self._handle(request))
+        d.addErrback(self._failed, request)
+        return server.NOT_DONE_YET
+
+    def _failed(self, failure, request):
+        if failure.check(HTTPError):
+            exc = failure.value
+            send_json(request, exc.status, exc.body(), exc.content_type, exc.headers)
+            return
+        log.failure("jmap: {path} failed", failure, path=request.path)
+        send_json(request, 500, {"type": "serverFail", "detail": "the server failed; the error is logged"})
+
+    async def _handle(self, request):
+        path, method = request.path, request.method
+        if path == b"/.well-known/jmap":
+            self._allow(request, (b"GET", b"HEAD"))
+            account = await self._authenticate(request)
+            base = self._base(request)
+            return send_json(request, 200, session.resource(account, base, self.limits))
+        if path == b"/jmap/api":
+            self._allow(request, (b"POST",))
+            account = await self._authenticate(request)
+            return await self._api(request, account)
+        if path == b"/jmap/eventsource":
+            self._allow(request, (b"GET",))
+            account = await self._authenticate(request)
+            return self.eventsource.open(request, account, api.account_id_of(account))
+        match = _DOWNLOAD.match(path)
+        if match:
+            self._allow(request, (b"GET", b"HEAD"))
+            account = await self._authenticate(request)
+            return await self._download(request, account, match)
+        match = _UPLOAD.match(path)
+        if match:
+            self._allow(request, (b"POST",))
+            account = await self._authenticate(request)
+            return await self._upload(request, account, match.group(1))
+        raise HTTPError(404, "notFound", "no resource at this path")
+
+    def _allow(self, request, methods: tuple) -> None:
+        if request.method not in methods:
+            raise HTTPError(405, "methodNotAllowed", "allowed: " + ", ".join(m.decode() for m in methods),
+                            headers={b"allow": b", ".join(methods)})
+
+    def _base(self, request) -> str:
+        return session.base_url(request.getHeader(b"host"), self.settings.server.hostname,
+                                self.settings.listen.http)
+
+    async def _authenticate(self, request):
+        unauthorized = {b"www-authenticate": REALM}
+        header = request.getHeader(b"authorization") or b""
+        scheme, _, value = header.partition(b" ")
+        if scheme.lower() != b"basic":
+            raise HTTPError(401, "unauthorized", "authenticate with HTTP Basic (address and password)",
+                            headers=unauthorized)
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise HTTPError(401, "unauthorized", "malformed Basic credentials", headers=unauthorized)
+        username, sep, password = decoded.partition(":")
+        if not sep:
+            raise HTTPError(401, "unauthorized", "malformed Basic credentials", headers=unauthorized)
+        remote = request.getClientAddress()
+        ip = getattr(remote, "host", "")
+        if not plaintext_allowed(request.isSecure(), ip):
+            raise HTTPError(403, "forbidden", "passwords are accepted only over TLS or from loopback")
+        try:
+            return await self.authenticator.authenticate(username, password, ip, "http")
+        except AuthFailed:
+            raise HTTPError(401, "unauthorized", "wrong address or password", headers=unauthorized)
+
+    async def _api(self, request, account):
+        content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        if content_type != b"application/json":
+            error = api.RequestError("notJSON", "the content type must be application/json")
+            return send_json(request, 400, error.problem(), PROBLEM)
+        if self.running[account.id] >= self.limits["maxConcurrentRequests"]:
+            error = api.RequestError("limit", "too many concurrent requests", limit="maxConcurrentRequests")
+            return send_json(request, 400, error.problem(), PROBLEM)
+        self.running[account.id] += 1
+        try:
+            request.content.seek(0)
+            body = request.content.read()
+            ctx = api.Context(account=account, store=self.store, limits=self.limits, reactor=self.reactor)
+            status, answer = await api.process(ctx, body, session.session_state(account, self.limits))
+        finally:
+            self.running[account.id] -= 1
+            if not self.running[account.id]:
+                del self.running[account.id]
+        send_json(request, status, answer, JSON if status == 200 else PROBLEM)
+
+    def _account_matches(self, account, value: bytes) -> None:
+        if value.decode("utf-8", "replace") != api.account_id_of(account):
+            raise HTTPError(404, "notFound", "no such account")
+
+    async def _download(self, request, account, match):
+        self._account_matches(account, match.group(1))
+        blob_id = match.group(2).decode("utf-8", "replace")
+        data = await blobs.read(self.store, self.uploads, account, blob_id)
+        if data is None:
+            raise HTTPError(404, "notFound", "no such blob")
+        name = blobs.unquote_name(match.group(3))
+        kind = blobs.safe_type(request.args.get(b"type", [b""])[0])
+        send(request, 200, data, kind, {b"content-disposition": blobs.disposition(name),
+                                       b"x-content-type-options": b"nosniff"})
+
+    async def _upload(self, request, account, account_part: bytes):
+        self._account_matches(account, account_part)
+        if self.uploading[account.id] >= self.limits["maxConcurrentUpload"]:
+            raise HTTPError(429, "limit", "too many concurrent uploads", limit="maxConcurrentUpload")
+        self.uploading[account.id] += 1
+        try:
+            request.content.seek(0)
+            data = request.content.read()
+            kind = blobs.safe_type(request.getHeader(b"content-type") or b"").decode()
+            blob_id = await self.uploads.put(account, data)
+        except blobs.UploadsFull as exc:
+            raise HTTPError(413, "overQuota", str(exc))
+        finally:
+            self.uploading[account.id] -= 1
+            if not self.uploading[account.id]:
+                del self.uploading[account.id]
+        send_json(request, 201, {"accountId": api.account_id_of(account), "blobId": blob_id,
+                                 "type": kind, "size": len(data)})

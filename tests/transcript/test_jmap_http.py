@@ -1,0 +1,204 @@
+"""JMAP over the real daemon's http listener: authentication, the session
+resource, request-level errors, limits and account isolation (RFC 8620)."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import smtplib
+import socket
+import time
+
+import pytest
+
+from tests.support.daemon import PASSWORD
+
+ALICE, BOB = "alice@example.test", "bob@example.test"
+CORE, MAIL = "urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"
+
+
+def basic(user=ALICE, password=PASSWORD) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class Client:
+    def __init__(self, server, user=ALICE):
+        self.server = server
+        self.address = server.address("http")
+        self.auth = basic(user)
+
+    def request(self, method, path, body=None, headers=None, auth=True):
+        connection = http.client.HTTPConnection(*self.address, timeout=10)
+        try:
+            all_headers = {"Authorization": self.auth} if auth else {}
+            all_headers.update(headers or {})
+            connection.request(method, path, body=body, headers=all_headers)
+            response = connection.getresponse()
+            return response.status, dict((k.lower(), v) for k, v in response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def session(self):
+        status, _headers, body = self.request("GET", "/.well-known/jmap")
+        assert status == 200, body
+        return json.loads(body)
+
+    def api(self, calls, using=(CORE, MAIL)):
+        body = json.dumps({"using": list(using), "methodCalls": calls}).encode()
+        status, headers, answer = self.request("POST", "/jmap/api", body, {"Content-Type": "application/json"})
+        return status, headers, json.loads(answer)
+
+    def call(self, name, args):
+        status, _headers, answer = self.api([[name, args, "c"]])
+        assert status == 200, answer
+        return answer["methodResponses"][0]
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory):
+    """One daemon (smtp + http) for the module; no auth penalty, so failures stay fast."""
+    from tests.conftest import _make_servers, _stop_all
+    make, servers = _make_servers(request, tmp_path_factory)
+    yield make(listeners=("smtp", "http"), extra_config={"auth": {"penalty_initial": "0s"}})
+    _stop_all(servers)
+
+
+def deliver(server, to=ALICE, subject="hello", body="body text"):
+    message = (f"From: Carol <carol@remote.test>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+               f"Message-ID: <{time.time_ns()}@remote.test>\r\nDate: Sat, 05 Dec 2026 10:00:00 +0000\r\n"
+               f"\r\n{body}\r\n")
+    with smtplib.SMTP(*server.address("smtp"), timeout=10) as smtp:
+        smtp.sendmail("carol@remote.test", [to], message)
+
+
+def test_session_needs_basic_authentication(server):
+    """No or wrong credentials: 401 JSON with WWW-Authenticate Basic; the failure is
+    logged like IMAP's (auth failed ... proto=http) for fail2ban."""
+    client = Client(server)
+    status, headers, body = client.request("GET", "/.well-known/jmap", auth=False)
+    assert status == 401 and headers["www-authenticate"].startswith("Basic realm=")
+    assert json.loads(body)["type"] == "unauthorized"
+    status, headers, body = client.request("GET", "/.well-known/jmap", headers={"Authorization": basic(password="x")})
+    assert status == 401 and headers["content-type"] == "application/json"
+    deadline = time.time() + 5
+    while "proto=http" not in server.log and time.time() < deadline:
+        time.sleep(0.05)
+    assert "auth failed: user='alice@example.test'" in server.log and "proto=http" in server.log
+
+
+def test_session_resource(server):
+    """RFC 8620 2: capabilities with every core limit, the mail account, absolute
+    URLs from a Host naming this server, and the configured hostname otherwise."""
+    client = Client(server)
+    session = client.session()
+    limits = session["capabilities"][CORE]
+    for key in ("maxSizeUpload", "maxConcurrentUpload", "maxSizeRequest", "maxConcurrentRequests",
+                "maxCallsInRequest", "maxObjectsInGet", "maxObjectsInSet", "collationAlgorithms"):
+        assert key in limits
+    account_id = session["primaryAccounts"][MAIL]
+    assert session["accounts"][account_id]["name"] == ALICE and session["username"] == ALICE
+    host, port = client.address
+    assert session["apiUrl"] == f"http://{host}:{port}/jmap/api"
+    for key in ("downloadUrl", "uploadUrl", "eventSourceUrl"):
+        assert session[key].startswith(f"http://{host}:{port}/jmap/")
+    status, _h, body = client.request("GET", "/.well-known/jmap", headers={"Host": "evil.example"})
+    assert json.loads(body)["apiUrl"] == f"http://{server.hostname}:{port}/jmap/api"
+
+
+@pytest.mark.parametrize("body,content_type,kind", [
+    (b"[" * 100_000, "application/json", "notJSON"),
+    (b'{"using": [], "using": [], "methodCalls": []}', "application/json", "notJSON"),
+    (b'{"using": [], "methodCalls": [], "x": "\xff"}', "application/json", "notJSON"),
+    (b'{"using": [], "methodCalls": []}', "text/plain", "notJSON"),
+    (b'[1, 2]', "application/json", "notRequest"),
+    (b'{"using": ["urn:x"], "methodCalls": []}', "application/json", "unknownCapability"),
+    (json.dumps({"using": [CORE], "methodCalls": [["Core/echo", {}, str(n)] for n in range(100)]}).encode(),
+     "application/json", "limit"),
+])
+def test_request_level_errors(server, body, content_type, kind):
+    """RFC 8620 3.6.1: deep nesting, duplicate keys, invalid UTF-8, a wrong content type,
+    a non-Request, an unknown capability and too many calls are problem details, never a 500."""
+    status, headers, answer = Client(server).request("POST", "/jmap/api", body, {"Content-Type": content_type})
+    assert status == 400, answer
+    assert headers["content-type"] == "application/problem+json"
+    problem = json.loads(answer)
+    assert problem["type"] == "urn:ietf:params:jmap:error:" + kind and problem["status"] == 400
+    if kind == "limit":
+        assert problem["limit"] == "maxCallsInRequest"
+
+
+def test_huge_content_length_is_refused_before_reading(server):
+    """A 1 GB Content-Length gets 413 at once, before any body byte is sent."""
+    with socket.create_connection(server.address("http"), timeout=5) as sock:
+        sock.sendall(b"POST /jmap/api HTTP/1.1\r\nHost: x\r\nAuthorization: " + basic().encode()
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413") and b'"tooLarge"' in answer
+
+
+def test_unknown_path_and_method_are_json(server):
+    """Unknown paths are 404 JSON, wrong methods 405 JSON with Allow; /healthz still works."""
+    client = Client(server)
+    status, headers, body = client.request("GET", "/jmap/nothing")
+    assert status == 404 and json.loads(body)["type"] == "notFound"
+    status, headers, body = client.request("GET", "/jmap/api")
+    assert status == 405 and headers["allow"] == "POST"
+    status, _h, body = client.request("GET", "/healthz", auth=False)
+    assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+def test_echo_and_method_errors(server):
+    """Core/echo; unknownMethod, accountNotFound, invalidArguments and an invalid
+    result reference are method-level errors; later calls still run (RFC 8620 3.6.2)."""
+    client = Client(server)
+    status, _h, answer = client.api([
+        ["Core/echo", {"hello": [1, 2]}, "0"],
+        ["Nope/get", {}, "1"],
+        ["Mailbox/get", {"accountId": "a999999"}, "2"],
+        ["Mailbox/get", {"accountId": 5}, "3"],
+        ["Mailbox/get", {"accountId": client.session()["primaryAccounts"][MAIL],
+                         "#ids": {"resultOf": "zz", "name": "Mailbox/query", "path": "/ids"}}, "4"],
+        ["Core/echo", {"after": True}, "5"],
+    ])
+    responses = answer["methodResponses"]
+    assert responses[0] == ["Core/echo", {"hello": [1, 2]}, "0"]
+    assert [r[1].get("type") for r in responses[1:5]] == [
+        "unknownMethod", "accountNotFound", "invalidArguments", "invalidResultReference"]
+    assert responses[5] == ["Core/echo", {"after": True}, "5"]
+
+
+def test_account_isolation(server):
+    """Bob cannot reach Alice's account, emails, mailboxes or blobs: accountNotFound,
+    notFound and 404 (with nothing of hers in the answers)."""
+    deliver(server, ALICE, subject="for alice only")
+    alice, bob = Client(server), Client(server, BOB)
+    alice_id = alice.session()["primaryAccounts"][MAIL]
+    bob_id = bob.session()["primaryAccounts"][MAIL]
+    found = alice.call("Email/query", {"accountId": alice_id, "filter": {"subject": "for alice only"}})
+    email_id = found[1]["ids"][0]
+    email = alice.call("Email/get", {"accountId": alice_id, "ids": [email_id],
+                                     "properties": ["blobId", "mailboxIds", "threadId"]})[1]["list"][0]
+    mailbox_id = next(iter(email["mailboxIds"]))
+    assert bob.call("Email/get", {"accountId": alice_id, "ids": [email_id]})[1]["type"] == "accountNotFound"
+    got = bob.call("Email/get", {"accountId": bob_id, "ids": [email_id]})[1]
+    assert got["list"] == [] and got["notFound"] == [email_id]
+    # ids are scoped to their account (the shards number rows alike): the same
+    # mailbox id may name one of Bob's own, empty, mailboxes, never Alice's
+    got = bob.call("Mailbox/get", {"accountId": bob_id, "ids": [mailbox_id]})[1]
+    assert got["notFound"] == [mailbox_id] or got["list"][0]["totalEmails"] == 0
+    got = bob.call("Thread/get", {"accountId": bob_id, "ids": [email["threadId"]]})[1]
+    assert got["notFound"] == [email["threadId"]]
+    query = bob.call("Email/query", {"accountId": bob_id, "filter": {"inMailbox": mailbox_id}})[1]
+    assert query["ids"] == []
+    changes = bob.call("Email/changes", {"accountId": bob_id, "sinceState": "0"})[1]
+    assert email_id not in changes["created"] + changes["updated"] + changes["destroyed"]
+    update = bob.call("Email/set", {"accountId": bob_id, "update": {email_id: {"keywords/$seen": True}},
+                                    "destroy": [email_id]})[1]
+    assert update["notUpdated"][email_id]["type"] == "notFound"
+    assert update["notDestroyed"][email_id]["type"] == "notFound"
+    for account in (alice_id, bob_id):
+        status, _h, _b = bob.request("GET", f"/jmap/download/{account}/{email['blobId']}/x.eml")
+        assert status == 404
+    status, _h, body = alice.request("GET", f"/jmap/download/{alice_id}/{email['blobId']}/x.eml?type=message/rfc822")
+    assert status == 200 and b"for alice only" in body

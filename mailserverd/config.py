@@ -210,7 +210,7 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
             "Concurrent logged-in sessions per user and client IP (NO [LIMIT] past it; 0 = unlimited)."),
     ]),
     "checks": ("The staged checks every inbound and locally submitted message passes (docs/checks.md).", [
-        Key("chain", parse_names, "check.hops, check.auth, check.antivirus",
+        Key("chain", parse_names, "check.hops, check.auth, check.antivirus, check.spam",
             "Check names, in order (built-ins, plugins/ and the mailserverd.checks entry points). "
             "A [check.NAME] section passes its keys to that check as options."),
     ]),

@@ -9,7 +9,8 @@ pool. Three-way verdict per account, SpamBayes style:
     score <  ham_cutoff                 ham     INBOX, X-Spam-Status: No
     ham_cutoff <= score < spam_cutoff   unsure  INBOX, X-Spam-Status: Unsure
     score >= spam_cutoff                spam    Junk (quarantine), X-Spam-Status: Yes
-    score >= reject_score               refused 550 5.7.1 at the end of DATA
+    score >= reject_score               refused 550 5.7.1 at the end of DATA (the
+                                        global database alone must agree)
 
 and X-Spam-Score: the score (0.000-1.000) on every copy. Until a database has
 min_trained messages of each class, nothing is called spam (an untrained
@@ -126,9 +127,9 @@ class SpamCheck(Check):
         if db is None:
             store = getattr(context, "store", None)
             engine = getattr(getattr(store, "store", None), "directory_engine", None)
-            if engine is None:
-                raise ValueError("[check.spam] needs the store's directory database")
-            db = TokenDB(engine, cache_size=_count("cache_size", cache_size))
+            # Without a store (a chain built only to validate the configuration) there is
+            # nothing to score against: the check then has no opinion.
+            db = TokenDB(engine, cache_size=_count("cache_size", cache_size)) if engine is not None else None
         self.db = db
         if resolver is None and self.dnsbl_zones:
             from ..checks.dns import CachingResolver
@@ -189,7 +190,7 @@ class SpamCheck(Check):
     # -- body stage -------------------------------------------------------------------
 
     def body(self, session: Session, envelope: Envelope, message: bytes):
-        if session.mode != "smtp" or session.account is not None:
+        if session.mode != "smtp" or session.account is not None or self.db is None:
             return None  # authenticated submission: the sender is ours
         accounts = []
         seen = set()
@@ -211,20 +212,35 @@ class SpamCheck(Check):
         return d
 
     def classify(self, message: bytes, targets, auth=None, listed: bool = False) -> list[Result]:
-        """Blocking: tokenise once, score for each target account (None = global only)."""
+        """Blocking: tokenise once, score for each target account (None = global only).
+
+        A refusal needs the global database alone to agree (reject_score reached
+        without the account's own training): one user's Junk moves may send a
+        sender's mail to that user's Junk, never bounce it."""
         tokens = tokenize(message, auth)
+        global_counts, global_spam, global_ham = self.db.lookup(tokens, [GLOBAL])
+        global_value, global_clues = classifier.score(tokens, global_counts, global_spam, global_ham,
+                                                      self.db.options)
+        global_trained = global_spam >= self.min_trained and global_ham >= self.min_trained
         results = []
         for account in targets:
             owners, weights = self.owners(account)
-            counts, nspam, nham = self.db.lookup(tokens, owners, weights)
-            value, clues = classifier.score(tokens, counts, nspam, nham, self.db.options)
+            if len(owners) == 1:
+                counts, nspam, nham = global_counts, global_spam, global_ham
+                value, clues = global_value, global_clues
+            else:
+                user_counts, user_spam, user_ham = self.db.lookup(tokens, owners[1:], weights)
+                counts = _merge(global_counts, user_counts)
+                nspam, nham = global_spam + user_spam, global_ham + user_ham
+                value, clues = classifier.score(tokens, counts, nspam, nham, self.db.options)
             if listed:
                 value = min(1.0, value + self.dnsbl_score)
             trained = nspam >= self.min_trained and nham >= self.min_trained
             label = classifier.verdict(value, self.ham_cutoff, self.spam_cutoff)
             if label == classifier.SPAM and not trained:
                 label = classifier.UNSURE  # an untrained filter never quarantines
-            reject = trained and self.reject_score is not None and value >= self.reject_score
+            reject = (global_trained and self.reject_score is not None and value >= self.reject_score
+                      and min(1.0, global_value + (self.dnsbl_score if listed else 0.0)) >= self.reject_score)
             results.append(Result(account, value, label, reject, trained, tuple(clues[:8])))
         return results
 
@@ -254,6 +270,15 @@ class SpamCheck(Check):
             if result.label == classifier.SPAM:
                 recipient.quarantine = True
         return None
+
+
+def _merge(first: dict, second: dict) -> dict:
+    merged = dict(first)
+    for token, counts in second.items():
+        known = merged.get(token)
+        merged[token] = counts if known is None else classifier.Counts(known.spam + counts.spam,
+                                                                       known.ham + counts.ham)
+    return merged
 
 
 def _count(name: str, text) -> int:

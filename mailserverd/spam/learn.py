@@ -131,7 +131,7 @@ def build_learner(root, checks, async_store, settings) -> Optional[JunkLearner]:
     """Add a JunkLearner to the service tree when check.spam is in the chain with learn = yes."""
     check = next((item for item in getattr(checks, "checks", ()) if getattr(item, "name", "") == "check.spam"),
                  None)
-    if check is None or not check.learn:
+    if check is None or not check.learn or check.db is None:
         return None
     learner = JunkLearner(check, async_store, settings.server.hostname)
     learner.setServiceParent(root)

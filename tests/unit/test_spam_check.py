@@ -229,3 +229,17 @@ def test_reversed_names_for_ipv4_and_ipv6():
     name = reversed_name("2001:4860:4860::8888", "bl.example")
     assert name.startswith("8.8.8.8.0.0.0.0") and name.endswith("0.6.8.4.1.0.0.2.bl.example")
     assert reversed_name("not an ip", "bl.example") is None
+
+
+def test_a_users_own_training_never_makes_a_refusal(db):
+    """A message only Bob's training calls spam goes to his Junk, but is not refused: a
+    refusal needs the global database alone to reach reject_score."""
+    db.train_many([(raw, False) for raw in HAM[:30]] + [(raw, True) for raw in SPAM[:30]])
+    newsletter = (b"From: news@club.example\r\nSubject: Club newsletter, autumn edition\r\n"
+                  b"Message-ID: <n1@club.example>\r\n\r\nMeetings resume on Tuesday evenings in the "
+                  b"village hall; bring your allotment vegetables for the harvest display.\r\n")
+    for number in range(12):
+        db.train(newsletter.replace(b"<n1@", b"<n%d@" % (number + 2)), True, owner=BOB.id)
+    check = make(db, reject_score="0.9")
+    verdict = result_of(check.body(session(), envelope(BOB), newsletter))
+    assert verdict.quarantined and not verdict.rejected

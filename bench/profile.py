@@ -53,14 +53,15 @@ USER = "profile@example.test"
 BUCKETS = ("parse", "sql", "commit", "rocksdb", "socket", "auth", "hops", "logging", "checks", "other", "idle")
 
 
-def start(work: str, mbox: str, limits_off: bool = False):
+def start(work: str, mbox: str, limits_off: bool = False, chain: str | None = None):
     ports = {name: free_port() for name in ("smtp", "pop3", "imap")}
     conf = os.path.join(work, "m.conf")
     with open(conf, "w") as handle:
         handle.write(f"[server]\nhostname = mx.bench.test\ndata_dir = {work}/data\n[listen]\n" +
                      "".join(f"{name} = 127.0.0.1:{port}\n" for name, port in ports.items()) +
                      ("[smtp]\nmessage_rate_per_ip = 0\n[limits]\nmax_connections_per_ip = 0\n"
-                      if limits_off else ""))
+                      if limits_off else "") +
+                     (f"[checks]\nchain = {chain}\n" if chain is not None else ""))
     ctl = [sys.executable, "-m", "mailserverd.cli.ctl", "-c", conf]
     subprocess.run(ctl + ["domain", "add", "example.test"], check=True, capture_output=True)
     subprocess.run(ctl + ["user", "add", USER, "--password", PASSWORD], check=True, capture_output=True)
@@ -223,6 +224,11 @@ def main() -> None:
     parser.add_argument("--phases", default="smtp,pop3,imap")
     parser.add_argument("--out", default=None, help="keep py-spy output here (default: discard)")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only the thread holding the GIL (Python CPU; syscalls like "
+                             "fsync, which release it, drop out)")
+    parser.add_argument("--chain", default=None,
+                        help="[checks] chain for the daemon (default: the configuration default)")
     parser.add_argument("--limits-off", action="store_true",
                         help="message_rate_per_ip = 0, max_connections_per_ip = 0 (default: the defaults)")
     args = parser.parse_args()
@@ -234,7 +240,10 @@ def main() -> None:
     from bench.pop3 import write_mbox
     write_mbox(mbox, messages)
     pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    proc, ports = start(work, mbox, args.limits_off)
+    proc, ports = start(work, mbox, args.limits_off, args.chain)
+    from mailserverd import config
+    chain = args.chain or next(key.default for key in config.SCHEMA["checks"][1] if key.name == "chain")
+    print(f"bench/profile: check chain {chain!r}")
     try:
         for name in args.phases.split(","):
             phase, unit = PHASES[name]
@@ -242,7 +251,8 @@ def main() -> None:
                 pop3_warmup(ports)
             raw = os.path.join(out, f"{name}.raw")
             spy = subprocess.Popen([pyspy, "record", "--pid", str(proc.pid), "--format", "raw",
-                                    "--rate", str(args.rate), "--nonblocking", "-o", raw],
+                                    "--rate", str(args.rate), "--nonblocking", "-o", raw] +
+                                   (["--gil"] if args.gil else []),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
             cpu0, wall0 = cpu_seconds(proc.pid), time.perf_counter()

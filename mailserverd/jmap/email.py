@@ -125,7 +125,7 @@ def _email(item, raw, props, body_props, fetch, max_bytes) -> dict:
         elif prop == "headers":
             out[prop] = [{"name": n, "value": v.decode("utf-8", "replace")} for n, v in header]
         elif prop == "bodyStructure":
-            out[prop] = body_part(raw, root, number, body_props, message_blob_id) if root else None
+            out[prop] = body_part(raw, root, number, body_props, message_blob_id, True) if root else None
         elif prop in ("textBody", "htmlBody", "attachments"):
             index = ("textBody", "htmlBody", "attachments").index(prop)
             out[prop] = [body_part(raw, node, number, body_props, message_blob_id) for node in parts[index]]

@@ -158,10 +158,13 @@ def _name(part) -> Optional[str]:
     return decode_words(value.encode("utf-8", "replace")) if value else None
 
 
-def body_part(raw: bytes, node: Node, message_id: int, props: list, blob_id) -> dict:
-    """An EmailBodyPart (RFC 8621 4.1.4) with the requested properties."""
+def body_part(raw: bytes, node: Node, message_id: int, props: list, blob_id, tree: bool = False) -> dict:
+    """An EmailBodyPart (RFC 8621 4.1.4) with the requested properties; in a
+    bodyStructure (tree) a multipart always has its subParts."""
     part = node.part
     out = {}
+    if tree and part.is_multipart and "subParts" not in props:
+        props = list(props) + ["subParts"]
     for prop in props:
         if prop == "partId":
             out[prop] = node.part_id
@@ -189,7 +192,7 @@ def body_part(raw: bytes, node: Node, message_id: int, props: list, blob_id) -> 
         elif prop == "location":
             out[prop] = header_value(node.headers, "Content-Location", "asText", False)
         elif prop == "subParts":
-            out[prop] = [body_part(raw, child, message_id, props, blob_id) for child in node.children] \
+            out[prop] = [body_part(raw, child, message_id, props, blob_id, tree) for child in node.children] \
                 if part.is_multipart else None
         else:  # header:Name:form[:all]
             field, form, every = header_property(prop)

@@ -1,0 +1,205 @@
+"""Email/get, /changes, /query, /set and Thread/get (RFC 8621 3, 4) on a real
+store: every property of a multipart message, body values, header forms,
+keyword and mailbox updates seen by IMAP, and the change log."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailserverd.store.api import DeliveryTarget
+from tests.support.jmapstore import Session, make, result_of
+
+MULTIPART = (
+    b"From: =?utf-8?q?Bj=C3=B6rn?= <bjorn@remote.test>\r\n"
+    b"Sender: list@remote.test\r\n"
+    b"To: Alice <alice@example.test>, carol@remote.test\r\n"
+    b"Cc: dave@remote.test\r\n"
+    b"Reply-To: replies@remote.test\r\n"
+    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?= and\r\n more\r\n"
+    b"Date: Fri, 04 Dec 2026 09:30:00 +0100\r\n"
+    b"Message-ID: <m1@remote.test>\r\n"
+    b"In-Reply-To: <m0@remote.test>\r\n"
+    b"References: <r1@remote.test> <m0@remote.test>\r\n"
+    b"List-Unsubscribe: <mailto:unsub@remote.test>, <https://remote.test/u>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=X\r\n\r\n"
+    b"--X\r\nContent-Type: multipart/alternative; boundary=Y\r\n\r\n"
+    b"--Y\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"Hall=C3=B6chen, plain text body\r\n"
+    b"--Y\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hallo <b>html</b></p>\r\n"
+    b"--Y--\r\n"
+    b"--X\r\nContent-Type: application/pdf; name=report.pdf\r\nContent-Disposition: attachment; filename=report.pdf\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n"
+    b"--X--\r\n")
+PLAIN = b"From: x@remote.test\r\nSubject: %s\r\n\r\nhello %s\r\n"
+
+
+@pytest.fixture
+def env(tmp_path):
+    store, accounts = make(tmp_path, users=("alice@example.test",))
+    alice = accounts["alice@example.test"]
+    yield store, alice, Session(store, alice)
+    store.store.close()
+
+
+def deliver(store, account, body, mailbox="INBOX", flags=(), at=None):
+    refs = result_of(store.deliver(body, [DeliveryTarget(account, mailbox=mailbox, flags=frozenset(flags))], at))
+    return f"e{refs[0].message_id}", refs[0]
+
+
+def mailbox_ids(session):
+    return {b["name"]: b["id"] for b in session.ok("Mailbox/get", {"ids": None})["list"]}
+
+
+def test_get_every_property_of_a_multipart_message(env):
+    """RFC 8621 4.1: metadata, header convenience properties, textBody/htmlBody/
+    attachments by the 4.1.4 algorithm, bodyValues and the header:Name:form forms."""
+    store, alice, session = env
+    email_id, ref = deliver(store, alice, MULTIPART, flags={"\\Seen", "Work"}, at=1_700_000_000)
+    email = session.ok("Email/get", {"ids": [email_id], "fetchAllBodyValues": True, "properties": [
+        "id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt", "messageId", "inReplyTo",
+        "references", "sender", "from", "to", "cc", "bcc", "replyTo", "subject", "sentAt", "hasAttachment",
+        "preview", "bodyValues", "textBody", "htmlBody", "attachments", "bodyStructure",
+        "header:List-Unsubscribe:asURLs", "header:Subject:asRaw", "header:to:asAddresses:all",
+        "header:Date:asDate"]})["list"][0]
+    assert email["id"] == email_id and email["threadId"] == f"t{ref.message_id}"
+    assert email["mailboxIds"] == {mailbox_ids(session)["INBOX"]: True}
+    assert email["keywords"] == {"$seen": True, "work": True}
+    assert email["size"] == len(MULTIPART) and email["receivedAt"] == "2023-11-14T22:13:20Z"
+    assert email["messageId"] == ["m1@remote.test"] and email["inReplyTo"] == ["m0@remote.test"]
+    assert email["references"] == ["r1@remote.test", "m0@remote.test"]
+    assert email["from"] == [{"name": "Björn", "email": "bjorn@remote.test"}]
+    assert email["to"] == [{"name": "Alice", "email": "alice@example.test"},
+                           {"name": None, "email": "carol@remote.test"}]
+    assert email["sender"] == [{"name": None, "email": "list@remote.test"}] and email["bcc"] is None
+    assert email["subject"] == "Grüße and more" and email["sentAt"] == "2026-12-04T09:30:00+01:00"
+    assert email["hasAttachment"] is True and "plain text body" in email["preview"]
+    text, html, attachments = email["textBody"], email["htmlBody"], email["attachments"]
+    assert [p["type"] for p in text] == ["text/plain"] and [p["type"] for p in html] == ["text/html"]
+    assert [(p["type"], p["name"], p["disposition"], p["size"]) for p in attachments] == [
+        ("application/pdf", "report.pdf", "attachment", 9)]
+    assert email["bodyValues"][text[0]["partId"]]["value"] == "Hallöchen, plain text body"
+    assert email["bodyValues"][html[0]["partId"]]["value"] == "<p>Hallo <b>html</b></p>"
+    structure = email["bodyStructure"]
+    assert structure["type"] == "multipart/mixed" and structure["partId"] is None
+    assert [p["type"] for p in structure["subParts"]] == ["multipart/alternative", "application/pdf"]
+    assert email["header:List-Unsubscribe:asURLs"] == ["mailto:unsub@remote.test", "https://remote.test/u"]
+    assert email["header:Subject:asRaw"] == " =?utf-8?q?Gr=C3=BC=C3=9Fe?= and\r\n more"
+    assert len(email["header:to:asAddresses:all"]) == 1
+    assert email["header:Date:asDate"] == "2026-12-04T09:30:00+01:00"
+
+
+def test_body_values_truncate_and_blobs_decode(env):
+    """maxBodyValueBytes truncates on a character boundary (isTruncated); a part's
+    blobId downloads its decoded octets."""
+    store, alice, session = env
+    email_id, _ = deliver(store, alice, MULTIPART)
+    email = session.ok("Email/get", {"ids": [email_id], "properties": ["bodyValues", "attachments", "textBody"],
+                                     "fetchTextBodyValues": True, "maxBodyValueBytes": 5})["list"][0]
+    value = email["bodyValues"][email["textBody"][0]["partId"]]
+    assert value == {"value": "Hall", "isEncodingProblem": False, "isTruncated": True}  # ö is 2 octets
+    from mailserverd.jmap import blobs
+    data = result_of(__import__("twisted.internet.defer", fromlist=["x"]).ensureDeferred(
+        blobs.read(store, None, alice, email["attachments"][0]["blobId"])))
+    assert data == b"%PDF-1.4\n"
+
+
+def test_query_filters_sort_and_window(env):
+    """Email/query: inMailbox, hasKeyword/notKeyword, size, dates, text; sort by
+    receivedAt desc and subject; position/limit/anchor and calculateTotal."""
+    store, alice, session = env
+    ids = [deliver(store, alice, PLAIN % (s, s), flags=f, at=t)[0] for s, f, t in (
+        (b"bravo", {"\\Flagged"}, 1000), (b"alpha", (), 2000), (b"charlie", (), 3000))]
+    deliver(store, alice, PLAIN % (b"junk", b"junk"), mailbox="Junk", at=4000)
+    inbox = mailbox_ids(session)["INBOX"]
+    query = session.ok("Email/query", {"filter": {"inMailbox": inbox},
+                                       "sort": [{"property": "receivedAt", "isAscending": False}],
+                                       "calculateTotal": True})
+    assert query["ids"] == ids[::-1] and query["total"] == 3
+    by_subject = session.ok("Email/query", {"filter": {"inMailbox": inbox}, "sort": [{"property": "subject"}]})
+    assert by_subject["ids"] == [ids[1], ids[0], ids[2]]
+    assert session.ok("Email/query", {"filter": {"hasKeyword": "$flagged"}})["ids"] == [ids[0]]
+    assert len(session.ok("Email/query", {"filter": {"notKeyword": "$flagged"}})["ids"]) == 3
+    assert session.ok("Email/query", {"filter": {"after": "1970-01-01T00:25:00Z",
+                                                  "before": "1970-01-01T00:45:00Z"}})["ids"] == [ids[1]]
+    assert session.ok("Email/query", {"filter": {"text": "CHARLIE"}})["ids"] == [ids[2]]
+    assert len(session.ok("Email/query", {"filter": {"inMailboxOtherThan": [inbox]}})["ids"]) == 1
+    page = session.ok("Email/query", {"filter": {"inMailbox": inbox}, "sort": [{"property": "receivedAt"}],
+                                      "anchor": ids[1], "anchorOffset": -1, "limit": 2})
+    assert page["ids"] == ids[:2] and page["position"] == 0
+    page = session.ok("Email/query", {"sort": [{"property": "receivedAt"}], "position": -2})
+    assert page["position"] == 2 and len(page["ids"]) == 2
+    errors = [session.call("Email/query", args)[1]["type"] for args in (
+        {"anchor": "e999999"}, {"filter": {"before": "yesterday"}}, {"filter": {"bogus": 1}},
+        {"sort": [{"property": "from"}]})]
+    assert errors == ["anchorNotFound", "invalidArguments", "unsupportedFilter", "unsupportedSort"]
+
+
+def test_set_keywords_and_mailboxes_show_in_imap(env):
+    """Email/set keywords (patch keywords/$seen) and mailboxIds (move, add) write the
+    store's flags and memberships, as IMAP sees them; destroy expunges."""
+    store, alice, session = env
+    email_id, ref = deliver(store, alice, PLAIN % (b"one", b"one"), flags={"Custom"})
+    boxes = mailbox_ids(session)
+    answer = session.ok("Email/set", {"update": {email_id: {"keywords/$seen": True, "keywords/$flagged": True}}})
+    assert answer["updated"] == {email_id: None}, answer
+    inbox = result_of(store.get_mailbox(alice, "INBOX"))
+    flags = result_of(store.list_messages(alice, inbox.id))[0].flags
+    assert flags == {"\\Seen", "\\Flagged", "Custom"}
+    session.ok("Email/set", {"update": {email_id: {"keywords/$flagged": None}}})
+    session.ok("Email/set", {"update": {email_id: {"mailboxIds": {boxes["Archive"]: True}}}})
+    assert result_of(store.list_messages(alice, inbox.id)) == []
+    archive = result_of(store.get_mailbox(alice, "Archive"))
+    moved = result_of(store.list_messages(alice, archive.id))
+    assert [m.message_id for m in moved] == [ref.message_id] and moved[0].flags == {"\\Seen", "Custom"}
+    session.ok("Email/set", {"update": {email_id: {f"mailboxIds/{boxes['Trash']}": True}}})
+    email = session.ok("Email/get", {"ids": [email_id], "properties": ["mailboxIds", "keywords"]})["list"][0]
+    assert email == {"id": email_id, "mailboxIds": {boxes["Archive"]: True, boxes["Trash"]: True},
+                     "keywords": {"$seen": True, "custom": True}}
+    refused = session.ok("Email/set", {"update": {email_id: {"mailboxIds": {}}, "e999999": {"keywords": {}}},
+                                       "create": {"x": {}}})
+    assert refused["notUpdated"][email_id]["type"] == "invalidProperties"
+    assert refused["notUpdated"]["e999999"]["type"] == "notFound"
+    assert refused["notCreated"]["x"]["type"] == "forbidden"
+    assert session.ok("Email/set", {"destroy": [email_id]})["destroyed"] == [email_id]
+    assert session.ok("Email/get", {"ids": [email_id]})["notFound"] == [email_id]
+
+
+def test_changes_and_threads(env):
+    """Email/changes from the change log: created, updated (a flag set over IMAP),
+    destroyed; maxChanges pages; Thread/get gives each email its own thread."""
+    store, alice, session = env
+    start = session.ok("Email/get", {"ids": []})["state"]
+    first, ref = deliver(store, alice, PLAIN % (b"a", b"a"))
+    second, _ = deliver(store, alice, PLAIN % (b"b", b"b"))
+    changes = session.ok("Email/changes", {"sinceState": start})
+    assert changes["created"] == [first, second] and changes["updated"] == []
+    middle = changes["newState"]
+    result_of(store.store_flags(alice, ref.mailbox_id, [ref.uid], ["\\Seen"], "add"))  # as IMAP STORE
+    session.ok("Email/set", {"destroy": [second]})
+    changes = session.ok("Email/changes", {"sinceState": middle})
+    assert (changes["created"], changes["updated"], changes["destroyed"]) == ([], [first], [second])
+    page = session.ok("Email/changes", {"sinceState": start, "maxChanges": 1})
+    assert page["hasMoreChanges"] is True and page["created"] == [first]
+    threads = session.ok("Thread/get", {"ids": [f"t{ref.message_id}", "t999999"]})
+    assert threads["list"] == [{"id": f"t{ref.message_id}", "emailIds": [first]}]
+    assert threads["notFound"] == ["t999999"]
+    thread_changes = session.ok("Thread/changes", {"sinceState": start})
+    assert thread_changes["created"] == [f"t{ref.message_id}"]
+
+
+def test_result_reference_query_then_get(env):
+    """The RFC 8620 3.7 pattern a mail list uses: Email/query, then Email/get by #ids."""
+    store, alice, session = env
+    ids = [deliver(store, alice, PLAIN % (b"s%d" % n, b"x"), at=1000 + n)[0] for n in range(3)]
+    status, answer = session.request([
+        ["Email/query", {"accountId": session.account_id, "sort": [{"property": "receivedAt",
+                                                                     "isAscending": False}], "limit": 2}, "q"],
+        ["Email/get", {"accountId": session.account_id, "properties": ["subject", "threadId"],
+                       "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"}}, "g"],
+        ["Thread/get", {"accountId": session.account_id,
+                        "#ids": {"resultOf": "g", "name": "Email/get", "path": "/list/*/threadId"}}, "t"],
+    ])
+    got = answer["methodResponses"]
+    assert [e["subject"] for e in got[1][1]["list"]] == ["s2", "s1"]
+    assert [t["emailIds"] for t in got[2][1]["list"]] == [[ids[2]], [ids[1]]]

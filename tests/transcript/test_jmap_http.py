@@ -202,3 +202,62 @@ def test_account_isolation(server):
         assert status == 404
     status, _h, body = alice.request("GET", f"/jmap/download/{alice_id}/{email['blobId']}/x.eml?type=message/rfc822")
     assert status == 200 and b"for alice only" in body
+
+
+def test_upload_then_download(server):
+    """RFC 8620 6.1-6.2: an upload answers blobId/type/size and downloads back with the
+    asked type and an attachment disposition; another account's upload URL is 404."""
+    client = Client(server)
+    account_id = client.session()["primaryAccounts"][MAIL]
+    data = bytes(range(256)) * 40
+    status, _h, body = client.request("POST", f"/jmap/upload/{account_id}/", data, {"Content-Type": "image/png"})
+    assert status == 201, body
+    answer = json.loads(body)
+    assert answer["size"] == len(data) and answer["type"] == "image/png" and answer["accountId"] == account_id
+    status, headers, body = client.request(
+        "GET", f"/jmap/download/{account_id}/{answer['blobId']}/pic%20one.png?type=image/png")
+    assert status == 200 and body == data and headers["content-type"] == "image/png"
+    assert headers["content-disposition"] == "attachment; filename*=UTF-8''pic%20one.png"
+    bob = Client(server, BOB)
+    bob_id = bob.session()["primaryAccounts"][MAIL]
+    status, _h, _b = bob.request("GET", f"/jmap/download/{bob_id}/{answer['blobId']}/x")
+    assert status == 404
+    status, _h, _b = bob.request("POST", f"/jmap/upload/{account_id}/", b"x", {"Content-Type": "text/plain"})
+    assert status == 404
+
+
+def test_eventsource_state_change_after_smtp_delivery(server):
+    """RFC 8620 7.3: a StateChange for Email and Mailbox arrives over the event stream
+    within one second of an SMTP delivery's 250; closeafter=state ends the response."""
+    client = Client(server)
+    account_id = client.session()["primaryAccounts"][MAIL]
+    connection = http.client.HTTPConnection(*client.address, timeout=10)
+    connection.request("GET", "/jmap/eventsource?types=*&closeafter=state&ping=0",
+                       headers={"Authorization": client.auth, "Accept": "text/event-stream"})
+    response = connection.getresponse()
+    assert response.status == 200 and response.getheader("content-type").startswith("text/event-stream")
+    assert response.readline() == b": ready\n"  # the baseline state is read: changes from here are pushed
+    response.readline()
+    deliver(server, ALICE, subject="push me")
+    delivered = time.monotonic()
+    lines = []
+    while True:
+        line = response.readline()
+        if not line.strip():
+            if lines:
+                break
+            continue
+        lines.append(line.decode().rstrip("\n"))
+    elapsed = time.monotonic() - delivered
+    assert lines[0] == "event: state"
+    change = json.loads(lines[1][len("data: "):])
+    assert change["@type"] == "StateChange" and {"Email", "Mailbox"} <= set(change["changed"][account_id])
+    assert elapsed < 1.0, elapsed
+    assert response.read() == b""  # closeafter=state: the response ended
+    connection.close()
+
+
+def test_eventsource_bad_arguments_are_json(server):
+    """Unknown types or closeafter values are a 400 JSON answer, not a stream."""
+    status, _h, body = Client(server).request("GET", "/jmap/eventsource?types=Nope&closeafter=no&ping=0")
+    assert status == 400 and json.loads(body)["type"] == "invalidArguments"

@@ -116,28 +116,57 @@ def recipient_domain(address: str) -> str:
 
 # -- enqueue -------------------------------------------------------------------------
 
-def _insert_message(conn: Connection, message: NewMessage, lifetime: float, held: bool) -> list[int]:
-    conn.execute(insert(messages).values(
-        id=message.id, sender=message.sender, body=message.body, size=len(message.body),
-        created_at=message.created_at, smtputf8=message.smtputf8, eight_bit=message.eight_bit,
-        ret=message.ret, envid=message.envid))
+def _by_domain(message: NewMessage) -> dict[str, list[QueuedRecipient]]:
     by_domain: dict[str, list[QueuedRecipient]] = {}
     for recipient in message.recipients:
         group = by_domain.setdefault(recipient_domain(recipient.address), [])
         if all(other.address != recipient.address for other in group):
             group.append(recipient)
+    return by_domain
+
+
+def _insert_message(conn: Connection, message: NewMessage, lifetime: float, held: bool,
+                    lease: tuple[str, float] | None = None) -> list[int]:
+    conn.execute(insert(messages).values(
+        id=message.id, sender=message.sender, body=message.body, size=len(message.body),
+        created_at=message.created_at, smtputf8=message.smtputf8, eight_bit=message.eight_bit,
+        ret=message.ret, envid=message.envid))
     ids = []
-    for domain, group in by_domain.items():
-        delivery_id = conn.execute(insert(deliveries).values(
-            message_id=message.id, domain=domain, held=held, attempts=0,
-            next_attempt_at=message.created_at, expires_at=message.created_at + lifetime,
-        )).inserted_primary_key[0]
+    for domain, group in _by_domain(message).items():
+        values = dict(message_id=message.id, domain=domain, held=held, attempts=0,
+                      next_attempt_at=message.created_at, expires_at=message.created_at + lifetime)
+        if lease is not None:  # born claimed (enqueue_claimed): as claim() leaves a row
+            values.update(lease_owner=lease[0], lease_until=lease[1], next_attempt_at=lease[1])
+        delivery_id = conn.execute(insert(deliveries).values(**values)).inserted_primary_key[0]
         conn.execute(insert(recipients), [
             {"delivery_id": delivery_id, "address": r.address, "notify": r.notify, "orcpt": r.orcpt,
              "status": PENDING, "code": 0, "enhanced": "", "text": "", "remote_host": ""}
             for r in group])
         ids.append(delivery_id)
     return ids
+
+
+def enqueue_claimed(engine: Engine, message: NewMessage, lifetime: float, owner: str, now: float,
+                    lease: float = DEFAULT_LEASE) -> list[Claimed]:
+    """enqueue() with the new deliveries already leased to `owner`, in the same transaction:
+    a worker with free slots attempts them at once, with no claim transaction and no body
+    read. Durable as enqueue(); if the node dies the lease runs out and any node claims them."""
+    if not message.recipients:
+        raise ValueError("a queued message needs at least one recipient")
+    token = f"{owner[:40]}-{secrets.token_hex(8)}"
+    with engine.begin() as conn:
+        ids = _insert_message(conn, message, lifetime, False, (token, now + lease))
+    return [Claimed(delivery_id=delivery_id, token=token, message_id=message.id, domain=domain,
+                    sender=message.sender, body=message.body, created_at=message.created_at,
+                    expires_at=message.created_at + lifetime, attempts=0, smtputf8=message.smtputf8,
+                    eight_bit=message.eight_bit, ret=message.ret, envid=message.envid,
+                    recipients=tuple(sorted(group, key=lambda r: r.address)), due_at=min(now, message.created_at))
+            for delivery_id, (domain, group) in zip(ids, _by_domain(message).items())]
+
+
+def domain_count(message: NewMessage) -> int:
+    """How many deliveries (recipient domains) enqueue() makes of the message."""
+    return len(_by_domain(message))
 
 
 def enqueue(engine: Engine, message: NewMessage, lifetime: float, held: bool = False) -> list[int]:

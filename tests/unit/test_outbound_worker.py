@@ -404,3 +404,38 @@ def test_mail_queued_while_every_slot_is_busy_goes_when_one_frees(env):
     env.clock.advance(0)
     assert [m.queue_id for _w, _d, m in env.transport.calls[4:]] == [message.id]
     assert len(env.queue()) == 1, "the four delivered outcomes are recorded; the new one is in flight"
+
+
+def test_enqueue_with_free_slots_is_born_claimed_and_attempted_at_once(env):
+    """With free slots, enqueue stores the delivery already leased to this worker and attempts
+    it when durable: no claim transaction; another node cannot take it meanwhile; the outcome
+    is recorded as for a claimed row."""
+    worker = env.worker(poll_interval=600.0)
+    called = []
+    worker.run_blocking = lambda fn, *a, **kw: called.append(fn.__name__) or defer.maybeDeferred(fn, *a, **kw)
+    worker._recorder.run_blocking = worker.run_blocking
+    env.transport.pending = True
+    message = worker.new_message("alice@example.test", BODY, [("x@remote.test", None, None),
+                                                             ("y@other.test", None, None)])
+    ids = []
+    worker.enqueue(message).addCallback(ids.append)
+    assert called == ["enqueue_claimed"] and len(ids[0]) == 2
+    assert sorted(d for _w, d, _m in env.transport.calls) == ["other.test", "remote.test"]
+    assert queue.claim(env.engine, "another-node", env.clock.seconds() + 60, 10) == []
+    env.transport.release()
+    env.clock.advance(0)
+    assert "claim" not in called and env.queue() == []
+
+
+def test_enqueue_without_free_slots_waits_for_a_claim(env):
+    """When every slot is busy the message is enqueued unclaimed and claimed later."""
+    for _ in range(4):
+        env.enqueue("x@remote.test")
+    env.transport.pending = True
+    worker = env.worker(poll_interval=600.0)
+    message = worker.new_message("alice@example.test", BODY, [("z@remote.test", None, None)])
+    worker.enqueue(message)
+    assert len(env.transport.calls) == 4
+    env.transport.release()
+    env.clock.advance(0)
+    assert env.transport.calls[-1][2].queue_id == message.id

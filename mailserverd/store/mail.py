@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..mime.imapsection import IMAPMessage
 from ..mime.summary import summarize
-from . import schema
+from . import schema, searchqueue
 from .api import (DEFAULT_MAILBOXES, SPECIAL_USE, Account, DeliveryTarget, Mailbox, MessageRef,
                   NoSuchMailbox, OverQuota, StoreError)
 from .blobs import BlobStore, blob_id_of
@@ -140,6 +140,7 @@ class MailStore(WriteOps, MailboxOps):
                 for table in (schema.mailbox_messages, schema.messages, schema.mailboxes,
                               schema.subscriptions, schema.changes, schema.account_state):
                     conn.execute(delete(table).where(table.c.account_id == account.id))
+                searchqueue.forget_account(conn, account.id)
             self._free_unreferenced(account.shard, freed)
         return len(rows)
 
@@ -227,6 +228,7 @@ class MailStore(WriteOps, MailboxOps):
                 preview=summary.preview, has_attachment=summary.has_attachment,
                 envelope=structures[plan["blob_id"]][0], bodystructure=structures[plan["blob_id"]][1]))
         ids = conn.execute(_INSERT_MESSAGES, rows).scalars().all()
+        searchqueue.record_delivered(conn, rows, ids, now)  # thread ids + index queue, same transaction
         memberships, log = [], []
         for plan, message_id, row in zip(plans, ids, rows):
             columns, keywords = flag_columns(plan["target"].flags)

@@ -245,10 +245,17 @@ def _outbound_claim_indexes(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX IF NOT EXISTS ix_outbound_lease ON outbound_deliveries (lease_owner)"))
 
 
+def _search_tables(conn: Connection) -> None:
+    """The full-text index queue and conversation table (store/searchqueue.py, issue 12)."""
+    from .searchqueue import create_tables
+    create_tables(conn)
+
+
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
     "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables, _outbound_claim_indexes],
-    "shard": [_create(shard_meta), _create(subscriptions_meta), _message_structure_columns],
+    "shard": [_create(shard_meta), _create(subscriptions_meta), _message_structure_columns,
+              _search_tables],
 }
 
 

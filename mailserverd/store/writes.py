@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 from sqlalchemy import bindparam, delete, insert, select, update
 from twisted.logger import Logger
 
-from . import schema
+from . import schema, searchqueue
 from .api import Account, MessageRef, StoreError
 from .rows import FLAG_COLUMNS, flag_columns, ref_of
 
@@ -196,6 +196,7 @@ class WriteOps:
                 gone_rows.extend(conn.execute(select(msgs.c.id, msgs.c.blob_id, msgs.c.size, msgs.c.prepend)
                                               .where(msgs.c.id.in_(chunk))).all())
                 conn.execute(delete(msgs).where(msgs.c.id.in_(chunk)))
+            searchqueue.enqueue_destroyed(conn, account.id, orphans, now)  # leaves the index
             self.expunged.keep(account, gone_rows, self.blobs)
             freed = self._release_blobs(conn, [row.blob_id for row in gone_rows])
         return [row.uid for row in rows], freed

@@ -58,8 +58,8 @@ def parse_sort(value, allowed: tuple) -> list[tuple[str, bool]]:
     for comparator in value:
         if not isinstance(comparator, dict) or not isinstance(comparator.get("property"), str):
             raise MethodError("invalidArguments", "a Comparator has a property")
-        if set(comparator) - {"property", "isAscending", "collation", "keyword"}:
-            raise MethodError("invalidArguments", "unknown Comparator member")
+        # Other members are ignored: jmapc 0.4 puts the /query window arguments
+        # (position, anchorOffset, calculateTotal) into each Comparator.
         if comparator["property"] not in allowed:
             raise MethodError("unsupportedSort", f"cannot sort by {comparator['property']}")
         if comparator.get("collation", COLLATIONS[0]) not in COLLATIONS:

@@ -1,0 +1,73 @@
+"""Interop: the jmapc client (PyPI) against the real daemon's http listener.
+
+jmapc fetches the session from https://HOST/.well-known/jmap; the https
+listener is not built yet, so the client here fetches the session over http
+and uses the URLs in it as they are. Everything after that is jmapc's own code.
+"""
+
+from __future__ import annotations
+
+import functools
+import smtplib
+
+import pytest
+
+from tests.support.daemon import PASSWORD
+
+jmapc = pytest.importorskip("jmapc", reason="jmapc is not installed: pip install -e '.[test]'")
+from jmapc import Comparator, EmailQueryFilterCondition, MailboxQueryFilterCondition, Ref  # noqa: E402
+from jmapc.methods import (EmailGet, EmailGetResponse, EmailQuery, EmailSet, MailboxGet,  # noqa: E402
+                           MailboxGetResponse, MailboxQuery)
+
+ALICE = "alice@example.test"
+
+
+class HTTPClient(jmapc.Client):
+    @functools.cached_property
+    def jmap_session(self):
+        response = self.requests_session.get(f"http://{self._host}/.well-known/jmap", timeout=10)
+        response.raise_for_status()
+        return jmapc.session.Session.from_dict(response.json())
+
+
+@pytest.fixture
+def server(mailserver_factory):
+    return mailserver_factory(listeners=("smtp", "http"))
+
+
+def test_jmapc_lists_queries_reads_and_sets(server, tmp_path):
+    """jmapc finds INBOX by role, queries it newest first, reads the delivered email
+    with its text body, marks it $seen and uploads a blob."""
+    message = ("From: Carol <carol@remote.test>\r\nTo: alice@example.test\r\nSubject: interop\r\n"
+               "Message-ID: <interop@remote.test>\r\n\r\nhello from smtp\r\n")
+    with smtplib.SMTP(*server.address("smtp"), timeout=10) as smtp:
+        smtp.sendmail("carol@remote.test", [ALICE], message)
+    host, port = server.address("http")
+    client = HTTPClient.create_with_password(f"{host}:{port}", ALICE, PASSWORD)
+    results = client.request([
+        MailboxQuery(filter=MailboxQueryFilterCondition(role="inbox")),
+        MailboxGet(ids=Ref("/ids")),
+    ])
+    inbox = results[1].response
+    assert isinstance(inbox, MailboxGetResponse) and inbox.data[0].name == "INBOX"
+    assert inbox.data[0].total_emails == 1
+    results = client.request([
+        EmailQuery(collapse_threads=True, filter=EmailQueryFilterCondition(in_mailbox=inbox.data[0].id),
+                   sort=[Comparator(property="receivedAt", is_ascending=False)], limit=50),
+        EmailGet(ids=Ref("/ids"), properties=["id", "subject", "from", "receivedAt", "keywords",
+                                              "textBody", "bodyValues"], fetch_text_body_values=True),
+    ])
+    emails = results[1].response
+    assert isinstance(emails, EmailGetResponse)
+    email = emails.data[0]
+    assert email.subject == "interop" and email.mail_from[0].email == "carol@remote.test"
+    part = email.text_body[0].part_id
+    assert email.body_values[part].value.strip() == "hello from smtp"
+    result = client.request(EmailSet(update={email.id: {"keywords/$seen": True}}))
+    assert email.id in result.updated
+    again = client.request(EmailGet(ids=[email.id], properties=["keywords"]))
+    assert again.data[0].keywords == {"$seen": True}
+    attachment = tmp_path / "note.txt"
+    attachment.write_bytes(b"attachment bytes")
+    blob = client.upload_blob(attachment)
+    assert blob.size == len(b"attachment bytes") and blob.type == "text/plain"

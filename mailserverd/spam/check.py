@@ -17,6 +17,10 @@ min_trained messages of each class, nothing is called spam (an untrained
 filter never quarantines). When recipients' accounts disagree, each copy gets
 its own headers and folder; a refusal needs them all to agree.
 
+Mail from an address the account has written to (its Sent mailbox; see
+correspondents.py) is never sent to Junk or refused on the score alone unless
+DMARC failed: it stays in INBOX as unsure, marked "known-sender".
+
 Connection stage: when dnsbl_zones is set, the client address is looked up in
 each zone (RFC 5782); a listing refuses the connection with 554 5.7.1
 (dnsbl_action = reject) or adds dnsbl_score to the message's score (= score).
@@ -29,13 +33,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import threadpool
 
 from ..checks.base import Check, Envelope, Session, Verdict, register_builtin
 from . import classifier, dnsbl
 from .tokendb import GLOBAL, TokenDB
-from .tokenizer import tokenize
+from .correspondents import Correspondents, sender_address
+from .tokenizer import auth_summary, tokenize
 
 log = Logger(namespace="mailserverd.spam")
 
@@ -78,11 +84,14 @@ class Result:
     reject: bool
     trained: bool
     clues: tuple = ()
+    known_sender: bool = False  # spam by score, kept out of Junk: the account wrote to the sender
 
     def headers(self, spam_cutoff: float) -> list[tuple[str, str]]:
         status = f"{STATUS[self.label]}, score={self.score:.3f} required={spam_cutoff:.2f}"
         if not self.trained:
             status += " untrained"
+        if self.known_sender:
+            status += " known-sender"
         return [("X-Spam-Status", status), ("X-Spam-Score", f"{self.score:.3f}")]
 
 
@@ -91,7 +100,7 @@ class SpamCheck(Check):
 
     def __init__(self, context=None, ham_cutoff="0.20", spam_cutoff="0.90", reject_score="0.9999",
                  min_trained="10", per_user="yes", user_weight="1", disabled_users="", learn="yes",
-                 dnsbl_zones="", dnsbl_action="reject", dnsbl_score="0.5", dns_timeout="3",
+                 known_senders="yes", dnsbl_zones="", dnsbl_action="reject", dnsbl_score="0.5", dns_timeout="3",
                  threads="2", cache_size="200000", db: Optional[TokenDB] = None, resolver=None, run=None):
         self.ham_cutoff = _fraction("ham_cutoff", ham_cutoff)
         self.spam_cutoff = _fraction("spam_cutoff", spam_cutoff)
@@ -110,6 +119,7 @@ class SpamCheck(Check):
             raise ValueError("[check.spam] user_weight must be above 0 and at most 100")
         self.disabled_users = frozenset(_list(disabled_users))
         self.learn = _yes("learn", learn)
+        self.known_senders = _yes("known_senders", known_senders)
         self.dnsbl_zones = _list(dnsbl_zones)
         if dnsbl_action not in ("reject", "score"):
             raise ValueError(f"[check.spam] dnsbl_action must be reject or score, not {dnsbl_action!r}")
@@ -131,6 +141,11 @@ class SpamCheck(Check):
             # nothing to score against: the check then has no opinion.
             db = TokenDB(engine, cache_size=_count("cache_size", cache_size)) if engine is not None else None
         self.db = db
+        store = getattr(context, "store", None)
+        self.correspondents = None
+        if self.known_senders and store is not None and hasattr(store, "message_summaries"):
+            clock = getattr(context, "clock", None) or self.reactor
+            self.correspondents = Correspondents(store, clock.seconds if hasattr(clock, "seconds") else clock)
         if resolver is None and self.dnsbl_zones:
             from ..checks.dns import CachingResolver
             nameservers = settings.dns.nameservers if settings is not None else ()
@@ -207,11 +222,22 @@ class SpamCheck(Check):
             targets = [None]
         auth = envelope.data.get("auth")  # check.auth's results, absent when it is not in the chain
         listed = bool(session.data.get(NAME, {}).get("dnsbl"))
-        d = self._defer(self.classify, message, targets, auth, listed)
+        d = self._known_senders(targets)
+        d.addCallback(lambda known: self._defer(self.classify, message, targets, auth, listed, known))
         d.addCallback(self._verdict, envelope, len(scored) < len(accounts))
         return d
 
-    def classify(self, message: bytes, targets, auth=None, listed: bool = False) -> list[Result]:
+    def _known_senders(self, targets):
+        """Deferred[{account id: addresses it wrote to}] (empty without a store)."""
+        accounts = [account for account in targets if account is not None]
+        if self.correspondents is None or not accounts:
+            return defer.succeed({})
+        d = defer.gatherResults([self.correspondents.known(account) for account in accounts])
+        d.addCallback(lambda sets: {account.id: found for account, found in zip(accounts, sets)})
+        return d
+
+    def classify(self, message: bytes, targets, auth=None, listed: bool = False,
+                 known: Optional[dict] = None) -> list[Result]:
         """Blocking: tokenise once, score for each target account (None = global only).
 
         A refusal needs the global database alone to agree (reject_score reached
@@ -222,6 +248,9 @@ class SpamCheck(Check):
         global_value, global_clues = classifier.score(tokens, global_counts, global_spam, global_ham,
                                                       self.db.options)
         global_trained = global_spam >= self.min_trained and global_ham >= self.min_trained
+        sender = sender_address(message) if known else ""
+        # RFC 7489: a From: that failed DMARC may be forged; it earns no exemption
+        forged = "fail" in auth_summary(auth).get("dmarc", []) if auth is not None else False
         results = []
         for account in targets:
             owners, weights = self.owners(account)
@@ -241,7 +270,11 @@ class SpamCheck(Check):
                 label = classifier.UNSURE  # an untrained filter never quarantines
             reject = (global_trained and self.reject_score is not None and value >= self.reject_score
                       and min(1.0, global_value + (self.dnsbl_score if listed else 0.0)) >= self.reject_score)
-            results.append(Result(account, value, label, reject, trained, tuple(clues[:8])))
+            known_sender = (label == classifier.SPAM and account is not None and not forged and bool(sender)
+                            and sender in (known or {}).get(account.id, ()))
+            if known_sender:
+                label, reject = classifier.UNSURE, False
+            results.append(Result(account, value, label, reject, trained, tuple(clues[:8]), known_sender))
         return results
 
     def _verdict(self, results: list[Result], envelope: Envelope, some_exempt: bool = False):

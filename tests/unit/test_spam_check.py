@@ -243,3 +243,51 @@ def test_a_users_own_training_never_makes_a_refusal(db):
     check = make(db, reject_score="0.9")
     verdict = result_of(check.body(session(), envelope(BOB), newsletter))
     assert verdict.quarantined and not verdict.rejected
+
+
+class SentStore:
+    """A store whose account has one message in Sent, to `to_addr`."""
+
+    def __init__(self, to_addr):
+        from mailserverd.store.api import Mailbox, MessageRef
+        self.boxes = [Mailbox(1, "INBOX", None, 1, 1, True), Mailbox(4, "Sent", "\\Sent", 1, 2, True, exists=1)]
+        self.refs = [MessageRef(4, 1, 40, 100, frozenset(), 1, 0.0)]
+        self.to_addr = to_addr
+        self.reads = 0
+
+    def list_mailboxes(self, account):
+        self.reads += 1
+        return defer.succeed(self.boxes)
+
+    def list_messages(self, account, mailbox_id):
+        return defer.succeed(self.refs if mailbox_id == 4 else [])
+
+    def message_summaries(self, account, ids):
+        return defer.succeed({40: {"to_addr": self.to_addr, "cc_addr": ""}})
+
+
+class Clock:
+    now = 1000.0
+
+    def seconds(self):
+        return self.now
+
+
+def test_mail_from_someone_the_user_wrote_to_is_never_junked_unless_dmarc_failed(trained):
+    """A spammy message whose From: is in Alice's Sent recipients stays in INBOX (unsure,
+    known-sender); with a DMARC failure the exemption is void. The Sent mailbox is read
+    once per TTL."""
+    from mailserverd.checks.base import CheckContext
+    spam = SPAM[90]
+    from mailserverd.spam.correspondents import sender_address
+    store = SentStore(f"Someone <{sender_address(spam).upper()}>, other@example.org")
+    context = CheckContext(store=store, clock=Clock())
+    check = SpamCheck(context=context, db=trained, run=synchronous, reject_score="")
+    verdict = result_of(check.body(session(), envelope(ALICE), spam))
+    assert verdict.action == "accept"
+    assert headers(verdict)["X-Spam-Status"].startswith("Unsure") and "known-sender" in headers(verdict)["X-Spam-Status"]
+    forged = envelope(ALICE)
+    forged.data["auth"] = {"dmarc": "fail"}
+    assert result_of(check.body(session(), forged, spam)).quarantined
+    assert store.reads == 1
+    assert result_of(check.body(session(), envelope(BOB), SPAM[91])).quarantined  # Bob's Sent: same fake, other sender

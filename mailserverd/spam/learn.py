@@ -99,8 +99,14 @@ class JunkLearner(service.Service):
         if into_junk == from_junk or (from_junk and dest.special_use == TRASH):
             return None
         wanted = set(new_uids[:MAX_TRAIN_PER_OPERATION])
-        refs = yield self.store.list_messages(account, dest.id)
-        ids = [ref.message_id for ref in refs if ref.uid in wanted]
+        # The copies carry the newest modseqs of the destination (RFC 7162): read only the
+        # changes since a little before its highest, not a mailbox of 100,000 messages.
+        since = max(0, dest.highestmodseq - 4 * len(wanted) - 64)
+        _highest, changed, _vanished = yield self.store.mailbox_changes(account, dest.id, since)
+        refs = [ref for ref in changed if ref.uid in wanted]
+        if len(refs) < len(wanted):  # other writes came in between: read the whole list
+            refs = [ref for ref in (yield self.store.list_messages(account, dest.id)) if ref.uid in wanted]
+        ids = [ref.message_id for ref in refs]
         bodies = yield self.store.read_messages(account, ids)
         owner = account.id if self.check.per_user else GLOBAL
         trained = 0

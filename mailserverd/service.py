@@ -80,6 +80,9 @@ def build_service_tree(settings, store, tls_config, reactor) -> service.MultiSer
     authenticator = build_authenticator(async_store, settings, reactor)
     root.authenticator = authenticator
     root.async_store = async_store
+    root.search = __import__("mailserverd.search.indexer", fromlist=["x"]).SearchService(
+        store, settings.server.data_dir, async_store)
+    root.search.setServiceParent(root)  # full-text indexer (issue 12), stopped before the store
     outbound = OutboundService(settings, store.directory_engine, async_store, reactor)
     outbound.setServiceParent(root)  # started after the store, stopped before it
     root.outbound = outbound

@@ -315,3 +315,17 @@ def decoded_body_text(raw: bytes, limit: int) -> str:
         _, body_start = split_header(raw)
         return decode_bytes(raw[body_start:body_start + limit])[:limit]
     return "\n".join(pieces)[:limit]
+
+
+def narrow_pairs(store, account, program: SearchKey, pairs: list):
+    """Deferred: the (number, ref) pairs of `pairs` that may satisfy `program`,
+    narrowed through the full-text index (mailserverd.search, issue 12) when it
+    can; all of them otherwise. The caller still evaluates each exactly, so the
+    answer is the exhaustive scan's (RFC 3501 6.4.4 substring semantics)."""
+    from ..search.query import candidates
+
+    def keep(ids):
+        if ids is None:
+            return pairs
+        return [pair for pair in pairs if pair[1].message_id in ids]
+    return candidates(store, account, program).addCallback(keep)

@@ -332,6 +332,7 @@ class MessageCommands:
         """The (number, ref) pairs of the selected mailbox that satisfy `program`."""
         view = self.view
         pairs = list(enumerate(view.refs, 1))
+        pairs = yield search_eval.narrow_pairs(self.store, self.account, program, pairs)  # index
         wants_raw = search_eval.needs_raw(program)
         now = self.clock.seconds()
         matches = []

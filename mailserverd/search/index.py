@@ -1,0 +1,199 @@
+"""One shard's Whoosh index: written by the indexer thread alone, read by query threads.
+
+A document per message row (key = message id), with the folded texts of
+text.FIELDS. Flags and mailbox membership are never indexed (they stay in
+SQL), so a flag change never rewrites the index. Lookups return message ids
+that MAY contain a string (a superset): documents of deleted messages and
+the lexicon terms of superseded documents only add candidates, which the
+caller verifies exactly and intersects with the mailbox.
+
+Substring lookups (RFC 3501 SEARCH matches substrings) scan a per-segment
+copy of the lexicon held as one string; segments are immutable, so each
+copy is built once per segment and dropped when a merge retires it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import shutil
+import threading
+
+from whoosh import fields, index as windex
+from whoosh.analysis import RegexTokenizer
+
+from .text import FIELDS, TOKEN
+
+MAX_EXPANSION = 2000  # terms one word may expand to before the lookup gives up (no narrowing)
+ANALYZER = RegexTokenizer(TOKEN.pattern)  # texts arrive folded (text.fold)
+
+
+def make_schema() -> fields.Schema:
+    text_fields = {name: fields.TEXT(analyzer=ANALYZER, phrase=False) for name in FIELDS}
+    return fields.Schema(key=fields.ID(unique=True), acct=fields.ID,
+                         mid=fields.NUMERIC(bits=64, signed=False, stored=True, sortable=True),
+                         scan=fields.ID, **text_fields)
+
+
+class IndexUnavailable(Exception):
+    pass
+
+
+class _Segment:
+    """Lexicon copies and the docnum -> message id column of one immutable segment."""
+
+    def __init__(self, reader):
+        self.mids = list(reader.column_reader("mid"))
+        self.lexicons: dict[str, tuple[list[str], str, list[int]]] = {}
+        self.lock = threading.Lock()
+
+    def lexicon(self, reader, field: str):
+        with self.lock:
+            entry = self.lexicons.get(field)
+            if entry is None:
+                terms = [term.decode("utf-8") if isinstance(term, bytes) else term
+                         for term in reader.lexicon(field)]
+                starts, position = [], 0
+                for term in terms:
+                    starts.append(position)
+                    position += len(term) + 1
+                entry = self.lexicons[field] = (terms, "\n".join(terms), starts)
+            return entry
+
+
+class ShardIndex:
+    """The index of shard `number` under `path`."""
+
+    def __init__(self, path: str, number: int):
+        self.path = path
+        self.number = number
+        self.ix = None
+        self.ready = False  # True once start-up found it consistent with the store
+        self._local = threading.local()
+        self._segments: dict[str, _Segment] = {}
+        self._segments_lock = threading.Lock()
+
+    # -- opening (indexer thread) --------------------------------------------------
+
+    def open(self) -> bool:
+        """Open or create; returns False when it had to be created (missing or corrupt)."""
+        try:
+            if windex.exists_in(self.path):
+                self.ix = windex.open_dir(self.path)
+                with self.ix.searcher() as searcher:  # reads the TOC and every segment's files
+                    searcher.doc_count_all()
+                    for reader, _ in searcher.reader().leaf_readers():
+                        list(reader.column_reader("mid"))[:1]
+                return True
+        except Exception:
+            shutil.rmtree(self.path, ignore_errors=True)
+        os.makedirs(self.path, exist_ok=True)
+        self.ix = windex.create_in(self.path, make_schema())
+        return False
+
+    def indexed_ids(self) -> set[int]:
+        """Message ids of the live documents (start-up consistency check)."""
+        ids = set()
+        with self.ix.searcher() as searcher:
+            for reader, _ in searcher.reader().leaf_readers():
+                column = list(reader.column_reader("mid"))
+                ids.update(mid for docnum, mid in enumerate(column) if not reader.is_deleted(docnum))
+        return ids
+
+    def apply(self, adds: list[tuple[int, int, dict, bool]], deletes: list[int], resets: list[int]) -> None:
+        """One commit: resets (account ids) and deletes first, then adds
+        (account id, message id, folded field texts, scan)."""
+        writer = self.ix.writer(limitmb=64)
+        try:
+            for account_id in resets:
+                writer.delete_by_term("acct", str(account_id))
+            for message_id in deletes:
+                writer.delete_by_term("key", str(message_id))
+            for account_id, message_id, texts, scan in adds:
+                writer.update_document(key=str(message_id), acct=str(account_id), mid=message_id,
+                                       scan="1" if scan else "0", **texts)
+        except BaseException:
+            writer.cancel()
+            raise
+        writer.commit()
+
+    def doc_count(self) -> int:
+        return self.ix.doc_count() if self.ix is not None else 0
+
+    def size_bytes(self) -> int:
+        return sum(entry.stat().st_size for entry in os.scandir(self.path) if entry.is_file())
+
+    # -- lookups (query threads) ---------------------------------------------------
+
+    def _searcher(self):
+        searcher = getattr(self._local, "searcher", None)
+        if searcher is None:
+            searcher = self.ix.searcher()
+        else:
+            searcher = searcher.refresh()
+        self._local.searcher = searcher
+        return searcher
+
+    def _leaves(self):
+        """(segment reader, _Segment) of the current generation."""
+        reader = self._searcher().reader()
+        leaves = []
+        with self._segments_lock:
+            live = set()
+            for segreader, _ in reader.leaf_readers():
+                segid = segreader.segment().segment_id()
+                live.add(segid)
+                cached = self._segments.get(segid)
+                if cached is None:
+                    cached = self._segments[segid] = _Segment(segreader)
+                leaves.append((segreader, cached))
+            for segid in list(self._segments):
+                if segid not in live:
+                    del self._segments[segid]
+        return leaves
+
+    def lookup(self, field: str, conditions: list[tuple[str, str]]):
+        """Message ids whose `field` has, for every (kind, token), a term equal to
+        ("exact"), starting with ("prefix"), ending with ("suffix") or containing
+        ("substring") the token; plus every "scan" document. None if a condition
+        expands to too many terms (the caller then cannot narrow)."""
+        result: set[int] = set()
+        for segreader, segment in self._leaves():
+            docs = None
+            for kind, token in conditions:
+                terms = self._expand(segreader, segment, field, kind, token)
+                if terms is None:
+                    return None
+                found = set()
+                for term in terms:
+                    found.update(segreader.postings(field, term).all_ids())
+                docs = found if docs is None else docs & found
+                if not docs:
+                    break
+            if ("scan", "1") in segreader:
+                docs = (docs or set()) | set(segreader.postings("scan", "1").all_ids())
+            mids = segment.mids
+            result.update(mids[docnum] for docnum in docs or ())
+        return result
+
+    def _expand(self, segreader, segment: _Segment, field: str, kind: str, token: str):
+        if kind == "exact":
+            return [token] if (field, token) in segreader else []
+        terms, blob, starts = segment.lexicon(segreader, field)
+        if kind == "prefix":
+            first = bisect.bisect_left(terms, token)
+            last = bisect.bisect_left(terms, token + "\U0010ffff")
+            return terms[first:last] if last - first <= MAX_EXPANSION else None
+        found, position = {}, blob.find(token)
+        while position >= 0:
+            index = bisect.bisect_right(starts, position) - 1
+            term = terms[index]
+            if kind == "substring" or term.endswith(token):
+                found[index] = term
+                if len(found) > MAX_EXPANSION:
+                    return None
+            position = blob.find(token, starts[index] + len(term) + 1)  # next term
+        return list(found.values())
+
+
+__all__ = ["ShardIndex", "IndexUnavailable", "make_schema", "MAX_EXPANSION"]

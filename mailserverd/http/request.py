@@ -39,14 +39,20 @@ class LimitedRequest(server.Request):
         self._refuse(408, "requestTimeout", "the request did not arrive in time")
 
     def _refuse(self, status: int, kind: str, detail: str) -> None:
-        """Answer at once and close: the rest of the request is never read."""
+        """Answer at once and close: the rest of the request is never read. On the
+        JMAP API an oversized body is an RFC 8620 3.6.1 "limit" problem (maxSizeRequest)."""
         self._cancel_deadline()
         if self._refused:
             return
         self._refused = True
-        body = json.dumps({"type": kind, "detail": detail}).encode() + b"\n"
-        head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                b"connection: close\r\n\r\n" % (status, REASONS[status], len(body)))
+        content_type, answer = b"application/json", {"type": kind, "detail": detail}
+        if status == 413 and (getattr(self.channel, "_path", b"") or b"").split(b"?")[0] == b"/jmap/api":
+            content_type = b"application/problem+json"
+            answer = {"type": "urn:ietf:params:jmap:error:limit", "status": 413, "detail": detail,
+                      "limit": "maxSizeRequest"}
+        body = json.dumps(answer).encode() + b"\n"
+        head = (b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
+                b"connection: close\r\n\r\n" % (status, REASONS[status], content_type, len(body)))
         self.channel.persistent = False
         transport = self.channel.transport
         if transport is not None:

@@ -129,12 +129,14 @@ def test_request_level_errors(server, body, content_type, kind):
 
 
 def test_huge_content_length_is_refused_before_reading(server):
-    """A 1 GB Content-Length gets 413 at once, before any body byte is sent."""
+    """A 1 GB Content-Length gets 413 at once, before any body byte is sent: on the API
+    an RFC 8620 3.6.1 limit problem naming maxSizeRequest."""
     with socket.create_connection(server.address("http"), timeout=5) as sock:
         sock.sendall(b"POST /jmap/api HTTP/1.1\r\nHost: x\r\nAuthorization: " + basic().encode()
                      + b"\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n")
         answer = sock.recv(4096)
-    assert answer.startswith(b"HTTP/1.1 413") and b'"tooLarge"' in answer
+    assert answer.startswith(b"HTTP/1.1 413") and b"application/problem+json" in answer
+    assert b'"urn:ietf:params:jmap:error:limit"' in answer and b'"maxSizeRequest"' in answer
 
 
 def test_unknown_path_and_method_are_json(server):

@@ -22,6 +22,7 @@ import zlib
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
@@ -44,6 +45,28 @@ INFLATE_CHUNK = 64 * 1024  # most octets one inflate step may produce (bomb defe
 DEFAULT_USERIP_LIMIT = 10
 
 
+class _Release:
+    """An idempotent release of one (account, IP) slot: a small object rather than a
+    closure (a closure and its cells cost ~200 bytes more per logged-in session)."""
+
+    __slots__ = ("_limiter", "_key")
+
+    def __init__(self, limiter: "UserIPLimiter", key: tuple[int, str]):
+        self._limiter = limiter
+        self._key = key
+
+    def __call__(self) -> None:
+        if self._key is None:
+            return
+        key, self._key = self._key, None
+        open_ = self._limiter._open
+        left = open_.get(key, 0) - 1
+        if left > 0:
+            open_[key] = left
+        else:
+            open_.pop(key, None)
+
+
 class UserIPLimiter:
     """Logged-in sessions per (account, client IP), across imap and imaps
     (Dovecot's mail_max_userip_connections). A limit of 0 means unlimited."""
@@ -58,19 +81,7 @@ class UserIPLimiter:
         if limit and count >= limit:
             return None
         self._open[key] = count + 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
-            left = self._open.get(key, 0) - 1
-            if left > 0:
-                self._open[key] = left
-            else:
-                self._open.pop(key, None)
-        return release
+        return _Release(self, key)
 
     def count(self, account_id: int, ip: str) -> int:
         return self._open.get((account_id, ip), 0)
@@ -115,24 +126,29 @@ class Deflate:
 
 @implementer(IPushProducer)
 class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
+    """One IMAP connection. Memory per connection matters (thousands sit in IDLE): the
+    defaults below are class attributes, so an instance's dict holds only what differs,
+    and the rarely used containers (_held, _releases) exist only once needed."""
+
+    remote_ip = "unknown"
+    parser: CommandParser | None = None
+    session = None
+    deflate: Deflate | None = None
+    _running: defer.Deferred | None = None  # the command session.handle() is running
+    _held: collections.deque | None = None  # events pulled while a command ran
+    _releases: list | None = None  # login_gate releases not given back yet
+    _counted = False
+    _producing = False
+    _pumping = False
+    _read_paused = False
+    _write_paused = False
+    _lost = False
+    _closing = False
+    _end_reason = "disconnected"
+
     def __init__(self, factory: "IMAPFactory"):
         self.factory = factory
         self.callLater = factory.clock.callLater  # TimeoutMixin uses it: an injectable clock
-        self.remote_ip = "unknown"
-        self.parser: CommandParser | None = None
-        self.session = None
-        self.deflate: Deflate | None = None
-        self._running: defer.Deferred | None = None  # the command session.handle() is running
-        self._held: collections.deque = collections.deque()  # events pulled while a command ran
-        self._releases: list = []  # login_gate releases not given back yet
-        self._counted = False
-        self._producing = False
-        self._pumping = False
-        self._read_paused = False
-        self._write_paused = False
-        self._lost = False
-        self._closing = False
-        self._end_reason = "disconnected"
 
     # -- connection lifecycle -------------------------------------------------
 
@@ -193,9 +209,9 @@ class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
             self.session.connection_lost()
         except Exception:
             log.failure("imap: session cleanup failed for {ip}", ip=self.remote_ip)
-        for release in self._releases:
+        for release in self._releases or ():
             release()  # idempotent: the session may have released already
-        self._releases.clear()
+        self._releases = None
         account = getattr(self.session, "account", None)
         log.info("imap {mode}: rip={ip} user={user} end={reason}", mode=self.factory.mode,
                  ip=self.remote_ip, user=getattr(account, "address", "-"), reason=self._end_reason)
@@ -252,7 +268,7 @@ class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
         self._pumping = True
         try:
             while not self._closing and not self._write_paused:
-                if self._held and self._running is None:
+                if self._held and self._running is None:  # None or empty: nothing held
                     self._dispatch(self._held.popleft())
                     continue
                 if self._busy():
@@ -308,6 +324,8 @@ class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
             return  # a line nobody asked for cannot happen; ignore it rather than misparse
         if self._running is not None:
             # Only lines are expected while a command runs; anything else waits its turn.
+            if self._held is None:
+                self._held = collections.deque()
             self._held.append(event)
             return
         if isinstance(event, ContinuationNeeded):
@@ -322,9 +340,23 @@ class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
             self._run(event.command)
 
     def _run(self, command) -> None:
-        d = self._running = defer.maybeDeferred(self.session.handle, command)
-        d.addErrback(self._command_failed, command)
-        d.addBoth(self._command_done)
+        try:
+            result = self.session.handle(command)
+        except Exception:
+            self._command_failed(Failure(), command)
+            self._command_done(None)
+            return
+        if not isinstance(result, defer.Deferred):
+            self._command_done(result)  # answered at once: no Deferred, no callbacks kept
+            return
+        self._running = result
+        # one callback (not an errback plus a callback): less kept per waiting session (IDLE)
+        result.addBoth(self._command_ended, command)
+
+    def _command_ended(self, result, command) -> None:
+        if isinstance(result, Failure):
+            self._command_failed(result, command)
+        self._command_done(None)
 
     def _command_failed(self, failure, command) -> None:
         # Never leave the client waiting for a tagged answer that will not come.
@@ -364,6 +396,8 @@ class IMAPServerProtocol(protocol.Protocol, TimeoutMixin):
             log.info("imap {mode}: {user} refused from {ip}: {limit} sessions already",
                      mode=self.factory.mode, user=account.address, ip=self.remote_ip, limit=limit)
             return None
+        if self._releases is None:
+            self._releases = []
         self._releases.append(release)
         return release
 

@@ -126,12 +126,13 @@ class ShardIndex:
     # -- lookups (query threads) ---------------------------------------------------
 
     def _searcher(self):
+        # Not Searcher.refresh(): its reader reuse keeps the old segments' deletion
+        # sets (and, in whoosh-reloaded 2.7.5, the old segments themselves).
         searcher = getattr(self._local, "searcher", None)
-        if searcher is None:
-            searcher = self.ix.searcher()
-        else:
-            searcher = searcher.refresh()
-        self._local.searcher = searcher
+        if searcher is None or not searcher.up_to_date():
+            if searcher is not None:
+                searcher.close()
+            searcher = self._local.searcher = self.ix.searcher()
         return searcher
 
     def _leaves(self):
@@ -173,6 +174,8 @@ class ShardIndex:
             if ("scan", "1") in segreader:
                 docs = (docs or set()) | set(segreader.postings("scan", "1").all_ids())
             mids = segment.mids
+            if docs and segreader.has_deletions():
+                docs = {docnum for docnum in docs if not segreader.is_deleted(docnum)}
             result.update(mids[docnum] for docnum in docs or ())
         return result
 

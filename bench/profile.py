@@ -53,7 +53,7 @@ USER = "profile@example.test"
 BUCKETS = ("parse", "sql", "commit", "rocksdb", "socket", "auth", "hops", "logging", "checks", "other", "idle")
 
 
-def start(work: str, mbox: str, limits_off: bool = False, chain: str | None = None):
+def start(work: str, mbox: str, limits_off: bool = False, chain: str | None = None, extra: str = ""):
     ports = {name: free_port() for name in ("smtp", "pop3", "imap")}
     conf = os.path.join(work, "m.conf")
     with open(conf, "w") as handle:
@@ -61,7 +61,7 @@ def start(work: str, mbox: str, limits_off: bool = False, chain: str | None = No
                      "".join(f"{name} = 127.0.0.1:{port}\n" for name, port in ports.items()) +
                      ("[smtp]\nmessage_rate_per_ip = 0\n[limits]\nmax_connections_per_ip = 0\n"
                       if limits_off else "") +
-                     (f"[checks]\nchain = {chain}\n" if chain is not None else ""))
+                     (f"[checks]\nchain = {chain}\n" if chain is not None else "") + extra)
     ctl = [sys.executable, "-m", "mailserverd.cli.ctl", "-c", conf]
     subprocess.run(ctl + ["domain", "add", "example.test"], check=True, capture_output=True)
     subprocess.run(ctl + ["user", "add", USER, "--password", PASSWORD], check=True, capture_output=True)
@@ -224,6 +224,8 @@ def main() -> None:
     parser.add_argument("--phases", default="smtp,pop3,imap")
     parser.add_argument("--out", default=None, help="keep py-spy output here (default: discard)")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="extra configuration, e.g. --set storage.analysis_workers=0")
     parser.add_argument("--gil", action="store_true",
                         help="sample only the thread holding the GIL (Python CPU; syscalls like "
                              "fsync, which release it, drop out)")
@@ -240,7 +242,9 @@ def main() -> None:
     from bench.pop3 import write_mbox
     write_mbox(mbox, messages)
     pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    proc, ports = start(work, mbox, args.limits_off, args.chain)
+    extra = "".join(f"[{item.split('.', 1)[0]}]\n{item.split('.', 1)[1].split('=', 1)[0]} = "
+                    f"{item.split('=', 1)[1]}\n" for item in args.set)
+    proc, ports = start(work, mbox, args.limits_off, args.chain, extra)
     from mailserverd import config
     chain = args.chain or next(key.default for key in config.SCHEMA["checks"][1] if key.name == "chain")
     print(f"bench/profile: check chain {chain!r}")

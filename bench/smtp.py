@@ -8,7 +8,7 @@ starts on 127.0.0.1:12625 (skipped with a note when it is not running).
 Bounded by --messages per level and --seconds per level.
 
     ../shared/tools/peers-setup        # once, as root
-    .venv/bin/python bench/smtp.py [--messages 1500] [--seconds 30]
+    .venv/bin/python bench/smtp.py [--messages 1500] [--seconds 30] [--chain NAMES]
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_mailserverd(work: str) -> tuple[subprocess.Popen, tuple[str, int]]:
+def start_mailserverd(work: str, chain: str | None = None) -> tuple[subprocess.Popen, tuple[str, int]]:
     port = free_port()
     conf = os.path.join(work, "m.conf")
     with open(conf, "w") as handle:
         handle.write(f"[server]\nhostname = mx.bench.test\ndata_dir = {work}/data\n"
-                     f"[listen]\nsmtp = 127.0.0.1:{port}\n")  # the defaults: loopback is trusted
+                     f"[listen]\nsmtp = 127.0.0.1:{port}\n"  # the defaults: loopback is trusted
+                     + (f"[checks]\nchain = {chain}\n" if chain is not None else ""))
     ctl = [sys.executable, "-m", "mailserverd.cli.ctl", "-c", conf]
     subprocess.run(ctl + ["domain", "add", "example.test"], check=True, capture_output=True)
     for user in USERS:
@@ -136,10 +137,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=1500)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--chain", default=None,
+                        help="[checks] chain for mailserverd (default: the configuration's default chain)")
     args = parser.parse_args()
     messages = sample_messages(640)  # CRLF bytes: smtplib sends bytes as they are
     work = tempfile.mkdtemp(prefix="bench-smtp-")
-    proc, ours = start_mailserverd(work)
+    proc, ours = start_mailserverd(work, args.chain)
+    from mailserverd import config
+    chain = args.chain or next(key.default for key in config.SCHEMA["checks"][1] if key.name == "chain")
+    print(f"bench/smtp: mailserverd check chain: {chain}")
     targets = [("mailserverd", ours)] + ([("postfix", POSTFIX)] if postfix_up() else [])
     if len(targets) == 1:
         print("note: Postfix peer not running on 127.0.0.1:12625 (run ../shared/tools/peers-setup)")

@@ -287,9 +287,9 @@ class SpamCheck(Check):
         if all(result.reject for result in results) and not some_exempt:
             return Verdict.reject(550, "5.7.1", "Message refused as spam")
         first = results[0]
-        if not some_exempt and all(r.label == first.label and r.headers(self.spam_cutoff) == first.headers(self.spam_cutoff)
-               for r in results):
-            headers = first.headers(self.spam_cutoff)
+        headers = first.headers(self.spam_cutoff)
+        if not some_exempt and all(r.label == first.label and r.headers(self.spam_cutoff) == headers
+                                   for r in results):
             if first.label == classifier.SPAM:
                 return Verdict.quarantine("classified as spam", headers)
             return Verdict.accept(headers)

@@ -18,7 +18,8 @@ from mailserverd.store.api import Account, CopyResult, Mailbox, MessageRef
 ALICE = Account(id=5, address="alice@example.test", shard=0)
 HOST = "mx.example.test"
 MESSAGE = (b"Return-Path: <x@remote.test>\r\n"
-           b"Received: from relay.remote.test ([198.51.100.1])\r\n\tby mx.example.test (mailserverd) with ESMTP id A1\r\n"
+           b"Received: from relay.remote.test ([198.51.100.1])\r\n"
+           b"\tby mx.example.test (mailserverd) with ESMTP id A1\r\n"
            b"\tfor <alice@example.test>; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
            b"Authentication-Results: mx.example.test; spf=fail smtp.mailfrom=x@remote.test; dkim=none; "
            b"dmarc=fail header.from=remote.test\r\n"

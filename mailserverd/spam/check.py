@@ -222,22 +222,31 @@ class SpamCheck(Check):
             targets = [None]
         auth = envelope.data.get("auth")  # check.auth's results, absent when it is not in the chain
         listed = bool(session.data.get(NAME, {}).get("dnsbl"))
-        d = self._known_senders(targets)
-        d.addCallback(lambda known: self._defer(self.classify, message, targets, auth, listed, known))
+        d = self._defer(self.classify, message, targets, auth, listed)
+        d.addCallback(self._spare_known_senders, message, auth)
         d.addCallback(self._verdict, envelope, len(scored) < len(accounts))
         return d
 
-    def _known_senders(self, targets):
-        """Deferred[{account id: addresses it wrote to}] (empty without a store)."""
-        accounts = [account for account in targets if account is not None]
-        if self.correspondents is None or not accounts:
-            return defer.succeed({})
-        d = defer.gatherResults([self.correspondents.known(account) for account in accounts])
-        d.addCallback(lambda sets: {account.id: found for account, found in zip(accounts, sets)})
-        return d
+    def _spare_known_senders(self, results: list[Result], message: bytes, auth):
+        """Results with spam from someone the account wrote to turned unsure (read only
+        when something was called spam: ham costs no look at the Sent mailbox)."""
+        spam = [result for result in results if result.label == classifier.SPAM and result.account is not None]
+        # RFC 7489: a From: that failed DMARC may be forged; it earns no exemption
+        if (self.correspondents is None or not spam
+                or (auth is not None and "fail" in auth_summary(auth).get("dmarc", []))):
+            return results
+        sender = sender_address(message)
+        if not sender:
+            return results
+        d = defer.gatherResults([self.correspondents.known(result.account) for result in spam])
 
-    def classify(self, message: bytes, targets, auth=None, listed: bool = False,
-                 known: Optional[dict] = None) -> list[Result]:
+        def spare(known_sets):
+            spared = {id(result) for result, known in zip(spam, known_sets) if sender in known}
+            return [dataclasses.replace(result, label=classifier.UNSURE, reject=False, known_sender=True)
+                    if id(result) in spared else result for result in results]
+        return d.addCallback(spare)
+
+    def classify(self, message: bytes, targets, auth=None, listed: bool = False) -> list[Result]:
         """Blocking: tokenise once, score for each target account (None = global only).
 
         A refusal needs the global database alone to agree (reject_score reached
@@ -248,9 +257,6 @@ class SpamCheck(Check):
         global_value, global_clues = classifier.score(tokens, global_counts, global_spam, global_ham,
                                                       self.db.options)
         global_trained = global_spam >= self.min_trained and global_ham >= self.min_trained
-        sender = sender_address(message) if known else ""
-        # RFC 7489: a From: that failed DMARC may be forged; it earns no exemption
-        forged = "fail" in auth_summary(auth).get("dmarc", []) if auth is not None else False
         results = []
         for account in targets:
             owners, weights = self.owners(account)
@@ -270,11 +276,7 @@ class SpamCheck(Check):
                 label = classifier.UNSURE  # an untrained filter never quarantines
             reject = (global_trained and self.reject_score is not None and value >= self.reject_score
                       and min(1.0, global_value + (self.dnsbl_score if listed else 0.0)) >= self.reject_score)
-            known_sender = (label == classifier.SPAM and account is not None and not forged and bool(sender)
-                            and sender in (known or {}).get(account.id, ()))
-            if known_sender:
-                label, reject = classifier.UNSURE, False
-            results.append(Result(account, value, label, reject, trained, tuple(clues[:8]), known_sender))
+            results.append(Result(account, value, label, reject, trained, tuple(clues[:8])))
         return results
 
     def _verdict(self, results: list[Result], envelope: Envelope, some_exempt: bool = False):

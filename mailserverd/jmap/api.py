@@ -28,12 +28,15 @@ LIMITS = {
     "maxSizeUpload": 25 * 1024 * 1024,  # replaced by [limits] max_message_size
     "maxConcurrentUpload": 4,
     "maxSizeRequest": 10 * 1024 * 1024,
-    "maxConcurrentRequests": 8,
+    "maxConcurrentRequests": 64,  # accepted at once; RUNNING_PER_ACCOUNT of them run, the rest wait
     "maxCallsInRequest": 32,
     "maxObjectsInGet": 1000,
     "maxObjectsInSet": 500,
     "collationAlgorithms": ["i;unicode-casemap"],
 }
+
+
+RUNNING_PER_ACCOUNT = 8  # API requests of one account processed at once (the store has 8 read threads)
 
 
 class MethodError(Exception):

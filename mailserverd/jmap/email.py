@@ -238,19 +238,44 @@ async def query(ctx, args):
     if not isinstance(args.get("collapseThreads", False), bool):
         raise MethodError("invalidArguments", "collapseThreads is a boolean")
     now = (await state.current(ctx))["Email"]
+    answer = {"accountId": ctx.account_id, "queryState": now, "canCalculateChanges": False,
+              "collapseThreads": args.get("collapseThreads", False)}
+    if limit is not None:
+        answer["limit"] = limit
+    simple = _simple_mailbox(condition)
+    if simple is not False and anchor is None and position >= 0 and len(sort) <= 1 \
+            and (not sort or sort[0][0] in SQL_SORT):
+        column, ascending = (SQL_SORT[sort[0][0]], sort[0][1]) if sort else ("id", True)
+        ids, count = await ctx.store.run_read(jmapreads.mailbox_page, ctx.account, simple, column,
+                                              ascending, position, limit, total)
+        answer.update(position=position, ids=[email_id(i) for i in ids])
+        if total:
+            answer["total"] = count
+        return answer
     found = await ctx.store.run_read(jmapreads.emails, ctx.account, None)
     items = sorted(found.values(), key=lambda item: item["id"])  # ties: oldest id first
     for prop, ascending in reversed(sort):
         items.sort(key=_sort_key(prop), reverse=not ascending)
     ids = [email_id(item["id"]) for item in items if matches(condition, lambda c, i=item: _test(i, c))]
     page, start = window(ids, position, anchor, offset, limit)
-    answer = {"accountId": ctx.account_id, "queryState": now, "canCalculateChanges": False,
-              "position": start, "ids": page, "collapseThreads": args.get("collapseThreads", False)}
+    answer.update(position=start, ids=page)
     if total:
         answer["total"] = len(ids)
-    if limit is not None:
-        answer["limit"] = limit
     return answer
+
+
+SQL_SORT = {"receivedAt": "received_at", "size": "size", "sentAt": "sent_at"}
+
+
+def _simple_mailbox(condition):
+    """The mailbox row id of a filter that is only {"inMailbox": id} (None for no
+    filter, -1 for an id that is not a mailbox), or False for any other filter."""
+    if condition is None:
+        return None
+    if isinstance(condition, dict) and set(condition) == {"inMailbox"}:
+        number = parse_id(condition["inMailbox"], "m")
+        return -1 if number is None else number
+    return False
 
 
 def _validate_values(tree) -> None:

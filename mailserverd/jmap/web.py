@@ -79,6 +79,7 @@ class JMAPResource:
         self.limits = dict(api.LIMITS, maxSizeUpload=settings.limits.max_message_size)
         self.uploads = blobs.Uploads(upload_dir, self.limits["maxSizeUpload"], reactor)
         self.running: dict[int, int] = defaultdict(int)  # account id -> API requests in flight
+        self.gates: dict[int, defer.DeferredSemaphore] = {}  # account id -> RUNNING_PER_ACCOUNT slots
         self.uploading: dict[int, int] = defaultdict(int)
         self.eventsource = EventSource(store, reactor)
 
@@ -170,15 +171,19 @@ class JMAPResource:
             error = api.RequestError("limit", "too many concurrent requests", limit="maxConcurrentRequests")
             return send_json(request, 400, error.problem(), PROBLEM)
         self.running[account.id] += 1
+        gate = self.gates.setdefault(account.id, defer.DeferredSemaphore(api.RUNNING_PER_ACCOUNT))
+        await gate.acquire()
         try:
             request.content.seek(0)
             body = request.content.read()
             ctx = api.Context(account=account, store=self.store, limits=self.limits, reactor=self.reactor)
             status, answer = await api.process(ctx, body, session.session_state(account, self.limits))
         finally:
+            gate.release()
             self.running[account.id] -= 1
             if not self.running[account.id]:
                 del self.running[account.id]
+                del self.gates[account.id]
         send_json(request, status, answer, JSON if status == 200 else PROBLEM)
 
     def _account_matches(self, account, value: bytes) -> None:

@@ -32,15 +32,43 @@ def _flags(row) -> frozenset:
 
 
 def states(mail, account) -> dict:
-    """{"all": the account's modseq, "Email": the modseq of its last Email change,
-    "Mailbox": of its last Mailbox change}; 0 where nothing was logged."""
+    """{"all": the account's modseq, "Email": the modseq of its last Email change};
+    0 where nothing was logged. The newest Email row is found walking the
+    primary key (account_id, modseq) backwards, so this costs no scan."""
     ch = schema.changes
     with mail.engine(account).connect() as conn:
         modseq = conn.execute(select(schema.account_state.c.modseq).where(
             schema.account_state.c.account_id == account.id)).scalar() or 0
-        found = dict(conn.execute(select(ch.c.kind, func.max(ch.c.modseq)).where(
-            ch.c.account_id == account.id).group_by(ch.c.kind)).all())
-    return {"all": modseq, "Email": found.get("Email", 0), "Mailbox": found.get("Mailbox", 0)}
+        email = conn.execute(select(ch.c.modseq).where(ch.c.account_id == account.id, ch.c.kind == "Email")
+                             .order_by(ch.c.modseq.desc()).limit(1)).scalar() or 0
+    return {"all": modseq, "Email": email}
+
+
+def mailbox_page(mail, account, mailbox_id, sort_column: str, ascending: bool, offset: int,
+                 limit, total: bool):
+    """(ids, total or None) of the account's messages (in one mailbox, or all when
+    mailbox_id is None) ordered by a messages column, ties by ascending id: the
+    common Email/query done in SQL with LIMIT/OFFSET instead of in Python."""
+    msgs, mm = schema.messages, schema.mailbox_messages
+    column = msgs.c[sort_column]
+    query = select(msgs.c.id).where(msgs.c.account_id == account.id)
+    if mailbox_id is not None:
+        query = query.where(msgs.c.id.in_(select(mm.c.message_id).where(
+            mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id)))
+    order = column.asc() if ascending else column.desc()
+    query = query.order_by(order, msgs.c.id.asc()).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    with mail.engine(account).connect() as conn:
+        ids = list(conn.execute(query).scalars())
+        count = None
+        if total:
+            counted = select(func.count()).select_from(msgs).where(msgs.c.account_id == account.id)
+            if mailbox_id is not None:
+                counted = counted.where(msgs.c.id.in_(select(mm.c.message_id).where(
+                    mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id)))
+            count = conn.execute(counted).scalar()
+    return ids, count
 
 
 def emails(mail, account, message_ids=None) -> dict[int, dict]:

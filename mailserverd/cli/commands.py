@@ -96,6 +96,9 @@ def build_parser() -> Parser:
     train.add_argument("--spam", action="append", default=[], metavar="PATH", help="spam (repeatable)")
     train.add_argument("--ham", action="append", default=[], metavar="PATH", help="legitimate mail (repeatable)")
     train.add_argument("--user", metavar="ADDRESS", help="train this account's own database, not the global one")
+    reindex = verbs.add_parser("reindex", help="rebuild the full-text index from the store (one account or all)")
+    reindex.add_argument("address", nargs="?")
+    reindex.set_defaults(verb="run")
     return parser
 
 
@@ -373,6 +376,13 @@ def spam_train(store, settings, args, out, err):
     return 1 if progress.counts["skipped"] else 0
 
 
+def reindex_run(store, settings, args, out, err):
+    """Queue the account's (or every account's) messages for indexing; the daemon rebuilds."""
+    from ..search.indexer import reindex
+    queued = reindex(store, args.address)
+    _line(out, f"{queued} messages queued for indexing ({args.address.lower() if args.address else 'all accounts'})")
+
+
 HANDLERS = {
     ("domain", "add"): domain_add, ("domain", "remove"): domain_remove, ("domain", "list"): domain_list,
     ("user", "add"): user_add, ("user", "passwd"): user_passwd, ("user", "remove"): user_remove,
@@ -382,5 +392,5 @@ HANDLERS = {
     ("queue", "list"): queue_list, ("queue", "show"): queue_show, ("queue", "retry"): queue_retry,
     ("queue", "delete"): queue_delete, ("queue", "flush"): queue_flush,
     ("dkim", "keygen"): dkim_keygen, ("dns", "show"): dns_show,
-    ("spam", "train"): spam_train,
+    ("spam", "train"): spam_train, ("reindex", "run"): reindex_run,
 }

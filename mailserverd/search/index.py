@@ -83,7 +83,8 @@ class ShardIndex:
                 with self.ix.searcher() as searcher:  # reads the TOC and every segment's files
                     searcher.doc_count_all()
                     for reader, _ in searcher.reader().leaf_readers():
-                        list(reader.column_reader("mid"))[:1]
+                        if reader.segment() is not None:
+                            list(reader.column_reader("mid"))[:1]
                 return True
         except Exception:
             shutil.rmtree(self.path, ignore_errors=True)
@@ -96,6 +97,8 @@ class ShardIndex:
         ids = set()
         with self.ix.searcher() as searcher:
             for reader, _ in searcher.reader().leaf_readers():
+                if reader.segment() is None:
+                    continue
                 column = list(reader.column_reader("mid"))
                 ids.update(mid for docnum, mid in enumerate(column) if not reader.is_deleted(docnum))
         return ids
@@ -142,6 +145,8 @@ class ShardIndex:
         with self._segments_lock:
             live = set()
             for segreader, _ in reader.leaf_readers():
+                if segreader.segment() is None:  # EmptyReader: no segments yet
+                    continue
                 segid = segreader.segment().segment_id()
                 live.add(segid)
                 cached = self._segments.get(segid)

@@ -6,7 +6,8 @@
     core.py      Core/echo and the argument checks shared by /get /changes /query /set
     state.py     state strings from the store's change log
     mailbox.py   Mailbox/get /changes /query /set (RFC 8621 2)
-    email.py     Email/get /changes /query /set (RFC 8621 4); emailparse.py parses bodies
+    email.py     Email/get /changes /query; emailset.py Email/set; emailimport.py
+                 Email/import; emailparse.py parses headers and bodies (RFC 8621 4)
     thread.py    Thread/get (RFC 8621 3)
     blobs.py     blob ids, upload and download (RFC 8620 6)
     eventsource.py  GET /jmap/eventsource push (RFC 8620 7.3)

@@ -82,6 +82,7 @@ class Context:
     using: frozenset = frozenset()
     created_ids: dict = dataclasses.field(default_factory=dict)  # creation id -> id (RFC 8620 5.3)
     reactor: object = None
+    uploads: object = None  # blobs.Uploads, for Email/import
 
     @property
     def account_id(self) -> str:

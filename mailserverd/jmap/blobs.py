@@ -37,17 +37,18 @@ def message_blob_id(message_id: int, part_id: str | None = None) -> str:
 
 
 class Uploads:
-    def __init__(self, directory: str, max_size: int, reactor=None):
+    def __init__(self, directory: str, max_size: int, reactor=None, run=None):
         self.directory = directory
         self.max_size = max_size
         self.clock = time.time
+        self._run = run or threads.deferToThread  # file I/O off the reactor thread
 
     def _dir(self, account) -> str:
         return os.path.join(self.directory, str(account.id))
 
     def put(self, account, data: bytes):
         """Deferred[blob id]; UploadsFull when the account's uploads would pass their space."""
-        return threads.deferToThread(self._put, account, data)
+        return self._run(self._put, account, data)
 
     def _put(self, account, data: bytes) -> str:
         directory = self._dir(account)
@@ -72,7 +73,7 @@ class Uploads:
 
     def get(self, account, blob_id: str):
         """Deferred[bytes or None]."""
-        return threads.deferToThread(self._get, account, blob_id)
+        return self._run(self._get, account, blob_id)
 
     def _get(self, account, blob_id: str):
         if not _UPLOAD_ID.match(blob_id):

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.web import server
 
 from ..auth import AuthFailed, plaintext_allowed
-from . import api, blobs, core, email, mailbox, session, thread  # noqa: F401  (methods register)
+from . import api, blobs, core, email, emailimport, mailbox, session, thread  # noqa: F401  (methods register)
 from .eventsource import EventSource
 
 log = Logger(namespace="mailserverd.jmap")
@@ -176,7 +176,8 @@ class JMAPResource:
         try:
             request.content.seek(0)
             body = request.content.read()
-            ctx = api.Context(account=account, store=self.store, limits=self.limits, reactor=self.reactor)
+            ctx = api.Context(account=account, store=self.store, limits=self.limits, reactor=self.reactor,
+                              uploads=self.uploads)
             status, answer = await api.process(ctx, body, session.session_state(account, self.limits))
         finally:
             gate.release()

@@ -66,14 +66,15 @@ def make(tmp_path, users=("alice@example.test", "bob@example.test")):
 class Session:
     """Runs JMAP requests for one account against the store."""
 
-    def __init__(self, store, account):
+    def __init__(self, store, account, uploads=None):
         self.store = store
         self.account = account
         self.account_id = api.account_id_of(account)
+        self.uploads = uploads
 
     def request(self, calls, using=(api.CORE, api.MAIL)):
         body = json.dumps({"using": list(using), "methodCalls": calls}).encode()
-        ctx = api.Context(account=self.account, store=self.store, limits=dict(api.LIMITS))
+        ctx = api.Context(account=self.account, store=self.store, limits=dict(api.LIMITS), uploads=self.uploads)
         return result_of(defer.ensureDeferred(api.process(ctx, body, "s")))
 
     def call(self, name, args):

@@ -203,3 +203,31 @@ def test_result_reference_query_then_get(env):
     got = answer["methodResponses"]
     assert [e["subject"] for e in got[1][1]["list"]] == ["s2", "s1"]
     assert [t["emailIds"] for t in got[2][1]["list"]] == [[ids[2]], [ids[1]]]
+
+
+def test_import_an_uploaded_message(env, tmp_path):
+    """Email/import (RFC 8621 4.8): an upload becomes one Email in two mailboxes with
+    its keywords and receivedAt, visible over IMAP; bad blobs and mailboxes are SetErrors."""
+    from twisted.internet import defer
+    from mailserverd.jmap.blobs import Uploads
+    store, alice, _session = env
+    uploads = Uploads(str(tmp_path / "uploads"), 1 << 20, run=lambda fn, *a: defer.maybeDeferred(fn, *a))
+    session = Session(store, alice, uploads)
+    blob_id = result_of(uploads.put(alice, PLAIN % (b"imported", b"imported")))
+    boxes = mailbox_ids(session)
+    answer = session.ok("Email/import", {"emails": {
+        "a": {"blobId": blob_id, "mailboxIds": {boxes["Archive"]: True, boxes["Drafts"]: True},
+              "keywords": {"$seen": True, "$draft": True}, "receivedAt": "2026-01-02T03:04:05Z"},
+        "b": {"blobId": "u" + "0" * 64, "mailboxIds": {boxes["INBOX"]: True}},
+        "c": {"blobId": blob_id, "mailboxIds": {"m999999": True}},
+        "d": {"blobId": blob_id, "mailboxIds": {}}}})
+    email_id = answer["created"]["a"]["id"]
+    assert {k: v["type"] for k, v in answer["notCreated"].items()} == {
+        "b": "blobNotFound", "c": "invalidProperties", "d": "invalidProperties"}
+    email = session.ok("Email/get", {"ids": [email_id], "properties": [
+        "mailboxIds", "keywords", "receivedAt", "subject"]})["list"][0]
+    assert email["mailboxIds"] == {boxes["Archive"]: True, boxes["Drafts"]: True}
+    assert email["keywords"] == {"$seen": True, "$draft": True}
+    assert email["receivedAt"] == "2026-01-02T03:04:05Z" and email["subject"] == "imported"
+    archive = result_of(store.get_mailbox(alice, "Archive"))
+    assert result_of(store.list_messages(alice, archive.id))[0].flags == {"\\Seen", "\\Draft"}

@@ -251,9 +251,15 @@ def _search_tables(conn: Connection) -> None:
     create_tables(conn)
 
 
+def _api_tokens(conn: Connection) -> None:
+    from .tokens import create_tables  # HTTP Bearer tokens (store/tokens.py)
+    create_tables(conn)
+
+
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
-    "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables, _outbound_claim_indexes],
+    "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables, _outbound_claim_indexes,
+                  _api_tokens],
     "shard": [_create(shard_meta), _create(subscriptions_meta), _message_structure_columns,
               _search_tables],
 }

@@ -15,6 +15,7 @@ from typing import Callable
 from .. import config
 from ..store.api import DeliveryTarget, StoreError
 from ..store.mail import Delivery
+from . import tokens
 
 # Verbs that only read: they run in the ctl process even while the daemon
 # runs (SQLite readers and a read-only RocksDB open do not need the lock).
@@ -23,7 +24,7 @@ READ_ONLY = {("domain", "list"), ("user", "list"), ("user", "export"), ("alias",
 # Verbs that write but still run in the ctl process while the daemon runs: spam
 # training writes only SQL tables of the directory (SQLite WAL admits a second
 # writer), never RocksDB, and may read files the daemon's user cannot.
-IN_PROCESS = {("spam", "train")}
+IN_PROCESS = {("spam", "train"), ("token", "create"), ("token", "revoke"), ("token", "list")}
 IMPORT_BATCH_MESSAGES = 200
 IMPORT_BATCH_BYTES = 16 * 1024 * 1024
 
@@ -96,6 +97,7 @@ def build_parser() -> Parser:
     train.add_argument("--spam", action="append", default=[], metavar="PATH", help="spam (repeatable)")
     train.add_argument("--ham", action="append", default=[], metavar="PATH", help="legitimate mail (repeatable)")
     train.add_argument("--user", metavar="ADDRESS", help="train this account's own database, not the global one")
+    tokens.add_parser(verbs)
     reindex = verbs.add_parser("reindex", help="rebuild the full-text index from the store (one account or all)")
     reindex.add_argument("address", nargs="?")
     reindex.set_defaults(verb="run")
@@ -394,3 +396,4 @@ HANDLERS = {
     ("dkim", "keygen"): dkim_keygen, ("dns", "show"): dns_show,
     ("spam", "train"): spam_train, ("reindex", "run"): reindex_run,
 }
+HANDLERS.update(tokens.HANDLERS)

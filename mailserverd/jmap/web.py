@@ -4,8 +4,9 @@ and JSON answers (RFC 8620 2, 3.1, 6, 7.3).
 Authentication is HTTP Basic (RFC 7617) with the account's address and
 password, through the same Authenticator as IMAP (twisted.cred portal,
 cache, failure penalty and the "auth failed: ... proto=http" log line that
-fail2ban reads). As with IMAP LOGIN, a password is only accepted over TLS or
-from loopback (a local reverse proxy). Every error is JSON with a type and
+fail2ban reads), or a Bearer token (RFC 6750) from `mailserverctl token
+create`, whose failures pay the same penalty. As with IMAP LOGIN, a
+credential is only accepted over TLS or from loopback (a local reverse proxy). Every error is JSON with a type and
 a detail; API request errors are RFC 7807 problem details (RFC 8620 3.6.1).
 """
 
@@ -15,21 +16,24 @@ import base64
 import binascii
 import json
 import re
+import time
 from collections import defaultdict
 
-from twisted.internet import defer
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.web import server
 
 from ..auth import AuthFailed, plaintext_allowed
+from ..store import tokens
 from . import api, blobs, core, email, emailimport, mailbox, session, thread  # noqa: F401  (methods register)
 from .eventsource import EventSource
 
 log = Logger(namespace="mailserverd.jmap")
+auth_log = Logger(namespace="mailserverd.auth")  # the failure line fail2ban reads, as for passwords
 
 JSON = b"application/json"
 PROBLEM = b"application/problem+json"
-REALM = b'Basic realm="mailserverd", charset="UTF-8"'
+REALM = b'Basic realm="mailserverd", charset="UTF-8", Bearer realm="mailserverd"'
 _DOWNLOAD = re.compile(rb"^/jmap/download/([^/]+)/([^/]+)/([^/]*)$")
 _UPLOAD = re.compile(rb"^/jmap/upload/([^/]+)/?$")
 
@@ -143,9 +147,11 @@ class JMAPResource:
         unauthorized = {b"www-authenticate": REALM}
         header = request.getHeader(b"authorization") or b""
         scheme, _, value = header.partition(b" ")
+        if scheme.lower() == b"bearer":
+            return await self._bearer(request, value.strip(), unauthorized)
         if scheme.lower() != b"basic":
-            raise HTTPError(401, "unauthorized", "authenticate with HTTP Basic (address and password)",
-                            headers=unauthorized)
+            raise HTTPError(401, "unauthorized", "authenticate with HTTP Basic (address and password) "
+                            "or a Bearer token (mailserverctl token create)", headers=unauthorized)
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
@@ -161,6 +167,26 @@ class JMAPResource:
             return await self.authenticator.authenticate(username, password, ip, "http")
         except AuthFailed:
             raise HTTPError(401, "unauthorized", "wrong address or password", headers=unauthorized)
+
+    async def _bearer(self, request, value: bytes, unauthorized: dict):
+        """A token from `mailserverctl token create`; a bad one pays the same penalty
+        as a bad password and logs the same line (the token id, never the secret)."""
+        token = value.decode("ascii", "replace")
+        ip = getattr(request.getClientAddress(), "host", "")
+        if not plaintext_allowed(request.isSecure(), ip):
+            raise HTTPError(403, "forbidden", "tokens are accepted only over TLS or from loopback")
+        account = await threads.deferToThreadPool(self.reactor, self.store.pool, tokens.verify,
+                                                  self.store.store, token, time.time())
+        if account is not None:
+            return account
+        penalty, ip_key = self.authenticator.penalty, "ip:" + ip
+        penalty.failed(ip_key)
+        auth_log.info("auth failed: user={user!r} rip={ip} proto={proto}",
+                      user="token:" + (tokens.token_id_of(token) or "?"), ip=ip, proto="http")
+        delay = penalty.delay(ip_key)
+        if delay:
+            await task.deferLater(self.authenticator.clock, delay, lambda: None)
+        raise HTTPError(401, "unauthorized", "unknown, revoked or expired token", headers=unauthorized)
 
     async def _api(self, request, account):
         content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()

@@ -263,3 +263,28 @@ def test_eventsource_bad_arguments_are_json(server):
     """Unknown types or closeafter values are a 400 JSON answer, not a stream."""
     status, _h, body = Client(server).request("GET", "/jmap/eventsource?types=Nope&closeafter=no&ping=0")
     assert status == 400 and json.loads(body)["type"] == "invalidArguments"
+
+
+def test_bearer_tokens_from_mailserverctl(server):
+    """mailserverctl token create prints a token that authenticates as its account
+    (Bearer, RFC 6750); token list shows its id and never the secret; after revoke,
+    or with a forged secret, it is 401 and the failure is logged with the token id."""
+    created = server.ctl("token", "create", ALICE, "--expires", "1h")
+    token = created.stdout.strip()
+    token_id = token.split("_")[1]
+    client = Client(server)
+    client.auth = "Bearer " + token
+    assert client.session()["username"] == ALICE
+    listed = server.ctl("token", "list").stdout
+    assert token_id in listed and token.split("_")[2] not in listed and ALICE in listed
+    forged = Client(server)
+    forged.auth = "Bearer " + token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    status, headers, _body = forged.request("GET", "/.well-known/jmap")
+    assert status == 401 and "Bearer" in headers["www-authenticate"]
+    server.ctl("token", "revoke", token_id)
+    status, _h, _b = client.request("GET", "/.well-known/jmap")
+    assert status == 401
+    deadline = time.time() + 5
+    while f"token:{token_id}" not in server.log and time.time() < deadline:
+        time.sleep(0.05)
+    assert f"auth failed: user='token:{token_id}'" in server.log

@@ -162,7 +162,8 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
         Key("pop3", parse_listen, "", example="0.0.0.0:110", doc="POP3 with STLS (RFC 1939, RFC 2595)."),
         Key("pop3s", parse_listen, "", example="0.0.0.0:995", doc="POP3 over implicit TLS."),
         Key("http", parse_listen, "", example="127.0.0.1:8080",
-            doc="HTTP: GET /metrics (Prometheus text) and GET /healthz so far; keep it on loopback."),
+            doc="HTTP: JMAP (/.well-known/jmap, /jmap/...), GET /metrics (Prometheus text) and "
+                "GET /healthz; passwords and tokens only from loopback until https is built."),
         Key("https", parse_listen, "", "The same over TLS (not built yet: must stay empty)."),
     ]),
     "tls": ("Certificates; both empty = a self-signed pair generated under data_dir.", [

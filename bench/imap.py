@@ -79,7 +79,7 @@ def imaptest_stress(binary: str, address, clients: int, seconds: int, mbox: str)
     """imaptest's Totals line divided by the run time, plus its checker errors."""
     command = [binary, f"host={address[0]}", f"port={address[1]}", f"user={STRESS_USER}",
                f"pass={PASSWORD}", f"clients={clients}", f"secs={seconds}", "seed=42", f"mbox={mbox}"]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120,
+    run = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=seconds + 120,
                          cwd=tempfile.gettempdir())
     out = run.stdout
     lines = out.splitlines()

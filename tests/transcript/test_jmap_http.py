@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import imaplib
 import json
 import smtplib
 import socket
@@ -60,7 +61,7 @@ def server(request, tmp_path_factory):
     """One daemon (smtp + http) for the module; no auth penalty, so failures stay fast."""
     from tests.conftest import _make_servers, _stop_all
     make, servers = _make_servers(request, tmp_path_factory)
-    yield make(listeners=("smtp", "http"), extra_config={"auth": {"penalty_initial": "0s"}})
+    yield make(listeners=("smtp", "imap", "http"), extra_config={"auth": {"penalty_initial": "0s"}})
     _stop_all(servers)
 
 
@@ -288,3 +289,36 @@ def test_bearer_tokens_from_mailserverctl(server):
     while f"token:{token_id}" not in server.log and time.time() < deadline:
         time.sleep(0.05)
     assert f"auth failed: user='token:{token_id}'" in server.log
+
+
+def test_imap_and_jmap_share_one_change_log(server):
+    """A flag set over IMAP shows in JMAP Email/changes (updated) and Email/get keywords;
+    a JMAP keyword and mailbox change shows in IMAP FETCH FLAGS and in the target mailbox."""
+    deliver(server, BOB, subject="shared log")
+    jmap = Client(server, BOB)
+    account_id = jmap.session()["primaryAccounts"][MAIL]
+    email_id = jmap.call("Email/query", {"accountId": account_id, "filter": {"subject": "shared log"}})[1]["ids"][0]
+    since = jmap.call("Email/get", {"accountId": account_id, "ids": []})[1]["state"]
+    imap = imaplib.IMAP4(*server.address("imap"), timeout=10)
+    try:
+        imap.login(BOB, PASSWORD)
+        imap.select("INBOX")
+        _typ, data = imap.uid("SEARCH", None, "SUBJECT", '"shared log"')
+        uid = data[0].split()[-1]
+        imap.uid("STORE", uid, "+FLAGS", "(\\Flagged)")
+        changes = jmap.call("Email/changes", {"accountId": account_id, "sinceState": since})[1]
+        assert changes["updated"] == [email_id]
+        got = jmap.call("Email/get", {"accountId": account_id, "ids": [email_id], "properties": ["keywords"]})
+        assert got[1]["list"][0]["keywords"] == {"$flagged": True}
+        boxes = jmap.call("Mailbox/get", {"accountId": account_id})[1]["list"]
+        archive = next(b["id"] for b in boxes if b["role"] == "archive")
+        answer = jmap.call("Email/set", {"accountId": account_id, "update": {
+            email_id: {"keywords/$seen": True, f"mailboxIds/{archive}": True}}})[1]
+        assert answer["updated"] == {email_id: None}, answer
+        imap.noop()  # RFC 3501 6.1.2: other sessions' flag changes are reported by the next command
+        _typ, data = imap.uid("FETCH", uid, "(FLAGS)")
+        assert b"\\Seen" in data[0] and b"\\Flagged" in data[0]
+        _typ, data = imap.select("Archive")
+        assert data == [b"1"]
+    finally:
+        imap.logout()

@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 
-from whoosh import fields, index as windex
+from whoosh import fields, formats, index as windex
 from whoosh.analysis import RegexTokenizer
 
 from .text import FIELDS, TOKEN
@@ -28,8 +28,24 @@ MAX_EXPANSION = 2000  # terms one word may expand to before the lookup gives up 
 ANALYZER = RegexTokenizer(TOKEN.pattern)  # texts arrive folded (text.fold)
 
 
+class WordSet(fields.FieldType):
+    """A field indexed from a set of already folded tokens: existence postings only
+    (no frequencies, positions or lengths; nothing is ranked), no analyzer pass."""
+
+    def __init__(self):
+        self.format = formats.Existence()
+        self.analyzer = ANALYZER
+        self.scorable = True  # else whoosh3 stats a length column file per posting
+        self.stored = self.unique = False
+        self.vector = None
+
+    def index(self, value, **kwargs):
+        words = value if isinstance(value, (set, frozenset, list, tuple)) else TOKEN.findall(value)
+        return ((word.encode("utf-8"), 1, 1.0, b"") for word in set(words))
+
+
 def make_schema() -> fields.Schema:
-    text_fields = {name: fields.TEXT(analyzer=ANALYZER, phrase=False) for name in FIELDS}
+    text_fields = {name: WordSet() for name in FIELDS}
     return fields.Schema(key=fields.ID(unique=True), acct=fields.ID,
                          mid=fields.NUMERIC(bits=64, signed=False, stored=True, sortable=True),
                          scan=fields.ID, **text_fields)
@@ -105,7 +121,7 @@ class ShardIndex:
 
     def apply(self, adds: list[tuple[int, int, dict, bool]], deletes: list[int], resets: list[int]) -> None:
         """One commit: resets (account ids) and deletes first, then adds
-        (account id, message id, folded field texts, scan)."""
+        (account id, message id, {field: folded token set}, scan)."""
         writer = self.ix.writer(limitmb=64)
         try:
             for account_id in resets:

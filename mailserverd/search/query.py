@@ -22,8 +22,8 @@ from typing import Callable, Optional
 from .text import TOKEN, fold
 
 # SEARCH key -> index fields whose union holds every text the key compares.
-KEY_FIELDS = {"SUBJECT": ("subject",), "FROM": ("from",), "TO": ("to",), "CC": ("cc",),
-              "BCC": ("bcc",), "BODY": ("body",), "TEXT": ("headers", "body"),
+KEY_FIELDS = {"SUBJECT": ("subject",), "FROM": ("addresses",), "TO": ("addresses",),
+              "CC": ("addresses",), "BCC": ("addresses",), "BODY": ("body",), "TEXT": ("headers", "body"),
               "HEADER": ("headers",)}
 MAX_NEEDLE = 4096  # characters of a needle used for narrowing (verification uses all of it)
 MAX_DEPTH = 64

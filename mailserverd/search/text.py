@@ -27,7 +27,8 @@ from ..mime.structure import MessageTooComplex, iter_parts
 from ..store.api import MessageRef
 
 TOKEN = re.compile(r"\w+")
-FIELDS = ("subject", "from", "to", "cc", "bcc", "headers", "body", "attachments")
+FIELDS = ("subject", "addresses", "headers", "body", "attachments")
+ADDRESS_FIELDS = ("from", "to", "cc", "bcc")  # one "addresses" field: fewer postings, still a superset
 MAX_TOKEN = 240  # longer runs (encoded junk) make the document "scan" (always a candidate)
 
 
@@ -63,7 +64,7 @@ _REF = MessageRef(mailbox_id=0, uid=0, message_id=0, size=0, flags=frozenset(), 
 
 
 def document(raw: bytes) -> tuple[dict, bool]:
-    """({field: folded text}, scan) for a message; scan means some text could not
+    """({field: set of folded tokens}, scan) for a message; scan means some text could not
     be tokenised faithfully (a token longer than MAX_TOKEN), so the message
     must be a candidate for every text search."""
     facts = MessageFacts(seq=0, ref=_REF, raw=raw)
@@ -73,11 +74,12 @@ def document(raw: bytes) -> tuple[dict, bool]:
         "body": facts.body_text(),
         "attachments": "\n".join(attachment_names(raw)),
     }
-    for name in ("from", "to", "cc", "bcc"):
+    for name in ADDRESS_FIELDS:
         texts[name] = "\n".join(facts.address_texts(name))
-    folded = {name: fold(value) for name, value in texts.items()}
-    scan = any(len(token) > MAX_TOKEN for value in folded.values() for token in TOKEN.findall(value))
-    return folded, scan
+    words = {name: set(TOKEN.findall(fold(value))) for name, value in texts.items()}
+    words["addresses"] = set().union(*(words.pop(name) for name in ADDRESS_FIELDS))
+    scan = any(len(token) > MAX_TOKEN for value in words.values() for token in value)
+    return words, scan
 
 
 def attachment_names(raw: bytes) -> list[str]:

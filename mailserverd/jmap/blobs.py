@@ -2,7 +2,8 @@
 
 Blob ids: "b<message id>" is a whole message as stored (prepend + body),
 "b<message id>.<partId>" one body part with its transfer encoding decoded
-(RFC 8621 4.1.4), "u<sha256 hex>" an upload. Uploads are files under
+(RFC 8621 4.1.4), "u<sha256 hex>" an upload and "u<sha256 hex>.<partId>" a
+part of an uploaded message (the blob ids Email/parse gives). Uploads are files under
 data_dir/jmap-uploads/<account id>/, kept UPLOAD_TTL (RFC 8620 6.1: at least
 an hour) and at most UPLOAD_SPACE_FACTOR x maxSizeUpload per account; only
 their uploader can read them. Nothing in the store references them yet.
@@ -91,7 +92,11 @@ class Uploads:
 async def read(store, uploads: Uploads, account, blob_id: str):
     """The blob's octets, or None if the account has no such blob."""
     if blob_id.startswith("u"):
-        return await uploads.get(account, blob_id)
+        base, dot, part = blob_id.partition(".")
+        data = await uploads.get(account, base) if uploads is not None else None
+        if not dot or data is None:
+            return data
+        return part_content(data, part) if re.fullmatch(r"[1-9][0-9]{0,5}", part) else None
     match = _MESSAGE_ID.match(blob_id)
     if not match:
         return None

@@ -45,7 +45,7 @@ def _header_prop(prop: str) -> bool:
     return header_property(prop) is not None
 
 
-def _checked_properties(args, name, known, default):
+def checked_properties(args, name, known, default):
     props = args.get(name)
     if props is None:
         return list(default)
@@ -57,20 +57,25 @@ def _checked_properties(args, name, known, default):
     return list(dict.fromkeys(props))
 
 
+def body_arguments(args) -> tuple[list, dict, int]:
+    """bodyProperties, the fetch*BodyValues flags and maxBodyValueBytes (RFC 8621 4.2)."""
+    body_props = checked_properties(args, "bodyProperties", BODY_PROPERTIES, DEFAULT_BODY)
+    fetch = {}
+    for name in ("fetchTextBodyValues", "fetchHTMLBodyValues", "fetchAllBodyValues"):
+        fetch[name] = args.get(name, False)
+        if not isinstance(fetch[name], bool):
+            raise MethodError("invalidArguments", f"{name} is a boolean")
+    return body_props, fetch, unsigned(args, "maxBodyValueBytes", 0)
+
+
 @method("Email/get")
 async def get(ctx, args):
     check_account(ctx, args)
     check_known(args, {"ids", "properties", "bodyProperties", "fetchTextBodyValues",
                        "fetchHTMLBodyValues", "fetchAllBodyValues", "maxBodyValueBytes"})
     ids = get_ids(ctx, args)
-    props = ["id"] + [p for p in _checked_properties(args, "properties", PROPERTIES, DEFAULT) if p != "id"]
-    body_props = _checked_properties(args, "bodyProperties", BODY_PROPERTIES, DEFAULT_BODY)
-    fetch = {}
-    for name in ("fetchTextBodyValues", "fetchHTMLBodyValues", "fetchAllBodyValues"):
-        fetch[name] = args.get(name, False)
-        if not isinstance(fetch[name], bool):
-            raise MethodError("invalidArguments", f"{name} is a boolean")
-    max_bytes = unsigned(args, "maxBodyValueBytes", 0)
+    props = ["id"] + [p for p in checked_properties(args, "properties", PROPERTIES, DEFAULT) if p != "id"]
+    body_props, fetch, max_bytes = body_arguments(args)
     now = (await state.current(ctx))["Email"]
     if ids is None:
         found = await ctx.store.run_read(jmapreads.emails, ctx.account, None)
@@ -91,11 +96,11 @@ async def get(ctx, args):
         if number not in found or (needs_raw and number not in raws):
             not_found.append(jid)
             continue
-        listed.append(_email(found[number], raws.get(number), props, body_props, fetch, max_bytes))
+        listed.append(render(found[number], raws.get(number), props, body_props, fetch, max_bytes))
     return {"accountId": ctx.account_id, "state": now, "list": listed, "notFound": not_found}
 
 
-def _email(item, raw, props, body_props, fetch, max_bytes) -> dict:
+def render(item, raw, props, body_props, fetch, max_bytes, blob_of=message_blob_id) -> dict:
     number = item["id"]
     out = {}
     header = top_header(raw) if raw is not None else []
@@ -125,10 +130,10 @@ def _email(item, raw, props, body_props, fetch, max_bytes) -> dict:
         elif prop == "headers":
             out[prop] = [{"name": n, "value": v.decode("utf-8", "replace")} for n, v in header]
         elif prop == "bodyStructure":
-            out[prop] = body_part(raw, root, number, body_props, message_blob_id, True) if root else None
+            out[prop] = body_part(raw, root, number, body_props, blob_of, True) if root else None
         elif prop in ("textBody", "htmlBody", "attachments"):
             index = ("textBody", "htmlBody", "attachments").index(prop)
-            out[prop] = [body_part(raw, node, number, body_props, message_blob_id) for node in parts[index]]
+            out[prop] = [body_part(raw, node, number, body_props, blob_of) for node in parts[index]]
         elif prop == "bodyValues":
             out[prop] = _values(raw, parts, fetch, max_bytes)
         else:

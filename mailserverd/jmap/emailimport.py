@@ -1,5 +1,6 @@
 """Email/import (RFC 8621 4.8): a blob (an upload, or a stored message) becomes
-an Email in the given mailboxes, with keywords and receivedAt.
+an Email in the given mailboxes, with keywords and receivedAt. Email/parse
+(RFC 8621 4.9): a blob read as an Email without storing it.
 
 The message goes through the store's delivery path (durable before the
 answer) into the first mailbox; the others get copies of that membership, so
@@ -13,11 +14,13 @@ import datetime
 
 from ..mime.limits import check_limits
 from ..mime.structure import MessageTooComplex
+from ..mime.summary import summarize
 from ..store import jmapreads
 from ..store.api import DeliveryTarget, StoreError
 from . import blobs, state
 from .api import MethodError, method
 from .core import check_account, check_known
+from .email import PROPERTIES, body_arguments, checked_properties, render
 from .emailset import SetError, flags_for, plan
 
 
@@ -87,3 +90,48 @@ async def import_(ctx, args):
             not_created[cid] = exc.error
     return {"accountId": ctx.account_id, "oldState": old, "newState": (await state.current(ctx))["Email"],
             "created": created or None, "notCreated": not_created or None}
+
+
+PARSE_DEFAULT = ("messageId", "inReplyTo", "references", "sender", "from", "to", "cc", "bcc", "replyTo",
+                 "subject", "sentAt", "hasAttachment", "preview", "bodyValues", "textBody", "htmlBody",
+                 "attachments")
+NOT_PARSED = ("id", "mailboxIds", "keywords", "receivedAt", "threadId")  # null: the blob is no Email
+
+
+@method("Email/parse")
+async def parse(ctx, args):
+    check_account(ctx, args)
+    check_known(args, {"blobIds", "properties", "bodyProperties", "fetchTextBodyValues",
+                       "fetchHTMLBodyValues", "fetchAllBodyValues", "maxBodyValueBytes"})
+    blob_ids = args.get("blobIds")
+    if not isinstance(blob_ids, list) or not all(isinstance(b, str) for b in blob_ids):
+        raise MethodError("invalidArguments", "blobIds is an array of blob ids")
+    if len(blob_ids) > ctx.limits["maxObjectsInGet"]:
+        raise MethodError("requestTooLarge", f"more than {ctx.limits['maxObjectsInGet']} blobs")
+    props = checked_properties(args, "properties", PROPERTIES, PARSE_DEFAULT)
+    body_props, fetch, max_bytes = body_arguments(args)
+    parsed, not_parsable, not_found = {}, [], []
+    for blob_id in dict.fromkeys(blob_ids):
+        data = await blobs.read(ctx.store, ctx.uploads, ctx.account, blob_id)
+        if data is None:
+            not_found.append(blob_id)
+            continue
+        try:
+            check_limits(data)
+        except MessageTooComplex:
+            not_parsable.append(blob_id)
+            continue
+        summary = summarize(data)
+        item = {"id": 0, "mailboxes": {}, "size": len(data), "received_at": 0,
+                "has_attachment": summary.has_attachment, "preview": summary.preview}
+        shown = [p for p in props if p not in NOT_PARSED and p != "blobId"]
+        # parts of a whole blob download as "<blob>.<part>"; parts of a part have no blob id yet
+        blob_of = (lambda _n, part, base=blob_id: f"{base}.{part}") if "." not in blob_id else \
+            (lambda _n, _part: None)
+        email = render(item, data, shown, body_props, fetch, max_bytes, blob_of=blob_of)
+        email.update({p: None for p in props if p in NOT_PARSED})
+        if "blobId" in props:
+            email["blobId"] = blob_id
+        parsed[blob_id] = email
+    return {"accountId": ctx.account_id, "parsed": parsed or None,
+            "notParsable": not_parsable or None, "notFound": not_found or None}

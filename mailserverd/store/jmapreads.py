@@ -7,7 +7,6 @@ the account, so another account's ids are simply absent.
 
 from __future__ import annotations
 
-from collections import defaultdict
 
 from sqlalchemy import func, select
 

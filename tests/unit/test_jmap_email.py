@@ -231,3 +231,25 @@ def test_import_an_uploaded_message(env, tmp_path):
     assert email["receivedAt"] == "2026-01-02T03:04:05Z" and email["subject"] == "imported"
     archive = result_of(store.get_mailbox(alice, "Archive"))
     assert result_of(store.list_messages(alice, archive.id))[0].flags == {"\\Seen", "\\Draft"}
+
+
+def test_parse_an_uploaded_message(env, tmp_path):
+    """Email/parse (RFC 8621 4.9): an upload read as an Email, with null id/mailboxIds/
+    keywords; its parts get blob ids that download the decoded part; unknown blobs
+    are notFound."""
+    from twisted.internet import defer
+    from mailserverd.jmap import blobs
+    store, alice, _session = env
+    uploads = blobs.Uploads(str(tmp_path / "uploads"), 1 << 20, run=lambda fn, *a: defer.maybeDeferred(fn, *a))
+    session = Session(store, alice, uploads)
+    blob_id = result_of(uploads.put(alice, MULTIPART))
+    answer = session.ok("Email/parse", {"blobIds": [blob_id, "u" + "1" * 64], "fetchTextBodyValues": True,
+                                        "properties": ["id", "blobId", "subject", "from", "textBody",
+                                                       "attachments", "bodyValues", "keywords", "size"]})
+    email = answer["parsed"][blob_id]
+    assert email["id"] is None and email["keywords"] is None and email["blobId"] == blob_id
+    assert email["subject"] == "Grüße and more" and email["size"] == len(MULTIPART)
+    assert email["bodyValues"][email["textBody"][0]["partId"]]["value"] == "Hallöchen, plain text body"
+    assert answer["notFound"] == ["u" + "1" * 64]
+    part = result_of(defer.ensureDeferred(blobs.read(store, uploads, alice, email["attachments"][0]["blobId"])))
+    assert part == b"%PDF-1.4\n"

@@ -25,7 +25,7 @@ class Options:
     unknown_word_prob: float = 0.5  # x: what a never-seen token says
     unknown_word_strength: float = 0.45  # s: how much weight x keeps against the data
     minimum_prob_strength: float = 0.1  # tokens with |p - 0.5| below this are ignored
-    max_discriminators: int = 150  # the strongest clues used per message
+    max_discriminators: int = 300  # the strongest clues used per message (SpamBayes: 150)
     # SpamBayes' experimental_ham_spam_imbalance_adjustment: evidence from the class
     # trained on more messages counts for less, so a 5:1 ham:spam database does not
     # make every ham token look surer than the spam ones.

@@ -43,7 +43,9 @@ class MessageFacts:
     """
 
     def __init__(self, seq: int, ref: MessageRef, recent: bool = False,
-                 raw: Union[bytes, Callable[[], bytes]] = b"", now: float = 0.0):
+                 raw: Union[bytes, Callable[[], bytes]] = b"", now: float = 0.0,
+                 known: Optional[dict] = None):
+        self.known = known or {}  # {id(text key): bool} settled by the index (search/query.py)
         self.seq = seq
         self.ref = ref
         self.recent = recent
@@ -219,6 +221,8 @@ class _Evaluator:
         if op in ("SENTBEFORE", "SENTON", "SENTSINCE"):
             day = facts.sent_date()
             return day is not None and _compare_date(op[4:], day, args[0])
+        if facts.known and id(key) in facts.known:
+            return facts.known[id(key)]
         if op == "SUBJECT":
             needle = args[0].casefold()
             return any(needle in value for value in facts.header_values("subject"))
@@ -317,15 +321,53 @@ def decoded_body_text(raw: bytes, limit: int) -> str:
     return "\n".join(pieces)[:limit]
 
 
-def narrow_pairs(store, account, program: SearchKey, pairs: list):
-    """Deferred: the (number, ref) pairs of `pairs` that may satisfy `program`,
-    narrowed through the full-text index (mailserverd.search, issue 12) when it
-    can; all of them otherwise. The caller still evaluates each exactly, so the
-    answer is the exhaustive scan's (RFC 3501 6.4.4 substring semantics)."""
-    from ..search.query import candidates
+SEARCH_BATCH = 200  # message bodies held in memory at once while searching
 
-    def keep(ids):
-        if ids is None:
-            return pairs
-        return [pair for pair in pairs if pair[1].message_id in ids]
-    return candidates(store, account, program).addCallback(keep)
+
+def _raw_keys(program: SearchKey) -> list:
+    keys, stack = [], [program]
+    while stack:
+        key = stack.pop()
+        if key.op in RAW_KEYS:
+            keys.append(key)
+        elif key.op in ("AND", "OR", "NOT"):
+            stack.extend(key.args)
+    return keys
+
+
+def match_view(store, account, view, program: SearchKey, now: float, saved):
+    """Deferred (number, ref) pairs of the mailbox view that satisfy `program`.
+
+    The full-text index (mailserverd.search, issue 12) narrows the messages
+    to candidates and settles text keys it can prove either way; every other
+    key, and every key it cannot settle, is evaluated on the message itself.
+    So the answer is the exhaustive scan's (RFC 3501 6.4.4 substring
+    semantics), and a message is read only when some key needs it.
+    """
+    from twisted.internet import defer
+
+    from ..search.query import narrowing
+
+    @defer.inlineCallbacks
+    def run():
+        pairs = list(enumerate(view.refs, 1))
+        found = yield narrowing(store, account, program)
+        if found is not None and found.candidates is not None:
+            pairs = [pair for pair in pairs if pair[1].message_id in found.candidates]
+        raw_keys = _raw_keys(program)
+        matches = []
+        for start in range(0, len(pairs), SEARCH_BATCH):
+            batch = pairs[start:start + SEARCH_BATCH]
+            known = {ref.message_id: found.known(ref.message_id) if found is not None else {}
+                     for _, ref in batch}
+            wanted = [ref.message_id for _, ref in batch
+                      if any(id(key) not in known[ref.message_id] for key in raw_keys)]
+            raws = (yield store.read_messages(account, wanted)) if wanted else {}
+            for number, ref in batch:
+                facts = MessageFacts(seq=number, ref=ref, recent=ref.uid in view.recent,
+                                     raw=raws.get(ref.message_id, b""), now=now,
+                                     known=known[ref.message_id])
+                if evaluate(program, facts, max_uid=view.largest_uid, max_seq=view.exists, saved=saved):
+                    matches.append((number, ref))
+        return matches
+    return run()

@@ -327,29 +327,10 @@ class MessageCommands:
 
     # -- SEARCH / SORT / THREAD (RFC 3501 6.4.4, RFC 4731, RFC 5182, RFC 5256) -------------
 
-    @defer.inlineCallbacks
     def _matching(self, program):
-        """The (number, ref) pairs of the selected mailbox that satisfy `program`."""
-        view = self.view
-        pairs = list(enumerate(view.refs, 1))
-        pairs = yield search_eval.narrow_pairs(self.store, self.account, program, pairs)  # index
-        wants_raw = search_eval.needs_raw(program)
-        now = self.clock.seconds()
-        matches = []
-        for start in range(0, len(pairs), SEARCH_BATCH):
-            batch = pairs[start:start + SEARCH_BATCH]
-            raws = {}
-            if wants_raw:
-                raws = yield self.store.read_messages(self.account,
-                                                      [ref.message_id for _, ref in batch])
-            for number, ref in batch:
-                facts = search_eval.MessageFacts(
-                    seq=number, ref=ref, recent=ref.uid in view.recent,
-                    raw=raws.get(ref.message_id, b""), now=now)
-                if search_eval.evaluate(program, facts, max_uid=view.largest_uid,
-                                        max_seq=view.exists, saved=self.saved_search):
-                    matches.append((number, ref))
-        return matches
+        """The (number, ref) pairs of the selected mailbox that satisfy `program` (index-narrowed)."""
+        return search_eval.match_view(self.store, self.account, self.view, program,
+                                      self.clock.seconds(), self.saved_search)
 
     @defer.inlineCallbacks
     def do_search(self, command):

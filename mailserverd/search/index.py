@@ -48,7 +48,7 @@ def make_schema() -> fields.Schema:
     text_fields = {name: WordSet() for name in FIELDS}
     return fields.Schema(key=fields.ID(unique=True), acct=fields.ID,
                          mid=fields.NUMERIC(bits=64, signed=False, stored=True, sortable=True),
-                         scan=fields.ID, **text_fields)
+                         scan=fields.ID, plain=WordSet(), **text_fields)
 
 
 class IndexUnavailable(Exception):
@@ -96,6 +96,8 @@ class ShardIndex:
         try:
             if windex.exists_in(self.path):
                 self.ix = windex.open_dir(self.path)
+                if set(self.ix.schema.names()) != set(make_schema().names()):
+                    raise ValueError("index of an older schema: rebuild")
                 with self.ix.searcher() as searcher:  # reads the TOC and every segment's files
                     searcher.doc_count_all()
                     for reader, _ in searcher.reader().leaf_readers():
@@ -130,7 +132,7 @@ class ShardIndex:
                 writer.delete_by_term("key", str(message_id))
             for account_id, message_id, texts, scan in adds:
                 writer.update_document(key=str(message_id), acct=str(account_id), mid=message_id,
-                                       scan="1" if scan else "0", **texts)
+                                       scan="1" if scan else "0", **texts)  # texts has "plain"
         except BaseException:
             writer.cancel()
             raise
@@ -177,28 +179,42 @@ class ShardIndex:
     def lookup(self, field: str, conditions: list[tuple[str, str]]):
         """Message ids whose `field` has, for every (kind, token), a term equal to
         ("exact"), starting with ("prefix"), ending with ("suffix") or containing
-        ("substring") the token; plus every "scan" document. None if a condition
-        expands to too many terms (the caller then cannot narrow)."""
-        result: set[int] = set()
+        ("substring") the token; plus every "scan" document. A condition that
+        expands to more than MAX_EXPANSION terms is left out (a superset still);
+        None if all are."""
+        found = self.lookup_proving(field, conditions, prove=False)
+        return None if found is None else found[0]
+
+    def lookup_proving(self, field: str, conditions: list[tuple[str, str]], prove: bool = True):
+        """(maybe, proven): `maybe` as lookup() returns; `proven` the documents of
+        it whose `field` text is unchanged by folding (text.document "plain"), for
+        which a term hit proves the substring is there (query.py decides when)."""
+        maybe: set[int] = set()
+        proven: set[int] = set()
         for segreader, segment in self._leaves():
             docs = None
             for kind, token in conditions:
                 terms = self._expand(segreader, segment, field, kind, token)
                 if terms is None:
-                    return None
-                found = set()
+                    continue
+                hits = set()
                 for term in terms:
-                    found.update(segreader.postings(field, term).all_ids())
-                docs = found if docs is None else docs & found
+                    hits.update(segreader.postings(field, term).all_ids())
+                docs = hits if docs is None else docs & hits
                 if not docs:
                     break
-            if ("scan", "1") in segreader:
-                docs = (docs or set()) | set(segreader.postings("scan", "1").all_ids())
-            mids = segment.mids
+            if docs is None:
+                return None
             if docs and segreader.has_deletions():
                 docs = {docnum for docnum in docs if not segreader.is_deleted(docnum)}
-            result.update(mids[docnum] for docnum in docs or ())
-        return result
+            mids = segment.mids
+            if prove and docs and ("plain", field) in segreader:
+                plain = set(segreader.postings("plain", field).all_ids())
+                proven.update(mids[docnum] for docnum in docs & plain)
+            if ("scan", "1") in segreader:
+                docs = docs | set(segreader.postings("scan", "1").all_ids())
+            maybe.update(mids[docnum] for docnum in docs)
+        return maybe, proven
 
     def _expand(self, segreader, segment: _Segment, field: str, kind: str, token: str):
         if kind == "exact":

@@ -49,41 +49,95 @@ def conditions(needle: str) -> Optional[list[tuple[str, str]]]:
     return cheap or out[:1]
 
 
+# Keys whose index field(s) hold exactly the text the key compares: a one-word needle
+# found in a "plain" document there is proven present (text.PROVABLE).
+PROVING_FIELDS = {"SUBJECT": ("subject",), "BODY": ("body",), "TEXT": ("headers", "body")}
+
+
+def provable(needle: str) -> bool:
+    """A needle that is one run of word characters which folding leaves as case folding does."""
+    folded = fold(needle)
+    return bool(TOKEN.fullmatch(folded)) and folded == needle.casefold()
+
+
 def text_candidates(key_op: str, needle: str, lookup: Lookup) -> Optional[set]:
     """Message ids that may satisfy one text key, or None."""
+    def lookup_proving(field, wanted, _prove):
+        found = lookup(field, wanted)
+        return None if found is None else (found, set())
+    found = key_sets(key_op, needle, lookup_proving)
+    return None if found is None else found[0]
+
+
+def key_sets(key_op: str, needle: str, lookup_proving) -> Optional[tuple[set, set]]:
+    """(maybe, proven) for one text key: every message satisfying it is in maybe;
+    every message in proven satisfies it. None if the index cannot narrow it."""
     wanted = conditions(needle)
     if wanted is None:
         return None
-    result: set = set()
+    prove = key_op in PROVING_FIELDS and provable(needle)
+    maybe: set = set()
+    proven: set = set()
     for field in KEY_FIELDS[key_op]:
-        found = lookup(field, wanted)
+        found = lookup_proving(field, wanted, prove)
         if found is None:
             return None
-        result |= found
-    return result
+        maybe |= found[0]
+        if prove:
+            proven |= found[1]
+    return maybe, proven
 
 
-def narrow(program, lookup: Lookup, depth: int = 0) -> Optional[set]:
-    """Candidates for a whole SearchKey tree (see module docstring), or None."""
-    op, args = program.op, program.args
-    if depth > MAX_DEPTH:
-        return None
-    if op in KEY_FIELDS:
-        return text_candidates(op, args[-1], lookup)
-    if op == "AND":
-        best = None
-        for sub in args:
-            found = narrow(sub, lookup, depth + 1)
-            if found is not None:
-                best = found if best is None else best & found
-        return best
-    if op == "OR":
-        left = narrow(args[0], lookup, depth + 1)
-        if left is None:
+class Narrowing:
+    """What the index says about one search program: `candidates` (a superset of
+    the matches, or None) and, per text key node, (maybe, proven) sets, so the
+    evaluator can settle a key without reading the message (known())."""
+
+    def __init__(self, program, lookup_proving, pending: set):
+        self.keys: dict[int, tuple[set, set]] = {}
+        self.pending = pending
+        self._lookup = lookup_proving
+        self.candidates = self._narrow(program, 0)
+        if self.candidates is not None:
+            self.candidates |= pending
+
+    def _narrow(self, key, depth: int) -> Optional[set]:
+        op, args = key.op, key.args
+        if depth > MAX_DEPTH:
             return None
-        right = narrow(args[1], lookup, depth + 1)
-        return None if right is None else left | right
-    return None  # NOT, flags, dates, sizes, sets: SQL/ref facts, evaluated exactly
+        if op in KEY_FIELDS:
+            found = key_sets(op, args[-1], self._lookup)
+            if found is None:
+                return None
+            self.keys[id(key)] = found
+            return found[0]
+        if op == "NOT":  # its inner key's sets still settle the inner key
+            self._narrow(args[0], depth + 1)
+            return None
+        if op == "AND":
+            best = None
+            for sub in args:
+                found = self._narrow(sub, depth + 1)
+                if found is not None:
+                    best = set(found) if best is None else best & found
+            return best
+        if op == "OR":
+            left = self._narrow(args[0], depth + 1)
+            right = self._narrow(args[1], depth + 1)
+            return None if left is None or right is None else left | right
+        return None
+
+    def known(self, message_id: int) -> dict:
+        """{id(key): bool} for the text keys the index settles for this message."""
+        if message_id in self.pending:
+            return {}
+        out = {}
+        for key_id, (maybe, proven) in self.keys.items():
+            if message_id in proven:
+                out[key_id] = True
+            elif message_id not in maybe:
+                out[key_id] = False
+        return out
 
 
 def has_text_key(program, depth: int = 0) -> bool:
@@ -99,8 +153,8 @@ __all__ = ["narrow", "conditions", "text_candidates", "has_text_key", "KEY_FIELD
 
 # -- entry points for protocol code (IMAP SEARCH here; JMAP: /work/notes/search-api.md) ---
 
-def candidates_in_thread(mail, search, account, program) -> Optional[set]:
-    """On a store read thread: the message ids of `account` that may match, or None.
+def narrowing_in_thread(mail, search, account, program) -> Optional[Narrowing]:
+    """On a store read thread: the Narrowing of `program` for `account`, or None.
     Pending queue rows are read BEFORE the index is opened, so a message the
     indexer applies meanwhile is seen in one or the other."""
     from twisted.logger import Logger
@@ -112,20 +166,31 @@ def candidates_in_thread(mail, search, account, program) -> Optional[set]:
     try:
         with mail.engine(account).connect() as conn:
             pending = searchqueue.pending_adds(conn, account.id)
-        found = narrow(program, index.lookup)
+        return Narrowing(program, index.lookup_proving, pending)
     except Exception:  # a damaged index must never fail a search: scan instead
         Logger(namespace="mailserverd.search").failure("search: index lookup failed; scanning")
         return None
-    return None if found is None else found | pending
+
+
+def candidates_in_thread(mail, search, account, program) -> Optional[set]:
+    """The message ids of `account` that may match `program`, or None (no narrowing)."""
+    narrowing = narrowing_in_thread(mail, search, account, program)
+    return None if narrowing is None else narrowing.candidates
+
+
+def narrowing(async_store, account, program):
+    """Deferred Narrowing (or None) of `program` for `account`, on the read pool."""
+    from twisted.internet import defer
+
+    search = getattr(async_store, "search", None)
+    if search is None or not has_text_key(program):
+        return defer.succeed(None)
+    return async_store.run_read(narrowing_in_thread, search, account, program)
 
 
 def candidates(async_store, account, program):
     """Deferred: a set of message ids holding every message of `account` that
     satisfies `program` (a SearchKey tree), or None when the index cannot
     narrow it. The caller verifies each candidate exactly."""
-    from twisted.internet import defer
-
-    search = getattr(async_store, "search", None)
-    if search is None or not has_text_key(program):
-        return defer.succeed(None)
-    return async_store.run_read(candidates_in_thread, search, account, program)
+    return narrowing(async_store, account, program).addCallback(
+        lambda found: None if found is None else found.candidates)

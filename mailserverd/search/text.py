@@ -28,7 +28,9 @@ from ..store.api import MessageRef
 
 TOKEN = re.compile(r"\w+")
 FIELDS = ("subject", "addresses", "headers", "body", "attachments")
-ADDRESS_FIELDS = ("from", "to", "cc", "bcc")  # one "addresses" field: fewer postings, still a superset
+ADDRESS_FIELDS = ("from", "to", "cc", "bcc")
+# Fields holding exactly the case-folded text a SEARCH key compares (query.py proofs).
+PROVABLE = ("subject", "headers", "body")  # one "addresses" field: fewer postings, still a superset
 MAX_TOKEN = 240  # longer runs (encoded junk) make the document "scan" (always a candidate)
 
 
@@ -76,9 +78,17 @@ def document(raw: bytes) -> tuple[dict, bool]:
     }
     for name in ADDRESS_FIELDS:
         texts[name] = "\n".join(facts.address_texts(name))
-    words = {name: set(TOKEN.findall(fold(value))) for name, value in texts.items()}
+    words, plain = {}, set()
+    for name, value in texts.items():
+        folded = fold(value)
+        if folded == value and name in PROVABLE:
+            plain.add(name)
+        words[name] = set(TOKEN.findall(folded))
+    words["plain"] = plain
     words["addresses"] = set().union(*(words.pop(name) for name in ADDRESS_FIELDS))
     scan = any(len(token) > MAX_TOKEN for value in words.values() for token in value)
+    # "plain" lists the PROVABLE fields whose text folding leaves unchanged (no accents,
+    # ligatures...): there a term containing a one-word needle proves the substring.
     return words, scan
 
 

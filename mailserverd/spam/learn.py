@@ -4,7 +4,7 @@ out of Junk into any mailbox but Trash as ham (deleting spam says nothing).
 
 JunkLearner is a child service of the root (service.build_service_tree). It
 follows the store's committed COPY/MOVE operations (AsyncStore.observe_copies),
-so IMAP (and JMAP, once it lands) need not know about the filter. It reads the
+so IMAP and JMAP (Email/set mailboxIds) need not know about the filter. It reads the
 new copies back, strips what our delivery prepended (Return-Path, our
 Received; the X-Spam-* and Authentication-Results fields are ignored by the
 tokenizer) and trains them off the reactor. Training is keyed by the

@@ -144,7 +144,7 @@ CHECK_SECTION_PREFIX = "check."
 
 # Listener names of INTERFACE.md; BUILT is the subset implemented so far.
 LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http", "https")
-BUILT_LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http")
+BUILT_LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http", "https")
 
 SCHEMA: dict[str, tuple[str, list[Key]]] = {
     "server": ("Identity and where the embedded default keeps its data.", [
@@ -163,8 +163,9 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
         Key("pop3s", parse_listen, "", example="0.0.0.0:995", doc="POP3 over implicit TLS."),
         Key("http", parse_listen, "", example="127.0.0.1:8080",
             doc="HTTP: JMAP (/.well-known/jmap, /jmap/...), GET /metrics (Prometheus text) and "
-                "GET /healthz; passwords and tokens only from loopback until https is built."),
-        Key("https", parse_listen, "", "The same over TLS (not built yet: must stay empty)."),
+                "GET /healthz; passwords and tokens are accepted here only from loopback."),
+        Key("https", parse_listen, "", example="0.0.0.0:443",
+            doc="The same over implicit TLS with the [tls] certificate; passwords and tokens from anywhere."),
     ]),
     "tls": ("Certificates; both empty = a self-signed pair generated under data_dir.", [
         Key("cert", parse_str, "", "PEM certificate chain. Reloaded on SIGHUP.", reloads=True),

@@ -25,6 +25,7 @@ LISTENER_PROTOCOLS = {
     "imap": ("mailserverd.imap.server", "imap", False),
     "imaps": ("mailserverd.imap.server", "imaps", True),
     "http": ("mailserverd.http.server", "http", False),
+    "https": ("mailserverd.http.server", "https", True),
 }
 # Listener modules whose build_factory takes the OutboundService (outbound=...).
 OUTBOUND_USERS = ("mailserverd.smtp.server", "mailserverd.http.server")

@@ -96,7 +96,7 @@ class LimitedSite(server.Site):
 
 
 def build_factory(mode: str, settings, store, authenticator, tls, outbound=None, reactor=None) -> server.Site:
-    """The Site for the http listener (mode "http"); outbound: the OutboundService."""
+    """The Site for the http or https listener (mode; the endpoint does the TLS); outbound: the OutboundService."""
     if outbound is None:
         raise ValueError("the http listener needs the outbound service for /metrics and /healthz")
     if reactor is None:

@@ -29,9 +29,10 @@ def mail_capability(limits: dict) -> dict:
             "emailQuerySortOptions": list(SORT_PROPERTIES), "mayCreateTopLevelMailbox": True}
 
 
-def base_url(host_header: bytes | None, hostname: str, listen: tuple[str, int]) -> str:
-    """http://authority, from Host only when it names this server."""
-    default = f"http://{hostname}" + ("" if listen[1] == 80 else f":{listen[1]}")
+def base_url(host_header: bytes | None, hostname: str, listen: tuple[str, int], scheme: str = "http") -> str:
+    """scheme://authority, from Host only when it names this server."""
+    default_port = 443 if scheme == "https" else 80
+    default = f"{scheme}://{hostname}" + ("" if listen[1] == default_port else f":{listen[1]}")
     if not host_header:
         return default
     try:
@@ -49,7 +50,7 @@ def base_url(host_header: bytes | None, hostname: str, listen: tuple[str, int]) 
         return default
     if name.lower().rstrip(".") not in (hostname.lower(), listen[0].lower()):
         return default
-    return f"http://{host}"
+    return f"{scheme}://{host}"
 
 
 def capabilities(limits: dict) -> dict:

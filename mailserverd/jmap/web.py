@@ -140,8 +140,10 @@ class JMAPResource:
                             headers={b"allow": b", ".join(methods)})
 
     def _base(self, request) -> str:
-        return session.base_url(request.getHeader(b"host"), self.settings.server.hostname,
-                                self.settings.listen.http)
+        secure = request.isSecure()
+        listen = self.settings.listen.https if secure else self.settings.listen.http
+        return session.base_url(request.getHeader(b"host"), self.settings.server.hostname, listen,
+                                "https" if secure else "http")
 
     async def _authenticate(self, request):
         unauthorized = {b"www-authenticate": REALM}

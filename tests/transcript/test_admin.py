@@ -30,7 +30,6 @@ def ctl(conf, *args, input=None):
 @pytest.mark.parametrize("body, expected", [
     ("[server]\ndata_dir = d\ncolour = blue\n", "[server] colour: unknown key"),
     ("[server]\ndata_dir = d\n[listen]\nsmtp = 127.0.0.1:notaport\n", "[listen] smtp"),
-    ("[server]\ndata_dir = d\n[listen]\nhttps = 127.0.0.1:1443\n", "[listen] https: this listener is not built yet"),
     ("[server]\ndata_dir = d\n[tls]\ncert = /nonexistent.pem\nkey = /nonexistent.key\n", "[tls] cert: cannot read"),
     ("[server]\ndata_dir = /dev/null/sub\n", "[server] data_dir: cannot write"),
 ])

@@ -1,13 +1,8 @@
-"""Interop: the jmapc client (PyPI) against the real daemon's http listener.
-
-jmapc fetches the session from https://HOST/.well-known/jmap; the https
-listener is not built yet, so the client here fetches the session over http
-and uses the URLs in it as they are. Everything after that is jmapc's own code.
-"""
+"""Interop: the jmapc client (PyPI) against the real daemon's https listener
+(the self-signed certificate the daemon makes, so certificate checks are off)."""
 
 from __future__ import annotations
 
-import functools
 import smtplib
 
 import pytest
@@ -22,28 +17,24 @@ from jmapc.methods import (EmailGet, EmailGetResponse, EmailQuery, EmailSet, Mai
 ALICE = "alice@example.test"
 
 
-class HTTPClient(jmapc.Client):
-    @functools.cached_property
-    def jmap_session(self):
-        response = self.requests_session.get(f"http://{self._host}/.well-known/jmap", timeout=10)
-        response.raise_for_status()
-        return jmapc.session.Session.from_dict(response.json())
-
-
 @pytest.fixture
 def server(mailserver_factory):
-    return mailserver_factory(listeners=("smtp", "http"))
+    return mailserver_factory(listeners=("smtp", "https"))
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_jmapc_lists_queries_reads_and_sets(server, tmp_path):
-    """jmapc finds INBOX by role, queries it newest first, reads the delivered email
+    """Over https, jmapc finds INBOX by role, queries it newest first, reads the delivered email
     with its text body, marks it $seen and uploads a blob."""
     message = ("From: Carol <carol@remote.test>\r\nTo: alice@example.test\r\nSubject: interop\r\n"
                "Message-ID: <interop@remote.test>\r\n\r\nhello from smtp\r\n")
     with smtplib.SMTP(*server.address("smtp"), timeout=10) as smtp:
         smtp.sendmail("carol@remote.test", [ALICE], message)
-    host, port = server.address("http")
-    client = HTTPClient.create_with_password(f"{host}:{port}", ALICE, PASSWORD)
+    host, port = server.address("https")
+    client = jmapc.Client.create_with_password(f"{host}:{port}", ALICE, PASSWORD)
+    client.requests_session.trust_env = False  # no REQUESTS_CA_BUNDLE from the environment
+    client.requests_session.verify = False  # the daemon's self-signed certificate
+    assert client.jmap_session.api_url == f"https://{host}:{port}/jmap/api"
     results = client.request([
         MailboxQuery(filter=MailboxQueryFilterCondition(role="inbox")),
         MailboxGet(ids=Ref("/ids")),

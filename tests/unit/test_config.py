@@ -37,7 +37,6 @@ def test_defaults_and_types(tmp_path):
     ("[limits]\nmax_message_size = lots\n", "[limits] max_message_size: expected a size"),
     ("[listen]\nsmtp = 127.0.0.1:99999\n", "[listen] smtp: port out of range"),
     ("[listen]\nsmtp = nowhere\n", "[listen] smtp: expected host:port"),
-    ("[listen]\nhttps = 127.0.0.1:8443\n", "[listen] https: this listener is not built yet"),
     ("[tls]\ncert = /x.pem\n", "[tls] key: cert and key must be given together"),
     ("[storage]\nshards = nope\n", "[storage] shards: not a SQLAlchemy URL"),
     ("no section header\n", "malformed configuration"),

@@ -24,7 +24,7 @@ from .email import PROPERTIES, body_arguments, checked_properties, render
 from .emailset import SetError, flags_for, plan
 
 
-def _received_at(value) -> float | None:
+def received_at_of(value) -> float | None:
     if value is None:
         return None
     if not isinstance(value, str):
@@ -45,10 +45,16 @@ async def _import_one(ctx, spec: dict, names: dict) -> dict:
     empty = {"mailboxes": {}}
     keywords, mailboxes = plan(ctx, empty, {"keywords": spec.get("keywords", {}),
                                             "mailboxIds": spec["mailboxIds"]}, names)
-    received_at = _received_at(spec.get("receivedAt"))
+    received_at = received_at_of(spec.get("receivedAt"))
     data = await blobs.read(ctx.store, ctx.uploads, ctx.account, spec["blobId"])
     if data is None:
         raise SetError("blobNotFound", "no such blob", None)
+    return await store_message(ctx, data, keywords, mailboxes, received_at, names)
+
+
+async def store_message(ctx, data: bytes, keywords: set, mailboxes: set, received_at, names: dict) -> dict:
+    """Deliver a message durably into the first mailbox and copy it to the others:
+    the created-Email answer (id, blobId, threadId, size) or a SetError."""
     if len(data) > ctx.limits["maxSizeUpload"]:
         raise SetError("tooLarge", f"messages are at most {ctx.limits['maxSizeUpload']} octets")
     try:

@@ -265,6 +265,7 @@ def body_value(raw: bytes, node: Node, max_bytes: int) -> dict:
     except (LookupError, UnicodeDecodeError):
         problem = True
         value = decode_bytes(data, charset)
+    value = value.replace("\r\n", "\n")  # RFC 8621 4.1.4: CRLF becomes LF
     truncated = False
     if max_bytes and len(value.encode("utf-8")) > max_bytes:
         value = value.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")

@@ -5,7 +5,7 @@ of every mailbox holding the Email; its mailboxIds become COPY, MOVE and
 EXPUNGE of memberships (a move where one mailbox replaces another, so the
 spam filter's Junk training sees it as IMAP's would). Adds run before
 removals, so an Email is never left in no mailbox on the way. Destroy
-expunges every membership. Creating Emails is not built yet (notCreated).
+expunges every membership. Creations are built by emailcreate.py.
 """
 
 from __future__ import annotations
@@ -136,6 +136,13 @@ async def apply(ctx, number: int, item: dict, keywords, mailboxes, names: dict) 
                 await store.store_flags(account, mailbox_id, [uid], sorted(new), "replace")
 
 
+def _created(ctx, value: str) -> str:
+    """RFC 8620 5.3: an update or destroy may name an Email this request created as "#cid"."""
+    if value.startswith("#"):
+        return ctx.created_ids.get(value[1:], value)
+    return value
+
+
 async def set_emails(ctx, args):
     check_account(ctx, args)
     check_known(args, {"ifInState", "create", "update", "destroy"})
@@ -148,14 +155,21 @@ async def set_emails(ctx, args):
         raise MethodError("requestTooLarge", f"more than {ctx.limits['maxObjectsInSet']} objects")
     old = (await state.current(ctx))["Email"]
     state.check_if_in_state(args, old)
-    answer = {"accountId": ctx.account_id, "oldState": old, "created": None, "updated": {},
+    answer = {"accountId": ctx.account_id, "oldState": old, "created": {}, "updated": {},
               "destroyed": [], "notCreated": {}, "notUpdated": {}, "notDestroyed": {}}
-    for cid in create:
-        answer["notCreated"][cid] = {"type": "forbidden", "description": "creating Emails is not built yet"}
-    numbers = {jid: parse_id(jid, "e") for jid in list(update) + destroy}
+    names = {row["id"]: row["name"] for row in await ctx.store.run_read(jmapreads.mailboxes, ctx.account)}
+    from .emailcreate import create as create_email  # emailcreate builds on this module
+    for cid, spec in create.items():
+        try:
+            if not isinstance(spec, dict):
+                raise SetError("invalidProperties", "an Email creation is an object")
+            answer["created"][cid] = await create_email(ctx, spec, names)
+            ctx.created_ids[cid] = answer["created"][cid]["id"]
+        except SetError as exc:
+            answer["notCreated"][cid] = exc.error
+    numbers = {jid: parse_id(_created(ctx, jid), "e") for jid in list(update) + destroy}
     items = await ctx.store.run_read(jmapreads.emails, ctx.account,
                                      [n for n in numbers.values() if n is not None])
-    names = {row["id"]: row["name"] for row in await ctx.store.run_read(jmapreads.mailboxes, ctx.account)}
     for jid, patch in update.items():
         number = numbers[jid]
         try:
@@ -179,7 +193,7 @@ async def set_emails(ctx, args):
             await ctx.store.expunge(ctx.account, mailbox_id, [uid])
         answer["destroyed"].append(jid)
     answer["newState"] = (await state.current(ctx))["Email"]
-    for key in ("updated", "destroyed", "notCreated", "notUpdated", "notDestroyed"):
+    for key in ("created", "updated", "destroyed", "notCreated", "notUpdated", "notDestroyed"):
         if not answer[key]:
             answer[key] = None
     return answer

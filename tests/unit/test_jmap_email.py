@@ -160,7 +160,7 @@ def test_set_keywords_and_mailboxes_show_in_imap(env):
                                        "create": {"x": {}}})
     assert refused["notUpdated"][email_id]["type"] == "invalidProperties"
     assert refused["notUpdated"]["e999999"]["type"] == "notFound"
-    assert refused["notCreated"]["x"]["type"] == "forbidden"
+    assert refused["notCreated"]["x"]["type"] == "invalidProperties"
     assert session.ok("Email/set", {"destroy": [email_id]})["destroyed"] == [email_id]
     assert session.ok("Email/get", {"ids": [email_id]})["notFound"] == [email_id]
 
@@ -253,3 +253,45 @@ def test_parse_an_uploaded_message(env, tmp_path):
     assert answer["notFound"] == ["u" + "1" * 64]
     part = result_of(defer.ensureDeferred(blobs.read(store, uploads, alice, email["attachments"][0]["blobId"])))
     assert part == b"%PDF-1.4\n"
+
+
+def test_create_a_draft_with_an_attachment(env, tmp_path):
+    """Email/set create (RFC 8621 4.6) composes a MIME message from JMAP properties
+    (addresses with non-ASCII names, text and HTML bodies, an uploaded attachment),
+    stores it in Drafts with $draft, and reads back the same values; an update in
+    the same request may name it "#cid"; a missing blob is blobNotFound."""
+    from twisted.internet import defer
+    from mailserverd.jmap.blobs import Uploads
+    store, alice, _session = env
+    uploads = Uploads(str(tmp_path / "uploads"), 1 << 20, run=lambda fn, *a: defer.maybeDeferred(fn, *a))
+    session = Session(store, alice, uploads)
+    blob_id = result_of(uploads.put(alice, b"%PDF-1.4 attachment"))
+    drafts = mailbox_ids(session)["Drafts"]
+    status, answer = session.request([["Email/set", {"accountId": session.account_id, "create": {"d": {
+        "mailboxIds": {drafts: True}, "keywords": {"$draft": True},
+        "from": [{"name": "Ålice", "email": "alice@example.test"}],
+        "to": [{"name": None, "email": "bob@remote.test"}], "subject": "Entwurf — draft",
+        "sentAt": "2026-12-05T10:00:00+01:00", "inReplyTo": ["orig@remote.test"],
+        "textBody": [{"partId": "t", "type": "text/plain"}], "htmlBody": [{"partId": "h", "type": "text/html"}],
+        "bodyValues": {"t": {"value": "Grüße\nzweite Zeile"}, "h": {"value": "<p>Grüße</p>"}},
+        "attachments": [{"blobId": blob_id, "type": "application/pdf", "name": "plan.pdf"}]},
+        "bad": {"mailboxIds": {drafts: True},
+                "attachments": [{"blobId": "u" + "2" * 64, "type": "text/plain"}]}},
+        "update": {"#d": {"keywords/$flagged": True}}}, "0"]])
+    result = answer["methodResponses"][0][1]
+    email_id = result["created"]["d"]["id"]
+    assert result["notCreated"]["bad"]["type"] == "blobNotFound"
+    assert result["notCreated"]["bad"]["notFound"] == ["u" + "2" * 64]
+    assert result["updated"] == {"#d": None}, result
+    email = session.ok("Email/get", {"ids": [email_id], "fetchAllBodyValues": True, "properties": [
+        "from", "to", "subject", "sentAt", "inReplyTo", "keywords", "mailboxIds", "textBody", "htmlBody",
+        "attachments", "bodyValues", "messageId"]})["list"][0]
+    assert email["from"] == [{"name": "Ålice", "email": "alice@example.test"}]
+    assert email["to"] == [{"name": None, "email": "bob@remote.test"}]
+    assert email["subject"] == "Entwurf — draft" and email["sentAt"] == "2026-12-05T10:00:00+01:00"
+    assert email["inReplyTo"] == ["orig@remote.test"] and email["messageId"][0].endswith("@example.test")
+    assert email["keywords"] == {"$draft": True, "$flagged": True} and email["mailboxIds"] == {drafts: True}
+    assert email["bodyValues"][email["textBody"][0]["partId"]]["value"].strip() == "Grüße\nzweite Zeile"
+    assert email["bodyValues"][email["htmlBody"][0]["partId"]]["value"].strip() == "<p>Grüße</p>"
+    [attachment] = email["attachments"]
+    assert (attachment["type"], attachment["name"], attachment["size"]) == ("application/pdf", "plan.pdf", 19)

@@ -295,3 +295,19 @@ def test_create_a_draft_with_an_attachment(env, tmp_path):
     assert email["bodyValues"][email["htmlBody"][0]["partId"]]["value"].strip() == "<p>Grüße</p>"
     [attachment] = email["attachments"]
     assert (attachment["type"], attachment["name"], attachment["size"]) == ("application/pdf", "plan.pdf", 19)
+
+
+def test_search_snippets_mark_the_terms(env):
+    """SearchSnippet/get (RFC 8621 5.1): subject and preview with the filter's text and
+    subject terms in <mark>, HTML-escaped; null where nothing matches; unknown ids notFound."""
+    store, alice, session = env
+    email_id, _ = deliver(store, alice, b"From: x@remote.test\r\nSubject: Budget <draft> for 2027\r\n\r\n"
+                                         b"the budget numbers are attached\r\n")
+    answer = session.ok("SearchSnippet/get", {"filter": {"operator": "OR", "conditions": [
+        {"text": "BUDGET"}, {"subject": "2027"}]}, "emailIds": [email_id, "e999999"]})
+    assert answer["list"] == [{"emailId": email_id,
+                               "subject": "<mark>Budget</mark> &lt;draft&gt; for <mark>2027</mark>",
+                               "preview": "the <mark>budget</mark> numbers are attached"}]
+    assert answer["notFound"] == ["e999999"]
+    plain = session.ok("SearchSnippet/get", {"filter": {"subject": "nothing"}, "emailIds": [email_id]})
+    assert plain["list"] == [{"emailId": email_id, "subject": None, "preview": None}]

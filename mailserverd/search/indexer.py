@@ -41,7 +41,7 @@ IDLE_POLL = 0.1  # seconds between queue polls when idle
 class SearchService(service.Service):
     name = "search"
 
-    def __init__(self, store, data_dir: str, async_store=None, clock=time.time):
+    def __init__(self, store, data_dir: str, async_store=None, clock=time.time, use_process: bool = True):
         self.store = store  # the synchronous Store (mailserverd.store.Store)
         self.root = os.path.join(data_dir, "search")
         self.indexes = [ShardIndex(os.path.join(self.root, f"shard-{n}"), n)
@@ -54,6 +54,9 @@ class SearchService(service.Service):
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.started = threading.Event()  # every shard checked (tests wait on it)
+        # Documents are built and written in a child process (Whoosh is pure Python:
+        # a second core, and the daemon's GIL stays free for the reactor).
+        self.child = IndexerProcess() if use_process else None
 
     # -- service --------------------------------------------------------------------
 
@@ -70,10 +73,15 @@ class SearchService(service.Service):
         super().stopService()
         self._stop.set()
         self._wake.set()
-        thread = self._thread
+        thread, child = self._thread, self.child
         if thread is not None:
             from twisted.internet import threads
-            return threads.deferToThread(thread.join, 30)
+
+            def finish():
+                thread.join(30)
+                if child is not None:
+                    child.close()
+            return threads.deferToThread(finish)
 
     def wake(self) -> None:
         self._wake.set()
@@ -139,13 +147,11 @@ class SearchService(service.Service):
                 raws = self.store.mail.read_messages(account, sorted(set(message_ids)))
             except StoreError:
                 raws = {}
-            for message_id, raw in raws.items():
-                try:
-                    texts, scan = document(raw)
-                except Exception:  # never lose a message to a parser bug: make it a candidate always
-                    texts, scan = {}, True
-                adds.append((account_id, message_id, texts, scan))
-        index.apply(adds, deletes, resets)
+            adds.extend((account_id, message_id, raw) for message_id, raw in raws.items())
+        if self.child is not None:
+            self.child.apply(index, adds, deletes, resets)
+        else:
+            index.apply(documents(adds), deletes, resets)
         with engine.begin() as conn:
             searchqueue.done(conn, rows[0].id, rows[-1].id)
         self.indexed_total += len(adds)
@@ -167,6 +173,82 @@ class SearchService(service.Service):
         return {"queue_depth": depth, "lag_seconds": lag, "indexed_total": self.indexed_total,
                 "ready_shards": sum(index.ready for index in self.indexes),
                 "documents": sum(index.doc_count() for index in self.indexes if index.ready)}
+
+
+def documents(adds) -> list:
+    """(account id, message id, raw) -> (account id, message id, token sets, scan)."""
+    out = []
+    for account_id, message_id, raw in adds:
+        try:
+            texts, scan = document(raw)
+        except Exception:  # never lose a message to a parser bug: make it a candidate always
+            texts, scan = {}, True
+        out.append((account_id, message_id, texts, scan))
+    return out
+
+
+def _child_main(inp, out) -> None:
+    """The indexing process (python -m mailserverd.search.indexer): pickled (index path,
+    shard, adds, deletes, resets) in, ("ok"|"error", detail) out. It exits when the
+    daemon's end of the pipe closes (a killed daemon included)."""
+    import pickle
+    indexes: dict[str, ShardIndex] = {}
+    while True:
+        try:
+            path, number, adds, deletes, resets = pickle.load(inp)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return
+        try:
+            index = indexes.get(path)
+            if index is None:
+                index = indexes[path] = ShardIndex(path, number)
+                index.open()
+            index.apply(documents(adds), deletes, resets)
+            reply = ("ok", len(adds))
+        except Exception as exc:
+            indexes.pop(path, None)
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        pickle.dump(reply, out)
+        out.flush()
+
+
+class IndexerProcess:
+    """The child process holding the index writers; restarted if it dies."""
+
+    def __init__(self):
+        self.process = None
+
+    def apply(self, index: ShardIndex, adds, deletes, resets) -> None:
+        import pickle
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        try:
+            pickle.dump((index.path, index.number, adds, deletes, resets), self.process.stdin,
+                        protocol=pickle.HIGHEST_PROTOCOL)
+            self.process.stdin.flush()
+            status, detail = pickle.load(self.process.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            self.close()
+            raise RuntimeError("the indexing process died") from None
+        if status != "ok":
+            raise RuntimeError("indexing process: " + detail)
+
+    def _start(self) -> None:
+        import subprocess
+        import sys
+        self.process = subprocess.Popen([sys.executable, "-m", "mailserverd.search.indexer"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def close(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        try:
+            process.stdin.close()
+            process.wait(10)
+        except Exception:
+            process.kill()
+            process.wait()
 
 
 def reindex(store, address: str | None, now: float | None = None) -> int:
@@ -214,3 +296,8 @@ def render_metrics() -> str:
 
 
 __all__ = ["SearchService", "reindex", "render_metrics", "BATCH"]
+
+
+if __name__ == "__main__":
+    import sys
+    _child_main(sys.stdin.buffer, sys.stdout.buffer)

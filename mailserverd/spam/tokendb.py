@@ -67,6 +67,15 @@ def create_tables(conn: Connection) -> None:
     spam_meta.create_all(conn)
 
 
+def forget_owner(engine: Engine, owner: int) -> None:
+    """Drop one account's database (its account is being removed; ids may be reused)."""
+    if owner == GLOBAL:
+        raise ValueError("the global database is not an account's")
+    with engine.begin() as conn:
+        for table in (spam_tokens, spam_totals, spam_trained):
+            conn.execute(table.delete().where(table.c.owner == owner))
+
+
 def token_hash(token: str) -> int:
     """A signed 64-bit key (BIGINT) for a token; collisions are negligible at 2^-63."""
     return int.from_bytes(hashlib.blake2b(token.encode("utf-8", "replace"), digest_size=8).digest(),

@@ -16,6 +16,7 @@ from .api import Account, StoreError
 from .blobs import BlobStore, BlobStoreLocked
 from .directory import Directory
 from .mail import MailStore
+from ..spam.tokendb import forget_owner as forget_spam_owner
 
 
 def make_engine(url: str) -> Engine:
@@ -50,6 +51,7 @@ class Store:
         """Purge the account's mail and unreferenced blobs, then the account itself."""
         account = self.directory.require_account(address)
         removed = self.mail.purge_account(account)
+        forget_spam_owner(self.directory_engine, account.id)  # its spam filter database (spam/tokendb.py)
         self.directory.delete_account_row(account)
         return removed
 

@@ -89,3 +89,14 @@ def test_spam_train_runs_in_the_ctl_process():
     """The verb writes only SQL tables, so mailserverctl runs it itself, daemon or not."""
     args = argparse.Namespace(noun="spam", verb="train")
     assert commands.runs_in_process(args) and not commands.is_read_only(args)
+
+
+def test_removing_an_account_drops_its_spam_database(store):
+    """user remove forgets the account's token database (a new account may get its id)."""
+    run(store, ["spam", "train", "--spam", os.path.join(DATA, "spam-50.mbox"), "--user", "alice@example.test"])
+    run(store, ["spam", "train", "--ham", os.path.join(DATA, "ham-200.mbox")])
+    account = store[0].directory.require_account("alice@example.test")
+    store[0].remove_account("alice@example.test")
+    db = TokenDB(store[0].directory_engine)
+    assert db.totals(account.id) == (0, 0) and db.totals(GLOBAL) == (0, 200)
+    assert db.lookup(["subject:free"], [account.id])[0] == {}

@@ -231,19 +231,41 @@ def _sort_key(prop):
     return lambda item: (item["subject"] or "").casefold()
 
 
+def query_arguments(args) -> tuple:
+    """(filter tree, sort) of an Email/query or /queryChanges, checked."""
+    condition = parse_filter(args.get("filter"), FILTERS)
+    _validate_values(condition)
+    if not isinstance(args.get("collapseThreads", False), bool):
+        raise MethodError("invalidArguments", "collapseThreads is a boolean")
+    return condition, parse_sort(args.get("sort"), SORT_PROPERTIES)
+
+
+async def all_ids(ctx, condition, sort) -> list[str]:
+    """Every matching Email id in query order (ties: ascending id)."""
+    simple = _simple_mailbox(condition)
+    if simple is not False and len(sort) <= 1 and (not sort or sort[0][0] in SQL_SORT):
+        column, ascending = (SQL_SORT[sort[0][0]], sort[0][1]) if sort else ("id", True)
+        ids, _count = await ctx.store.run_read(jmapreads.mailbox_page, ctx.account, simple, column,
+                                               ascending, 0, None, False)
+        return [email_id(i) for i in ids]
+    found = await ctx.store.run_read(jmapreads.emails, ctx.account, None)
+    items = sorted(found.values(), key=lambda item: item["id"])  # ties: oldest id first
+    for prop, ascending in reversed(sort):
+        items.sort(key=_sort_key(prop), reverse=not ascending)
+    return [email_id(item["id"]) for item in items if matches(condition, lambda c, i=item: _test(i, c))]
+
+
 @method("Email/query")
 async def query(ctx, args):
+    """RFC 8621 4.4. Every sort key is immutable, so /queryChanges can be answered
+    from the change log (querychanges.py): canCalculateChanges is true."""
     check_account(ctx, args)
     check_known(args, {"filter", "sort", "position", "anchor", "anchorOffset", "limit",
                        "calculateTotal", "collapseThreads"})
-    condition = parse_filter(args.get("filter"), FILTERS)
-    _validate_values(condition)
-    sort = parse_sort(args.get("sort"), SORT_PROPERTIES)
+    condition, sort = query_arguments(args)
     position, anchor, offset, limit, total = query_window(args)
-    if not isinstance(args.get("collapseThreads", False), bool):
-        raise MethodError("invalidArguments", "collapseThreads is a boolean")
     now = (await state.current(ctx))["Email"]
-    answer = {"accountId": ctx.account_id, "queryState": now, "canCalculateChanges": False,
+    answer = {"accountId": ctx.account_id, "queryState": now, "canCalculateChanges": True,
               "collapseThreads": args.get("collapseThreads", False)}
     if limit is not None:
         answer["limit"] = limit
@@ -257,11 +279,7 @@ async def query(ctx, args):
         if total:
             answer["total"] = count
         return answer
-    found = await ctx.store.run_read(jmapreads.emails, ctx.account, None)
-    items = sorted(found.values(), key=lambda item: item["id"])  # ties: oldest id first
-    for prop, ascending in reversed(sort):
-        items.sort(key=_sort_key(prop), reverse=not ascending)
-    ids = [email_id(item["id"]) for item in items if matches(condition, lambda c, i=item: _test(i, c))]
+    ids = await all_ids(ctx, condition, sort)
     page, start = window(ids, position, anchor, offset, limit)
     answer.update(position=start, ids=page)
     if total:

@@ -156,8 +156,8 @@ async def query(ctx, args):
         boxes = ordered
     ids = [b["id"] for b in boxes if b["id"] in hits]
     page, start = window(ids, position, anchor, offset, limit)
-    answer = {"accountId": ctx.account_id, "queryState": now, "canCalculateChanges": False,
-              "position": start, "ids": page}
+    answer = {"accountId": ctx.account_id, "queryState": now, "canCalculateChanges": True,
+              "position": start, "ids": page}  # Mailbox/queryChanges: querychanges.py
     if total:
         answer["total"] = len(ids)
     if limit is not None:

@@ -311,3 +311,51 @@ def test_search_snippets_mark_the_terms(env):
     assert answer["notFound"] == ["e999999"]
     plain = session.ok("SearchSnippet/get", {"filter": {"subject": "nothing"}, "emailIds": [email_id]})
     assert plain["list"] == [{"emailId": email_id, "subject": None, "preview": None}]
+
+
+def apply_query_changes(ids, changes):
+    """What a client does with a /queryChanges answer (RFC 8620 5.6)."""
+    removed = set(changes["removed"])
+    ids = [i for i in ids if i not in removed]
+    for item in sorted(changes["added"], key=lambda a: a["index"]):
+        ids.insert(item["index"], item["id"])
+    return ids
+
+
+def test_query_changes_rebuild_the_current_results(env):
+    """Email/queryChanges (RFC 8620 5.6): applying removed/added to the old result gives
+    the new one after deliveries, a keyword change that moves an email in or out of a
+    hasKeyword filter, and a destroy; tooManyChanges past maxChanges."""
+    store, alice, session = env
+    for n in range(4):
+        deliver(store, alice, PLAIN % (b"s%d" % n, b"x"), at=1000 + n)
+    inbox = mailbox_ids(session)["INBOX"]
+    queries = [{"filter": {"inMailbox": inbox}, "sort": [{"property": "receivedAt", "isAscending": False}]},
+               {"filter": {"notKeyword": "$seen"}, "sort": [{"property": "subject"}]}]
+    before = [session.ok("Email/query", q) for q in queries]
+    assert all(b["canCalculateChanges"] for b in before)
+    ids = before[0]["ids"]
+    deliver(store, alice, PLAIN % (b"new", b"x"), at=5000)
+    session.ok("Email/set", {"update": {ids[1]: {"keywords/$seen": True}}, "destroy": [ids[2]]})
+    for query, old in zip(queries, before):
+        changes = session.ok("Email/queryChanges", dict(query, sinceQueryState=old["queryState"],
+                                                        calculateTotal=True))
+        now = session.ok("Email/query", query)["ids"]
+        assert apply_query_changes(old["ids"], changes) == now and changes["total"] == len(now)
+    refused = session.call("Email/queryChanges", dict(queries[0], sinceQueryState=before[0]["queryState"],
+                                                      maxChanges=1))
+    assert refused[1]["type"] == "tooManyChanges"
+
+
+def test_mailbox_query_changes(env):
+    """Mailbox/queryChanges: after a create, a rename that moves a mailbox in name order
+    and a destroy, applying the answer to the old result gives the new one."""
+    store, alice, session = env
+    query = {"sort": [{"property": "name"}], "sortAsTree": True}
+    old = session.ok("Mailbox/query", query)
+    boxes = mailbox_ids(session)
+    session.ok("Mailbox/set", {"create": {"a": {"name": "Aardvark"}},
+                               "update": {boxes["Archive"]: {"name": "Zebra"}},
+                               "destroy": [boxes["Junk"]]})
+    changes = session.ok("Mailbox/queryChanges", dict(query, sinceQueryState=old["queryState"]))
+    assert apply_query_changes(old["ids"], changes) == session.ok("Mailbox/query", query)["ids"]

@@ -141,3 +141,20 @@ async def parse(ctx, args):
         parsed[blob_id] = email
     return {"accountId": ctx.account_id, "parsed": parsed or None,
             "notParsable": not_parsable or None, "notFound": not_found or None}
+
+
+@method("Email/copy")
+async def copy(ctx, args):
+    """RFC 8621 4.7 copies between accounts. An account here reaches only itself, and
+    RFC 8620 5.4 requires fromAccountId to differ from accountId: so a copy from this
+    account is invalidArguments and from any other fromAccountNotFound (to move or copy
+    within the account, Email/set changes mailboxIds)."""
+    check_account(ctx, args)
+    check_known(args, {"fromAccountId", "ifFromInState", "ifInState", "create", "onSuccessDestroyOriginal",
+                       "destroyFromIfInState"})
+    source = args.get("fromAccountId")
+    if not isinstance(source, str) or not isinstance(args.get("create"), dict):
+        raise MethodError("invalidArguments", "fromAccountId and create are required")
+    if source == ctx.account_id:
+        raise MethodError("invalidArguments", "fromAccountId must differ from accountId (RFC 8620 5.4)")
+    raise MethodError("fromAccountNotFound", "no such account")

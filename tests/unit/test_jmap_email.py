@@ -359,3 +359,12 @@ def test_mailbox_query_changes(env):
                                "destroy": [boxes["Junk"]]})
     changes = session.ok("Mailbox/queryChanges", dict(query, sinceQueryState=old["queryState"]))
     assert apply_query_changes(old["ids"], changes) == session.ok("Mailbox/query", query)["ids"]
+
+
+def test_copy_has_no_other_account_to_copy_from(env):
+    """Email/copy (RFC 8620 5.4): the same account is invalidArguments, another is
+    fromAccountNotFound (an account reaches only itself)."""
+    store, alice, session = env
+    assert session.call("Email/copy", {"fromAccountId": session.account_id, "create": {}})[1]["type"] == \
+        "invalidArguments"
+    assert session.call("Email/copy", {"fromAccountId": "a999", "create": {}})[1]["type"] == "fromAccountNotFound"

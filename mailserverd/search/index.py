@@ -24,6 +24,7 @@ from whoosh.analysis import RegexTokenizer
 
 from .text import FIELDS, TOKEN
 
+MERGE_SEGMENTS = 12  # merge small segments when the queue is idle and there are more
 MAX_EXPANSION = 2000  # terms one word may expand to before the lookup gives up (no narrowing)
 ANALYZER = RegexTokenizer(TOKEN.pattern)  # texts arrive folded (text.fold)
 
@@ -85,6 +86,8 @@ class ShardIndex:
         self.number = number
         self.ix = None
         self.ready = False  # True once start-up found it consistent with the store
+        self.max_mid = None  # highest message id indexed (writer side), None until known
+        self.dirty = False  # committed since the last idle merge check (indexer thread)
         self._local = threading.local()
         self._segments: dict[str, _Segment] = {}
         self._segments_lock = threading.Lock()
@@ -121,9 +124,15 @@ class ShardIndex:
                 ids.update(mid for docnum, mid in enumerate(column) if not reader.is_deleted(docnum))
         return ids
 
-    def apply(self, adds: list[tuple[int, int, dict, bool]], deletes: list[int], resets: list[int]) -> None:
+    def apply(self, adds: list[tuple[int, int, dict, bool]], deletes: list[int], resets: list[int],
+              merge: bool = False) -> None:
         """One commit: resets (account ids) and deletes first, then adds
-        (account id, message id, {field: folded token set}, scan)."""
+        (account id, message id, {field: folded token set}, scan). A message id
+        above every id indexed so far cannot have a document yet and is simply
+        added; others (a replayed queue, a reindex, a reused row id) replace
+        theirs. Segments are merged only when asked (merge_due), not per commit."""
+        if self.max_mid is None:
+            self.max_mid = max((max(segment_mids, default=0) for segment_mids in self._all_mids()), default=0)
         writer = self.ix.writer(limitmb=64)
         try:
             for account_id in resets:
@@ -131,12 +140,25 @@ class ShardIndex:
             for message_id in deletes:
                 writer.delete_by_term("key", str(message_id))
             for account_id, message_id, texts, scan in adds:
-                writer.update_document(key=str(message_id), acct=str(account_id), mid=message_id,
-                                       scan="1" if scan else "0", **texts)  # texts has "plain"
+                add = writer.add_document if message_id > self.max_mid else writer.update_document
+                add(key=str(message_id), acct=str(account_id), mid=message_id,
+                    scan="1" if scan else "0", **texts)  # texts has "plain"
+                self.max_mid = max(self.max_mid, message_id)
         except BaseException:
             writer.cancel()
+            self.max_mid = None
             raise
-        writer.commit()
+        writer.commit(merge=merge)
+
+    def _all_mids(self):
+        with self.ix.searcher() as searcher:
+            for reader, _ in searcher.reader().leaf_readers():
+                if reader.segment() is not None:
+                    yield list(reader.column_reader("mid"))
+
+    def segment_count(self) -> int:
+        with self.ix.searcher() as searcher:
+            return sum(1 for reader, _ in searcher.reader().leaf_readers() if reader.segment() is not None)
 
     def doc_count(self) -> int:
         return self.ix.doc_count() if self.ix is not None else 0

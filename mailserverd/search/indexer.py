@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from ..store import schema, searchqueue
 from ..store.api import Account, StoreError
-from .index import ShardIndex
+from .index import MERGE_SEGMENTS, ShardIndex
 from .text import document
 
 log = Logger(namespace="mailserverd.search")
@@ -133,6 +133,12 @@ class SearchService(service.Service):
         with engine.connect() as conn:
             rows = searchqueue.take(conn, BATCH)
         if not rows:
+            if index.dirty and index.segment_count() > MERGE_SEGMENTS:  # idle: merge small segments
+                if self.child is not None:
+                    self.child.apply(index, [], [], [], merge=True)
+                else:
+                    index.apply([], [], [], merge=True)
+            index.dirty = False
             return False
         resets = [row.account_id for row in rows if row.op == "reset"]
         deletes = [row.message_id for row in rows if row.op == "del"]
@@ -152,6 +158,7 @@ class SearchService(service.Service):
             self.child.apply(index, adds, deletes, resets)
         else:
             index.apply(documents(adds), deletes, resets)
+        index.dirty = True
         with engine.begin() as conn:
             searchqueue.done(conn, rows[0].id, rows[-1].id)
         self.indexed_total += len(adds)
@@ -195,7 +202,7 @@ def _child_main(inp, out) -> None:
     indexes: dict[str, ShardIndex] = {}
     while True:
         try:
-            path, number, adds, deletes, resets = pickle.load(inp)
+            path, number, adds, deletes, resets, merge = pickle.load(inp)
         except (EOFError, OSError, pickle.UnpicklingError):
             return
         try:
@@ -203,7 +210,7 @@ def _child_main(inp, out) -> None:
             if index is None:
                 index = indexes[path] = ShardIndex(path, number)
                 index.open()
-            index.apply(documents(adds), deletes, resets)
+            index.apply(documents(adds), deletes, resets, merge)
             reply = ("ok", len(adds))
         except Exception as exc:
             indexes.pop(path, None)
@@ -218,12 +225,12 @@ class IndexerProcess:
     def __init__(self):
         self.process = None
 
-    def apply(self, index: ShardIndex, adds, deletes, resets) -> None:
+    def apply(self, index: ShardIndex, adds, deletes, resets, merge: bool = False) -> None:
         import pickle
         if self.process is None or self.process.poll() is not None:
             self._start()
         try:
-            pickle.dump((index.path, index.number, adds, deletes, resets), self.process.stdin,
+            pickle.dump((index.path, index.number, adds, deletes, resets, merge), self.process.stdin,
                         protocol=pickle.HIGHEST_PROTOCOL)
             self.process.stdin.flush()
             status, detail = pickle.load(self.process.stdout)

@@ -6,7 +6,10 @@ password, through the same Authenticator as IMAP (twisted.cred portal,
 cache, failure penalty and the "auth failed: ... proto=http" log line that
 fail2ban reads), or a Bearer token (RFC 6750) from `mailserverctl token
 create`, whose failures pay the same penalty. As with IMAP LOGIN, a
-credential is only accepted over TLS or from loopback (a local reverse proxy). Every error is JSON with a type and
+credential is only accepted over TLS or from loopback (a local reverse proxy).
+A verified Basic header is reused for LOGIN_TTL seconds from the same IP
+(HTTP sends it with every request; IMAP logs in once per session), until
+the Authenticator forgets its cache after an admin change. Every error is JSON with a type and
 a detail; API request errors are RFC 7807 problem details (RFC 8620 3.6.1).
 """
 
@@ -14,7 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
+import os
 import re
 import time
 from collections import defaultdict
@@ -37,6 +43,8 @@ PROBLEM = b"application/problem+json"
 REALM = b'Basic realm="mailserverd", charset="UTF-8", Bearer realm="mailserverd"'
 _DOWNLOAD = re.compile(rb"^/jmap/download/([^/]+)/([^/]+)/([^/]*)$")
 _UPLOAD = re.compile(rb"^/jmap/upload/([^/]+)/?$")
+LOGIN_TTL = 60.0  # seconds a verified Basic header is reused without the portal
+MAX_LOGINS = 10_000
 
 
 class HTTPError(Exception):
@@ -87,6 +95,17 @@ class JMAPResource:
         self.gates: dict[int, defer.DeferredSemaphore] = {}  # account id -> RUNNING_PER_ACCOUNT slots
         self.uploading: dict[int, int] = defaultdict(int)
         self.eventsource = EventSource(store, reactor)
+        # Basic credentials seen lately, by HMAC of header and client IP, so a client's
+        # every request does not log "auth ok"; emptied whenever the Authenticator
+        # forgets its cache (an admin change: password, removal).
+        self._login_key = os.urandom(32)
+        self._logins: dict[bytes, tuple[float, object]] = {}
+        forget = authenticator.forget_cached
+
+        def forget_all():
+            forget()
+            self._forget_logins()
+        authenticator.forget_cached = forget_all
 
     def body_limit(self, path: bytes) -> int:
         if path.startswith(b"/jmap/upload/"):
@@ -166,10 +185,21 @@ class JMAPResource:
         ip = getattr(remote, "host", "")
         if not plaintext_allowed(request.isSecure(), ip):
             raise HTTPError(403, "forbidden", "passwords are accepted only over TLS or from loopback")
+        key = hmac.new(self._login_key, header + b"\0" + ip.encode(), hashlib.sha256).digest()
+        hit = self._logins.get(key)
+        if hit is not None and hit[0] > self.reactor.seconds():
+            return hit[1]
         try:
-            return await self.authenticator.authenticate(username, password, ip, "http")
+            account = await self.authenticator.authenticate(username, password, ip, "http")
         except AuthFailed:
             raise HTTPError(401, "unauthorized", "wrong address or password", headers=unauthorized)
+        if len(self._logins) >= MAX_LOGINS:
+            self._logins.clear()
+        self._logins[key] = (self.reactor.seconds() + LOGIN_TTL, account)
+        return account
+
+    def _forget_logins(self) -> None:
+        self._logins.clear()
 
     async def _bearer(self, request, value: bytes, unauthorized: dict):
         """A token from `mailserverctl token create`; a bad one pays the same penalty

@@ -322,3 +322,21 @@ def test_imap_and_jmap_share_one_change_log(server):
         assert data == [b"1"]
     finally:
         imap.logout()
+
+
+def test_password_change_ends_cached_basic_logins(server):
+    """A verified Basic header is reused for a minute without logging "auth ok" again,
+    but a password change (mailserverctl user passwd) ends that at once."""
+    client = Client(server, BOB)
+    assert client.session()["username"] == BOB
+    before = server.log.count("auth ok: user=bob@example.test rip=127.0.0.1 proto=http")
+    client.session()
+    assert server.log.count("auth ok: user=bob@example.test rip=127.0.0.1 proto=http") == before
+    server.ctl("user", "passwd", BOB, "--password", "changed-pw-9")
+    try:
+        status, _h, _b = client.request("GET", "/.well-known/jmap")
+        assert status == 401
+        client.auth = basic(BOB, "changed-pw-9")
+        assert client.session()["username"] == BOB
+    finally:
+        server.ctl("user", "passwd", BOB, "--password", PASSWORD)

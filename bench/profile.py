@@ -214,6 +214,19 @@ def imap_phase(ports, count, _messages):
     return commands
 
 
+def wait_idle(pid: int, limit: float = 90.0) -> float:
+    """Wait (at most `limit` s) until the daemon uses under 5% of a core, so work left
+    over from loading or an earlier phase (e.g. the full-text indexer catching up)
+    is not counted in the next phase. Returns the seconds waited."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - before < 0.05:
+            break
+    return time.monotonic() - began
+
+
 PHASES = {"smtp": (smtp_phase, "delivered message"), "pop3": (pop3_phase, "RETR"),
           "imap": (imap_phase, "IMAP command")}
 
@@ -253,6 +266,9 @@ def main() -> None:
             phase, unit = PHASES[name]
             if name in ("pop3", "imap"):
                 pop3_warmup(ports)
+            waited = wait_idle(proc.pid)
+            if waited > 2:
+                print(f"({name}: waited {waited:.0f} s for the daemon to go idle first)")
             raw = os.path.join(out, f"{name}.raw")
             spy = subprocess.Popen([pyspy, "record", "--pid", str(proc.pid), "--format", "raw",
                                     "--rate", str(args.rate), "--nonblocking", "-o", raw] +

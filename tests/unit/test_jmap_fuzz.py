@@ -77,3 +77,57 @@ def test_no_method_fails_on_arbitrary_arguments(session, call):
     assert status == 200
     response = answer["methodResponses"][0]
     assert not (response[0] == "error" and response[1]["type"] == "serverFail"), (name, args)
+
+
+from mailserverd.jmap import email as jmap_email  # noqa: E402
+
+IDS = st.sampled_from(["e1", "e2", "e3", "m1", "m2", "m3", "t1", "#c", "b1", "b1.1", "b1.2", "u" + "0" * 64])
+PATCH_KEYS = st.sampled_from(["keywords", "mailboxIds", "keywords/$seen", "keywords/$flagged", "mailboxIds/m2",
+                              "mailboxIds/m1", "keywords/a~1b", "subject", "name", "parentId", "isSubscribed",
+                              "role", "sortOrder"])
+PATCH_VALUES = st.one_of(st.none(), st.booleans(), st.just({}), st.just({"m1": True}), st.just({"$seen": True}),
+                         st.text(max_size=8), st.just("m1"), st.just("#c"))
+PROPS = st.lists(st.sampled_from(list(jmap_email.PROPERTIES) + ["header:Subject:asText", "header:X:all",
+                                                                 "header:From:asAddresses:all", "bogus"]),
+                 max_size=6)
+
+
+@st.composite
+def structured_calls(draw):
+    kind = draw(st.sampled_from(["get", "set", "mailbox", "query", "parse", "import"]))
+    if kind == "get":
+        return "Email/get", {"ids": draw(st.lists(IDS, max_size=3)), "properties": draw(PROPS),
+                             "fetchAllBodyValues": draw(st.booleans()),
+                             "maxBodyValueBytes": draw(st.integers(0, 40))}
+    if kind == "set":
+        return "Email/set", {"update": draw(st.dictionaries(IDS, st.dictionaries(PATCH_KEYS, PATCH_VALUES,
+                                                                                 max_size=3), max_size=2)),
+                             "destroy": draw(st.lists(IDS, max_size=1))}
+    if kind == "mailbox":
+        return "Mailbox/set", {"create": {"c": draw(st.dictionaries(PATCH_KEYS, PATCH_VALUES, max_size=3))},
+                               "update": draw(st.dictionaries(IDS, st.dictionaries(PATCH_KEYS, PATCH_VALUES,
+                                                                                   max_size=2), max_size=1))}
+    if kind == "query":
+        condition = draw(st.dictionaries(st.sampled_from(sorted(jmap_email.FILTERS)), st.one_of(
+            st.text(max_size=5), st.integers(0, 10 ** 6), st.booleans(), st.lists(IDS, max_size=2),
+            st.just("2026-01-01T00:00:00Z")), max_size=2))
+        return "Email/query", {"filter": condition, "sort": [{"property": draw(st.sampled_from(
+            jmap_email.SORT_PROPERTIES)), "isAscending": draw(st.booleans())}],
+            "position": draw(st.integers(-3, 3)), "limit": draw(st.integers(0, 3)),
+            "anchor": draw(st.one_of(st.none(), IDS))}
+    if kind == "parse":
+        return "Email/parse", {"blobIds": draw(st.lists(IDS, max_size=2)), "properties": draw(PROPS)}
+    return "Email/import", {"emails": {"c": {"blobId": draw(IDS), "mailboxIds": draw(st.dictionaries(
+        IDS, st.just(True), max_size=2)), "keywords": draw(st.dictionaries(st.text(max_size=4), st.just(True),
+                                                                         max_size=2))}}}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(call=structured_calls())
+def test_no_method_fails_on_plausible_arguments(session, call):
+    """Well-typed but odd arguments (ids of every kind, patches, header forms, filters)
+    reach the deep code: still a result or a named error, never serverFail."""
+    name, args = call
+    status, answer = session.request([[name, dict(args, accountId=session.account_id), "0"]])
+    response = answer["methodResponses"][0]
+    assert not (response[0] == "error" and response[1]["type"] == "serverFail"), (name, args)

@@ -234,7 +234,9 @@ def claim(engine: Engine, owner: str, now: float, limit: int, lease: float = DEF
             due_at = {row[0]: row[1] for row in found}
             target = deliveries.c.id.in_(list(due_at))
         else:  # SQLite: one statement holds the write lock from its first read
-            target = and_(deliveries.c.id.in_(due.scalar_subquery()), _claimable(now))
+            # the subquery alone decides (same statement, same write lock); repeating the
+            # due condition here made SQLite walk every due row of the index for the UPDATE
+            target = deliveries.c.id.in_(due.scalar_subquery())
             due_at = {}  # claimed rows were due: due_at is `now` (release_claims makes them due again)
         conn.execute(update(deliveries).where(target).values(
             lease_owner=token, lease_until=now + lease, next_attempt_at=now + lease))

@@ -21,6 +21,8 @@ log = Logger(namespace="mailserverd.jmap")
 
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
+QUOTA = "urn:ietf:params:jmap:quota"  # RFC 9425 (quota.py)
+CAPABILITIES = (CORE, MAIL, QUOTA)
 ERROR_PREFIX = "urn:ietf:params:jmap:error:"
 
 # RFC 8620 2: the limits of urn:ietf:params:jmap:core, all enforced here or in web.py.
@@ -140,7 +142,7 @@ def parse_request(body: bytes, limits: dict) -> dict:
     if created is not None and (not isinstance(created, dict)
                                 or not all(isinstance(v, str) for v in created.values())):
         raise RequestError("notRequest", "createdIds must map creation ids to ids")
-    unknown = [u for u in using if u not in (CORE, MAIL)]
+    unknown = [u for u in using if u not in CAPABILITIES]
     if unknown:
         raise RequestError("unknownCapability", f"unknown capability: {unknown[0]}")
     if len(calls) > limits["maxCallsInRequest"]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .api import CORE, MAIL, account_id_of
+from .api import CORE, MAIL, QUOTA, account_id_of
 from .email import SORT_PROPERTIES
 
 API_PATH = "/jmap/api"
@@ -54,7 +54,7 @@ def base_url(host_header: bytes | None, hostname: str, listen: tuple[str, int], 
 
 
 def capabilities(limits: dict) -> dict:
-    return {CORE: dict(limits), MAIL: {}}
+    return {CORE: dict(limits), MAIL: {}, QUOTA: {}}
 
 
 def session_state(account, limits: dict) -> str:
@@ -67,8 +67,8 @@ def resource(account, base: str, limits: dict) -> dict:
     return {
         "capabilities": capabilities(limits),
         "accounts": {account_id: {"name": account.address, "isPersonal": True, "isReadOnly": False,
-                                  "accountCapabilities": {MAIL: mail_capability(limits)}}},
-        "primaryAccounts": {MAIL: account_id},
+                                  "accountCapabilities": {MAIL: mail_capability(limits), QUOTA: {}}}},
+        "primaryAccounts": {MAIL: account_id, QUOTA: account_id},
         "username": account.address,
         "apiUrl": base + API_PATH,
         "downloadUrl": base + DOWNLOAD_PATH,

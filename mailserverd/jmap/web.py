@@ -32,7 +32,7 @@ from twisted.web import server
 from ..auth import AuthFailed, plaintext_allowed
 from ..store import tokens
 from . import (api, blobs, core, email, emailimport, mailbox, querychanges,  # noqa: F401  (methods
-               session, snippet, thread)  # noqa: F401  register themselves)
+               quota, session, snippet, thread)  # noqa: F401  register themselves)
 from .eventsource import EventSource
 
 log = Logger(namespace="mailserverd.jmap")

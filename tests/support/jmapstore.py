@@ -72,7 +72,7 @@ class Session:
         self.account_id = api.account_id_of(account)
         self.uploads = uploads
 
-    def request(self, calls, using=(api.CORE, api.MAIL)):
+    def request(self, calls, using=api.CAPABILITIES):
         body = json.dumps({"using": list(using), "methodCalls": calls}).encode()
         ctx = api.Context(account=self.account, store=self.store, limits=dict(api.LIMITS), uploads=self.uploads)
         return result_of(defer.ensureDeferred(api.process(ctx, body, "s")))

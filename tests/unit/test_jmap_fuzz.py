@@ -52,7 +52,8 @@ ARGUMENTS = {  # the arguments each method knows, so most calls get past the unk
     "Email/query": QUERY + ["collapseThreads"], "Email/queryChanges": QUERY_CHANGES + ["collapseThreads"],
     "Email/set": SET, "Email/import": ["ifInState", "emails"], "Email/parse": ["blobIds", "properties"] + BODY,
     "Email/copy": ["fromAccountId", "create", "ifInState", "onSuccessDestroyOriginal"],
-    "Thread/get": GET, "Thread/changes": CHANGES, "SearchSnippet/get": ["filter", "emailIds"]}
+    "Thread/get": GET, "Thread/changes": CHANGES, "SearchSnippet/get": ["filter", "emailIds"],
+    "Quota/get": GET, "Quota/changes": CHANGES, "Quota/query": QUERY, "Quota/queryChanges": QUERY_CHANGES}
 
 
 @st.composite

@@ -10,7 +10,9 @@ before the daemon starts, then the time until its indexer has drained the
 queue gives messages/s. Queries (words drawn from the corpus, each asked
 --rounds times, client-side wall time): SUBJECT word, FROM word, BODY word,
 BODY "two words", UNSEEN BODY word; plus BODY word through the exhaustive
-scan (NOT NOT BODY word, which the index cannot narrow) for reference.
+scan (NOT NOT BODY word, which the index cannot narrow) for reference. Then
+--load messages over SMTP (16 sessions) while the index queue is sampled:
+its largest depth and lag, and the drain time after the load stops.
 Dovecot: ../shared/tools/peers-setup (127.0.0.1:10143, testuser97@example.test,
 Maildir loaded as bench/pop3.py does; needs root).
 """
@@ -140,7 +142,8 @@ def start_daemon(work: str, mbox: str):
     conf = os.path.join(work, "m.conf")
     with open(conf, "w") as handle:
         handle.write(f"[server]\nhostname = mx.bench.test\ndata_dir = {work}/data\n"
-                     f"[listen]\nimap = 127.0.0.1:{port}\n[storage]\nshards = 1\n")
+                     f"[listen]\nimap = 127.0.0.1:{port}\nsmtp = 127.0.0.1:{free_port()}\n"
+                     "[storage]\nshards = 1\n[limits]\nmax_connections_per_ip = 0\n")
     ctl = [sys.executable, "-m", "mailserverd.cli.ctl", "-c", conf]
     subprocess.run(ctl + ["domain", "add", "example.test"], check=True, capture_output=True)
     subprocess.run(ctl + ["user", "add", USER, "--password", PASSWORD], check=True, capture_output=True)
@@ -155,7 +158,61 @@ def start_daemon(work: str, mbox: str):
     else:
         raise SystemExit("mailserverd did not start")
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-    return proc, ("127.0.0.1", port), os.path.join(work, "data"), imported
+    smtp_port = int(open(conf).read().split("smtp = 127.0.0.1:")[1].split()[0])
+    return proc, ("127.0.0.1", port), os.path.join(work, "data"), imported, ("127.0.0.1", smtp_port)
+
+
+def delivery_lag(smtp, data_dir: str, messages: list[bytes], sessions: int, count: int) -> str:
+    """SMTP load (smtplib, `sessions` threads, `count` messages) while the index queue is
+    sampled: delivered msg/s, the largest queue depth and oldest-row age seen, and how long
+    the indexer takes to drain after the last 250."""
+    import smtplib
+    sent = [0]
+    lock = threading.Lock()
+    stop = threading.Event()
+    samples = []
+
+    def sender(number):
+        client = smtplib.SMTP(*smtp, timeout=120)
+        while True:
+            with lock:
+                if sent[0] >= count:
+                    break
+                sent[0] += 1
+                index = sent[0]
+            try:
+                client.sendmail("load@bench.example", [USER], messages[index % len(messages)])
+            except smtplib.SMTPResponseException:
+                pass  # a message the server refuses (size, syntax) is not part of the load
+        client.quit()
+
+    def sampler():
+        while not stop.is_set():
+            began = time.time()
+            depth = queue_depth(data_dir)
+            with sqlite3.connect(os.path.join(data_dir, "shard-0.sqlite3"), timeout=60) as conn:
+                oldest = conn.execute("SELECT min(at) FROM search_queue").fetchone()[0]
+            samples.append((depth, began - oldest if oldest else 0.0))
+            stop.wait(0.5)
+
+    watcher = threading.Thread(target=sampler, daemon=True)
+    watcher.start()
+    began = time.perf_counter()
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(sessions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    load = time.perf_counter() - began
+    drained = time.perf_counter()
+    while queue_depth(data_dir):
+        time.sleep(0.2)
+    drain = time.perf_counter() - drained
+    stop.set()
+    watcher.join()
+    return (f"SMTP load {count} messages / {sessions} sessions: {count / load:.0f} msg/s delivered; "
+            f"index queue max {max(d for d, _ in samples)} rows, max lag {max(a for _, a in samples):.1f} s; "
+            f"drained {drain:.1f} s after the last 250")
 
 
 def main() -> None:
@@ -163,6 +220,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-peer", action="store_true", help="measure mailserverd only")
+    parser.add_argument("--load", type=int, default=2000,
+                        help="messages delivered over SMTP (16 sessions) while index lag is sampled; 0 = skip")
     args = parser.parse_args()
     note = "not measured (--no-peer)" if args.no_peer else dovecot_note()
     messages = scaled(args.messages)
@@ -172,7 +231,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         mbox = os.path.join(work, "corpus.mbox")
         write_mbox(mbox, messages)
-        proc, address, data_dir, imported = start_daemon(work, mbox)
+        proc, address, data_dir, imported, smtp = start_daemon(work, mbox)
         try:
             began = time.perf_counter()
             while queue_depth(data_dir):
@@ -183,6 +242,9 @@ def main() -> None:
                   f"= {len(messages) / indexing:.0f} msg/s; index {index_bytes / 1e6:.1f} MB "
                   f"({index_bytes / raw_bytes:.2f} x raw)")
             ours, our_answers = run_queries(address, USER, plan, args.rounds)
+            if args.load:
+                lag_line = delivery_lag(smtp, data_dir, messages[:2000], 16, args.load)
+                print(lag_line)
         finally:
             proc.terminate()
             proc.wait(timeout=120)

@@ -198,6 +198,13 @@ class ShardIndex:
                     del self._segments[segid]
         return leaves
 
+    def warm(self, fields=FIELDS) -> None:
+        """Build the lexicon copies of new segments now (the indexer does, when idle),
+        so a query does not pay for them."""
+        for segreader, segment in self._leaves():
+            for field in fields:
+                segment.lexicon(segreader, field)
+
     def lookup(self, field: str, conditions: list[tuple[str, str]]):
         """Message ids whose `field` has, for every (kind, token), a term equal to
         ("exact"), starting with ("prefix"), ending with ("suffix") or containing

@@ -126,6 +126,7 @@ class SearchService(service.Service):
                      n=index.number, state="ready" if existed else "created", missing=len(missing),
                      extra=len(extra))
         index.ready = True
+        index.dirty = True  # merge check and lexicon warm-up at the first idle moment
 
     def drain_once(self, index: ShardIndex) -> bool:
         """Apply up to BATCH queue rows of one shard; False when its queue was empty."""
@@ -138,6 +139,8 @@ class SearchService(service.Service):
                     self.child.apply(index, [], [], [], merge=True)
                 else:
                     index.apply([], [], [], merge=True)
+            if index.dirty:
+                index.warm()
             index.dirty = False
             return False
         resets = [row.account_id for row in rows if row.op == "reset"]

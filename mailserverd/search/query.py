@@ -22,8 +22,8 @@ from typing import Callable, Optional
 from .text import TOKEN, fold
 
 # SEARCH key -> index fields whose union holds every text the key compares.
-KEY_FIELDS = {"SUBJECT": ("subject",), "FROM": ("addresses",), "TO": ("addresses",),
-              "CC": ("addresses",), "BCC": ("addresses",), "BODY": ("body",), "TEXT": ("headers", "body"),
+KEY_FIELDS = {"SUBJECT": ("subject",), "FROM": ("from",), "TO": ("to",),
+              "CC": ("cc",), "BCC": ("bcc",), "BODY": ("body",), "TEXT": ("headers", "body"),
               "HEADER": ("headers",)}
 MAX_NEEDLE = 4096  # characters of a needle used for narrowing (verification uses all of it)
 MAX_DEPTH = 64
@@ -44,14 +44,14 @@ def conditions(needle: str) -> Optional[list[tuple[str, str]]]:
         kind = {(False, False): "exact", (False, True): "prefix",
                 (True, False): "suffix", (True, True): "substring"}[(open_left, open_right)]
         out.append((kind, word))
-    # Cheap conditions first; a substring/suffix scan only when nothing else narrows.
-    cheap = [c for c in out if c[0] in ("exact", "prefix")]
-    return cheap or out[:1]
+    # Cheap conditions (a term, a sorted range) first; the lexicon scans after them.
+    return sorted(out, key=lambda condition: condition[0] not in ("exact", "prefix"))
 
 
 # Keys whose index field(s) hold exactly the text the key compares: a one-word needle
 # found in a "plain" document there is proven present (text.PROVABLE).
-PROVING_FIELDS = {"SUBJECT": ("subject",), "BODY": ("body",), "TEXT": ("headers", "body")}
+PROVING_FIELDS = {"SUBJECT": ("subject",), "BODY": ("body",), "TEXT": ("headers", "body"),
+                  "FROM": ("from",), "TO": ("to",), "CC": ("cc",), "BCC": ("bcc",)}
 
 
 def provable(needle: str) -> bool:

@@ -27,10 +27,10 @@ from ..mime.structure import MessageTooComplex, iter_parts
 from ..store.api import MessageRef
 
 TOKEN = re.compile(r"\w+")
-FIELDS = ("subject", "addresses", "headers", "body", "attachments")
+FIELDS = ("subject", "from", "to", "cc", "bcc", "headers", "body", "attachments")
 ADDRESS_FIELDS = ("from", "to", "cc", "bcc")
 # Fields holding exactly the case-folded text a SEARCH key compares (query.py proofs).
-PROVABLE = ("subject", "headers", "body")  # one "addresses" field: fewer postings, still a superset
+PROVABLE = ("subject", "from", "to", "cc", "bcc", "headers", "body")
 MAX_TOKEN = 240  # longer runs (encoded junk) make the document "scan" (always a candidate)
 
 
@@ -85,7 +85,6 @@ def document(raw: bytes) -> tuple[dict, bool]:
             plain.add(name)
         words[name] = set(TOKEN.findall(folded))
     words["plain"] = plain
-    words["addresses"] = set().union(*(words.pop(name) for name in ADDRESS_FIELDS))
     scan = any(len(token) > MAX_TOKEN for value in words.values() for token in value)
     # "plain" lists the PROVABLE fields whose text folding leaves unchanged (no accents,
     # ligatures...): there a term containing a one-word needle proves the substring.

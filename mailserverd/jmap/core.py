@@ -122,4 +122,4 @@ def window(ids: list, position: int, anchor, offset: int, limit):
     else:
         start = position
     end = len(ids) if limit is None else start + limit
-    return ids[start:end], min(start, len(ids))
+    return ids[start:end], start  # past the end: no ids, the position asked (RFC 8620 5.5)

@@ -242,11 +242,11 @@ def query_arguments(args) -> tuple:
 
 async def all_ids(ctx, condition, sort) -> list[str]:
     """Every matching Email id in query order (ties: ascending id)."""
-    simple = _simple_mailbox(condition)
+    simple = _sql_filter(condition)
     if simple is not False and len(sort) <= 1 and (not sort or sort[0][0] in SQL_SORT):
         column, ascending = (SQL_SORT[sort[0][0]], sort[0][1]) if sort else ("id", True)
-        ids, _count = await ctx.store.run_read(jmapreads.mailbox_page, ctx.account, simple, column,
-                                               ascending, 0, None, False)
+        ids, _count = await ctx.store.run_read(jmapreads.mailbox_page, ctx.account, simple[0], column,
+                                               ascending, 0, None, False, simple[1])
         return [email_id(i) for i in ids]
     found = await ctx.store.run_read(jmapreads.emails, ctx.account, None)
     items = sorted(found.values(), key=lambda item: item["id"])  # ties: oldest id first
@@ -269,12 +269,12 @@ async def query(ctx, args):
               "collapseThreads": args.get("collapseThreads", False)}
     if limit is not None:
         answer["limit"] = limit
-    simple = _simple_mailbox(condition)
+    simple = _sql_filter(condition)
     if simple is not False and anchor is None and position >= 0 and len(sort) <= 1 \
             and (not sort or sort[0][0] in SQL_SORT):
         column, ascending = (SQL_SORT[sort[0][0]], sort[0][1]) if sort else ("id", True)
-        ids, count = await ctx.store.run_read(jmapreads.mailbox_page, ctx.account, simple, column,
-                                              ascending, position, limit, total)
+        ids, count = await ctx.store.run_read(jmapreads.mailbox_page, ctx.account, simple[0], column,
+                                              ascending, position, limit, total, simple[1])
         answer.update(position=position, ids=[email_id(i) for i in ids])
         if total:
             answer["total"] = count
@@ -290,15 +290,29 @@ async def query(ctx, args):
 SQL_SORT = {"receivedAt": "received_at", "size": "size", "sentAt": "sent_at"}
 
 
-def _simple_mailbox(condition):
-    """The mailbox row id of a filter that is only {"inMailbox": id} (None for no
-    filter, -1 for an id that is not a mailbox), or False for any other filter."""
+FLAG_COLUMNS = {"$seen": "seen", "$flagged": "flagged", "$answered": "answered", "$draft": "draft"}
+
+
+def _sql_filter(condition):
+    """(mailbox row id or None, ((flag column, present), ...)) for a filter SQL can
+    run: one condition object of inMailbox and hasKeyword/notKeyword on the system
+    keywords; False for any other filter. An inMailbox that is no mailbox id is -1."""
     if condition is None:
-        return None
-    if isinstance(condition, dict) and set(condition) == {"inMailbox"}:
+        return None, ()
+    if not isinstance(condition, dict) or not set(condition) <= {"inMailbox", "hasKeyword", "notKeyword"}:
+        return False
+    flags = []
+    for key, present in (("hasKeyword", True), ("notKeyword", False)):
+        if key in condition:
+            column = FLAG_COLUMNS.get(condition[key].lower())
+            if column is None:
+                return False
+            flags.append((column, present))
+    mailbox = None
+    if "inMailbox" in condition:
         number = parse_id(condition["inMailbox"], "m")
-        return -1 if number is None else number
-    return False
+        mailbox = -1 if number is None else number
+    return mailbox, tuple(flags)
 
 
 def _validate_values(tree) -> None:

@@ -43,17 +43,27 @@ def states(mail, account) -> dict:
     return {"all": modseq, "Email": email}
 
 
-def mailbox_page(mail, account, mailbox_id, sort_column: str, ascending: bool, offset: int,
-                 limit, total: bool):
-    """(ids, total or None) of the account's messages (in one mailbox, or all when
-    mailbox_id is None) ordered by a messages column, ties by ascending id: the
-    common Email/query done in SQL with LIMIT/OFFSET instead of in Python."""
+def _restricted(query, account, mailbox_id, flags):
     msgs, mm = schema.messages, schema.mailbox_messages
-    column = msgs.c[sort_column]
-    query = select(msgs.c.id).where(msgs.c.account_id == account.id)
+    query = query.where(msgs.c.account_id == account.id)
     if mailbox_id is not None:
         query = query.where(msgs.c.id.in_(select(mm.c.message_id).where(
             mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id)))
+    for column, present in flags:  # a flag counts if any membership has it (JMAP keywords)
+        flagged = select(mm.c.message_id).where(mm.c.account_id == account.id, mm.c[column].is_(True))
+        query = query.where(msgs.c.id.in_(flagged) if present else msgs.c.id.not_in(flagged))
+    return query
+
+
+def mailbox_page(mail, account, mailbox_id, sort_column: str, ascending: bool, offset: int,
+                 limit, total: bool, flags: tuple = ()):
+    """(ids, total or None) of the account's messages (in one mailbox, or all when
+    mailbox_id is None; flags: (flag column, present) pairs) ordered by a messages
+    column, ties by ascending id: the common Email/query done in SQL with
+    LIMIT/OFFSET instead of in Python."""
+    msgs = schema.messages
+    column = msgs.c[sort_column]
+    query = _restricted(select(msgs.c.id), account, mailbox_id, flags)
     order = column.asc() if ascending else column.desc()
     query = query.order_by(order, msgs.c.id.asc()).offset(offset)
     if limit is not None:
@@ -62,11 +72,8 @@ def mailbox_page(mail, account, mailbox_id, sort_column: str, ascending: bool, o
         ids = list(conn.execute(query).scalars())
         count = None
         if total:
-            counted = select(func.count()).select_from(msgs).where(msgs.c.account_id == account.id)
-            if mailbox_id is not None:
-                counted = counted.where(msgs.c.id.in_(select(mm.c.message_id).where(
-                    mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id)))
-            count = conn.execute(counted).scalar()
+            count = conn.execute(_restricted(select(func.count()).select_from(msgs), account,
+                                             mailbox_id, flags)).scalar()
     return ids, count
 
 

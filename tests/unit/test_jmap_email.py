@@ -368,3 +368,31 @@ def test_copy_has_no_other_account_to_copy_from(env):
     assert session.call("Email/copy", {"fromAccountId": session.account_id, "create": {}})[1]["type"] == \
         "invalidArguments"
     assert session.call("Email/copy", {"fromAccountId": "a999", "create": {}})[1]["type"] == "fromAccountNotFound"
+
+
+def test_sql_and_python_query_paths_agree(env):
+    """The filters Email/query runs in SQL (inMailbox, hasKeyword/notKeyword on system
+    keywords) give the same ids, order, totals and pages as the general path (the same
+    filter wrapped in an AND operator), including a keyword set in another mailbox."""
+    store, alice, session = env
+    flag_sets = [(), ("\\Seen",), ("\\Flagged",), ("\\Seen", "\\Flagged"), ("\\Draft",), ("\\Answered",)]
+    for n, flags in enumerate(flag_sets * 2):
+        deliver(store, alice, PLAIN % (b"m%d" % n, b"x"), mailbox="INBOX" if n % 3 else "Archive",
+                flags=flags, at=1000 + n * 7 % 13)
+    boxes = mailbox_ids(session)
+    first = session.ok("Email/query", {"filter": {"inMailbox": boxes["INBOX"]}})["ids"][0]
+    session.ok("Email/set", {"update": {first: {f"mailboxIds/{boxes['Trash']}": True}}})
+    trash = result_of(store.get_mailbox(alice, "Trash"))
+    ref = result_of(store.list_messages(alice, trash.id))[0]
+    result_of(store.store_flags(alice, trash.id, [ref.uid], ["\\Seen"], "add"))  # $seen via another mailbox
+    filters = [{"inMailbox": boxes["INBOX"]}, {"notKeyword": "$seen"}, {"hasKeyword": "$FLAGGED"},
+               {"inMailbox": boxes["INBOX"], "notKeyword": "$seen", "hasKeyword": "$flagged"},
+               {"inMailbox": boxes["Archive"], "hasKeyword": "$draft"}, {"inMailbox": "m999999"}]
+    for condition in filters:
+        for sort in ([{"property": "receivedAt", "isAscending": False}], [{"property": "size"}], []):
+            for window in ({"position": 0}, {"position": 1, "limit": 2}):
+                args = dict(window, sort=sort, calculateTotal=True)
+                fast = session.ok("Email/query", dict(args, filter=condition))
+                slow = session.ok("Email/query", dict(args, filter={"operator": "AND", "conditions": [condition]}))
+                assert (fast["ids"], fast["total"], fast["position"]) == \
+                    (slow["ids"], slow["total"], slow["position"]), (condition, sort, window)

@@ -195,10 +195,10 @@ def main() -> None:
                 load_dovecot([ENVELOPE_USER], messages)
             if "stress" in phases:
                 stress_phase(args, proc, ours, small, note)
+            if "idle" in phases:  # before the big FETCH, whose caches would count as the daemon's base
+                idle_phase(ours, proc, args.idle)
             if "envelope" in phases:
                 envelope_phase(ours, note)
-            if "idle" in phases:
-                idle_phase(ours, proc, args.idle)
         finally:
             proc.terminate()
             try:

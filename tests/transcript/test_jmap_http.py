@@ -340,3 +340,18 @@ def test_password_change_ends_cached_basic_logins(server):
         assert client.session()["username"] == BOB
     finally:
         server.ctl("user", "passwd", BOB, "--password", PASSWORD)
+
+
+def test_failed_http_logins_pay_the_auth_penalty(mailserver_factory):
+    """A wrong Basic password, then a forged Bearer token from the same IP, wait out the
+    auth penalty ([auth] penalty_initial) as IMAP's do before the 401."""
+    server = mailserver_factory(listeners=("http",), extra_config={"auth": {"penalty_initial": "1s"}})
+    client = Client(server)
+    client.auth = basic(password="wrong")
+    started = time.monotonic()
+    status, _h, _b = client.request("GET", "/.well-known/jmap")
+    assert status == 401 and time.monotonic() - started >= 1.0
+    client.auth = "Bearer msd_0123456789abcdef_" + "A" * 43
+    started = time.monotonic()
+    status, _h, _b = client.request("GET", "/.well-known/jmap")
+    assert status == 401 and time.monotonic() - started >= 1.0

@@ -45,7 +45,8 @@ class Root(resource.Resource):
 
     def render(self, request):
         handler = self.routes.get(request.path)
-        if self.jmap is not None and (request.path == b"/.well-known/jmap" or request.path.startswith(b"/jmap/")):
+        is_jmap = request.path == b"/.well-known/jmap" or request.path.startswith(b"/jmap/")
+        if self.jmap is not None and is_jmap:
             return self.jmap.render(request)
         if handler is None:
             return error_body(request, 404, "notFound", "no resource at this path")
@@ -96,7 +97,8 @@ class LimitedSite(server.Site):
 
 
 def build_factory(mode: str, settings, store, authenticator, tls, outbound=None, reactor=None) -> server.Site:
-    """The Site for the http or https listener (mode; the endpoint does the TLS); outbound: the OutboundService."""
+    """The Site for the http or https listener (mode; the endpoint does the TLS);
+    outbound: the OutboundService."""
     if outbound is None:
         raise ValueError("the http listener needs the outbound service for /metrics and /healthz")
     if reactor is None:

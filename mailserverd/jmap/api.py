@@ -85,6 +85,7 @@ class Context:
     created_ids: dict = dataclasses.field(default_factory=dict)  # creation id -> id (RFC 8620 5.3)
     reactor: object = None
     uploads: object = None  # blobs.Uploads, for Email/import
+    states: dict | None = None  # state strings read earlier in this request (state.current)
 
     @property
     def account_id(self) -> str:

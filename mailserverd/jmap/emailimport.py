@@ -84,7 +84,7 @@ async def import_(ctx, args):
         raise MethodError("invalidArguments", "emails maps creation ids to EmailImport objects")
     if len(emails) > ctx.limits["maxObjectsInSet"]:
         raise MethodError("requestTooLarge", f"more than {ctx.limits['maxObjectsInSet']} emails")
-    old = (await state.current(ctx))["Email"]
+    old = (await state.current(ctx, fresh=True))["Email"]
     state.check_if_in_state(args, old)
     names = {row["id"]: row["name"] for row in await ctx.store.run_read(jmapreads.mailboxes, ctx.account)}
     created, not_created = {}, {}
@@ -94,7 +94,8 @@ async def import_(ctx, args):
             ctx.created_ids[cid] = created[cid]["id"]
         except SetError as exc:
             not_created[cid] = exc.error
-    return {"accountId": ctx.account_id, "oldState": old, "newState": (await state.current(ctx))["Email"],
+    new = (await state.current(ctx, fresh=True))["Email"]
+    return {"accountId": ctx.account_id, "oldState": old, "newState": new,
             "created": created or None, "notCreated": not_created or None}
 
 

@@ -65,7 +65,8 @@ def plan(ctx, item: dict, patch: dict, mailbox_names: dict) -> tuple:
     for key, value in patch.items():
         head, _, rest = key.partition("/")
         if head == "keywords" and not rest:
-            if not isinstance(value, dict) or not all(v is True and _valid_keyword(k) for k, v in value.items()):
+            if not isinstance(value, dict) or not all(
+                    v is True and _valid_keyword(k) for k, v in value.items()):
                 raise SetError("invalidProperties", "keywords maps valid keywords to true", ["keywords"])
             if any(k.startswith("keywords/") for k in patch):
                 raise SetError("invalidPatch", "keywords and keywords/... together")
@@ -153,7 +154,7 @@ async def set_emails(ctx, args):
         raise MethodError("invalidArguments", "create and update map ids to objects; destroy is a list")
     if len(create) + len(update) + len(destroy) > ctx.limits["maxObjectsInSet"]:
         raise MethodError("requestTooLarge", f"more than {ctx.limits['maxObjectsInSet']} objects")
-    old = (await state.current(ctx))["Email"]
+    old = (await state.current(ctx, fresh=True))["Email"]
     state.check_if_in_state(args, old)
     answer = {"accountId": ctx.account_id, "oldState": old, "created": {}, "updated": {},
               "destroyed": [], "notCreated": {}, "notUpdated": {}, "notDestroyed": {}}
@@ -192,7 +193,7 @@ async def set_emails(ctx, args):
         for mailbox_id, (uid, _flags) in current[number]["mailboxes"].items():
             await ctx.store.expunge(ctx.account, mailbox_id, [uid])
         answer["destroyed"].append(jid)
-    answer["newState"] = (await state.current(ctx))["Email"]
+    answer["newState"] = (await state.current(ctx, fresh=True))["Email"]
     for key in ("created", "updated", "destroyed", "notCreated", "notUpdated", "notDestroyed"):
         if not answer[key]:
             answer[key] = None

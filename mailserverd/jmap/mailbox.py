@@ -218,7 +218,7 @@ async def _rows(ctx) -> dict:
 @method("Mailbox/set")
 async def set_(ctx, args):
     create, update, destroy = _check_set_args(ctx, args)
-    old = (await state.current(ctx))["Mailbox"]
+    old = (await state.current(ctx, fresh=True))["Mailbox"]
     state.check_if_in_state(args, old)
     answer = {"accountId": ctx.account_id, "oldState": old, "created": {}, "updated": {},
               "destroyed": [], "notCreated": {}, "notUpdated": {}, "notDestroyed": {}}
@@ -240,7 +240,7 @@ async def set_(ctx, args):
             answer["destroyed"].append(jid)
         except _SetError as exc:
             answer["notDestroyed"][jid] = exc.error
-    answer["newState"] = (await state.current(ctx))["Mailbox"]
+    answer["newState"] = (await state.current(ctx, fresh=True))["Mailbox"]
     for key in ("created", "updated", "destroyed", "notCreated", "notUpdated", "notDestroyed"):
         if not answer[key]:
             answer[key] = None

@@ -17,10 +17,13 @@ from .api import MethodError
 TYPES = ("Mailbox", "Email", "Thread")
 
 
-async def current(ctx) -> dict[str, str]:
-    """{"Mailbox": ..., "Email": ..., "Thread": ...} now."""
-    found = await ctx.store.run_read(jmapreads.states, ctx.account)
-    return strings(found)
+async def current(ctx, fresh: bool = False) -> dict[str, str]:
+    """{"Mailbox": ..., "Email": ..., "Thread": ...}. Read once per request and reused
+    by its later read methods (a state read before the data it goes with is safe: a
+    change in between is reported again by /changes); methods that write pass fresh."""
+    if fresh or ctx.states is None:
+        ctx.states = strings(await ctx.store.run_read(jmapreads.states, ctx.account))
+    return ctx.states
 
 
 def strings(found: dict) -> dict[str, str]:

@@ -49,7 +49,8 @@ def token_create(store, settings, args, out, err):
 def token_list(store, settings, args, out, err):
     from .commands import _line
     for row in tokens.list_tokens(store, args.address):
-        _line(out, f"{row.id}  {row.address}  created {_when(row.created_at)}  expires {_when(row.expires_at)}")
+        _line(out, f"{row.id}  {row.address}  created {_when(row.created_at)}  "
+                   f"expires {_when(row.expires_at)}")
 
 
 def token_revoke(store, settings, args, out, err):

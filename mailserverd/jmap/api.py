@@ -116,11 +116,24 @@ def _no_duplicates(pairs):
     return dict(pairs)
 
 
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("a number too large for I-JSON")
+    return value
+
+
 def parse_json(body: bytes):
-    """I-JSON (RFC 7493): UTF-8, no duplicate keys; anything else is notJSON."""
+    """I-JSON (RFC 7493): UTF-8, no duplicate keys, finite numbers (Python's parser
+    would take NaN, Infinity and 1e999); anything else is notJSON."""
     try:
         text = body.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                          parse_float=_finite)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise RequestError("notJSON", "the request body is not I-JSON (UTF-8, valid JSON, no duplicate keys)")
 

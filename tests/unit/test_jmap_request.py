@@ -43,6 +43,8 @@ def test_reference_resolution_errors():
     (b"\xff\xfe", "notJSON"),
     (b"[" * 100_000, "notJSON"),
     (b'{"a": 1, "a": 2}', "notJSON"),
+    (b'{"using": [], "methodCalls": [["Core/echo", {"x": NaN}, "0"]]}', "notJSON"),
+    (b'{"using": [], "methodCalls": [["Core/echo", {"x": 1e999}, "0"]]}', "notJSON"),
     (b'{"using": "x", "methodCalls": []}', "notRequest"),
     (b'{"using": [], "methodCalls": [["x", {}]]}', "notRequest"),
     (b'{"using": [], "methodCalls": [["x", [], "c"]]}', "notRequest"),

@@ -127,13 +127,29 @@ def _finite(text: str) -> float:
     return value
 
 
+def _no_lone_surrogates(value) -> None:
+    """A lone surrogate escape (\\ud800) parses to a str that is not Unicode text (I-JSON 2.1)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            item.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def parse_json(body: bytes):
     """I-JSON (RFC 7493): UTF-8, no duplicate keys, finite numbers (Python's parser
     would take NaN, Infinity and 1e999); anything else is notJSON."""
     try:
         text = body.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
-                          parse_float=_finite)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                           parse_float=_finite)
+        _no_lone_surrogates(value)
+        return value
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise RequestError("notJSON", "the request body is not I-JSON (UTF-8, valid JSON, no duplicate keys)")
 

@@ -45,6 +45,7 @@ def test_reference_resolution_errors():
     (b'{"a": 1, "a": 2}', "notJSON"),
     (b'{"using": [], "methodCalls": [["Core/echo", {"x": NaN}, "0"]]}', "notJSON"),
     (b'{"using": [], "methodCalls": [["Core/echo", {"x": 1e999}, "0"]]}', "notJSON"),
+    (b'{"using": [], "methodCalls": [["Core/echo", {"x": "\\ud800"}, "0"]]}', "notJSON"),
     (b'{"using": "x", "methodCalls": []}', "notRequest"),
     (b'{"using": [], "methodCalls": [["x", {}]]}', "notRequest"),
     (b'{"using": [], "methodCalls": [["x", [], "c"]]}', "notRequest"),

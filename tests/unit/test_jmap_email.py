@@ -396,3 +396,34 @@ def test_sql_and_python_query_paths_agree(env):
                 slow = session.ok("Email/query", dict(args, filter={"operator": "AND", "conditions": [condition]}))
                 assert (fast["ids"], fast["total"], fast["position"]) == \
                     (slow["ids"], slow["total"], slow["position"]), (condition, sort, window)
+
+
+def test_every_property_of_corpus_mail(env):
+    """Real mail (tests/data ham-200 and spam-50): Email/get of every property and
+    header form, all body values, and Email/parse of the same blobs never fail and
+    always give UTF-8 JSON."""
+    import json
+    import mailbox
+    import os
+    from mailserverd.jmap import email as jmap_email
+    from mailserverd.store.mail import Delivery
+    store, alice, session = env
+    data = os.path.join(os.path.dirname(__file__), "..", "data")
+    bodies = []
+    for name in ("ham-200.mbox", "spam-50.mbox"):
+        for message in mailbox.mbox(os.path.join(data, name)):
+            bodies.append(message.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    store.store.mail.deliver_many([Delivery(body, [DeliveryTarget(alice)]) for body in bodies])
+    ids = session.ok("Email/query", {})["ids"]
+    assert len(ids) == len(bodies)
+    properties = list(jmap_email.PROPERTIES) + ["header:List-Unsubscribe:asURLs:all",
+                                                 "header:Received:asDate:all", "header:To:asAddresses"]
+    for start in range(0, len(ids), 50):
+        got = session.call("Email/get", {"ids": ids[start:start + 50], "properties": properties,
+                                         "fetchAllBodyValues": True, "maxBodyValueBytes": 200,
+                                         "bodyProperties": list(jmap_email.BODY_PROPERTIES)})
+        assert got[0] == "Email/get" and len(got[1]["list"]) == len(ids[start:start + 50]), got
+        json.dumps(got, ensure_ascii=False).encode("utf-8")
+        parsed = session.call("Email/parse", {"blobIds": [f"b{i[1:]}" for i in ids[start:start + 50]]})
+        assert parsed[0] == "Email/parse" and not parsed[1]["notParsable"], parsed
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")

@@ -183,8 +183,38 @@ def getmail(server, tmp_path, *, delete: bool, secure: bool = False, read_all: b
         f"delete = {delete}\n"
         "delivered_to = false\n"  # no headers of its own, so messages compare byte for byte
         "received = false\n")
-    result = run([GETMAIL, "--rcfile", str(rc), "--getmaildir", str(state)], tmp_path)
+    result = run(getmail_command("--rcfile", str(rc), "--getmaildir", str(state)), tmp_path)
     return result, str(out)
+
+
+# getmail6 (6.18) forks once per delivered message and installs its SIGCHLD handler
+# only after fork() returns (getmailcore/baseclasses.py ForkingBase.forkchild); a child
+# that exits first is never noticed and getmail waits 60 s for it, or forever (seen on a
+# loaded machine: the 2,500-message run stalled in _wait_for_child). The wrapper makes
+# getmail wait for its child with waitpid() instead; everything on the wire is getmail's own.
+GETMAIL_WAITPID = """
+import os, runpy, sys
+from getmailcore import baseclasses
+from getmailcore.exceptions import getmailOperationError
+
+def wait_for_child(self, childpid):
+    _, status = os.waitpid(childpid, 0)
+    if not os.WIFEXITED(status):
+        raise getmailOperationError('child pid %d did not exit normally' % childpid)
+    return os.WEXITSTATUS(status)
+
+baseclasses.ForkingBase._prepare_child = lambda self: None
+baseclasses.ForkingBase._wait_for_child = wait_for_child
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def getmail_command(*args: str) -> list[str]:
+    """getmail with its own interpreter (the script's #! line) and the waitpid wrapper."""
+    with open(GETMAIL, "rb") as script:
+        interpreter = script.readline()[2:].decode().split()[0]
+    return [interpreter, "-c", GETMAIL_WAITPID, GETMAIL, *args]
 
 
 @needs_getmail

@@ -29,6 +29,9 @@ MAX_PARTS = 50
 MAX_HEADER_FIELDS = 200
 MAX_TOKENS = 5000
 MAX_CJK_BIGRAMS = 300  # per run of CJK characters
+# Received hops mined, nearest first. Mail relayed by a mailing list carries the
+# list's own hops on top; the sender's hops below them say where it came from.
+MAX_RECEIVED = 6
 
 # Fields we (or a later hop of ours) add: never evidence about the sender.
 OWN_FIELDS = frozenset(("x-spam-score", "x-spam-status", "x-spam-flag", "x-spam-level",
@@ -55,14 +58,16 @@ _EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _TAG = re.compile(r"<\s*([a-z][a-z0-9]{0,10})\b", re.I)
 _URL_SPLIT = re.compile(r"[/?=&.:;%#+_~-]+")
 _RECEIVED_FROM = re.compile(r"\bfrom\s+([^\s()\[\];]{1,255})", re.I)
-_RECEIVED_IP = re.compile(r"\[(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}\]")
+_RECEIVED_IP = re.compile(r"[\[(](?:ipv6:)?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}[\])]")
 _RECEIVED_BY = re.compile(r"\bby\s+([^\s()\[\];]{1,255})", re.I)
+_DYNAMIC_HOST = re.compile(r"\d+[.-]\d+|\d{4,}|dsl|dial|dyn|pool|ppp|cable|adsl")
 _WITH = re.compile(r"\bwith\s+([A-Za-z0-9-]{1,20})", re.I)
 _MSGID_DOMAIN = re.compile(r"@([^>\s]{1,255})>?\s*$")
 _NON_WORD_EDGES = "\"'()[]{}<>*.,;:!?-_=+|/\\`~"
 _FIELD_WORDS = re.compile(r"[^\s]+")
 _HOSTNAME = re.compile(r"[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+")
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]{2,}")
+_UNLABELLED_CODECS = ("shift_jis", "euc_jp", "gb18030", "euc_kr", "big5")
 _HIDDEN_NOISE_TAGS = frozenset(("p", "br", "div", "span", "html", "body", "head", "title", "meta",
                                 "td", "tr", "table", "b", "i", "a", "li", "ul", "hr", "pre"))
 
@@ -103,6 +108,7 @@ def message_digest(raw: bytes) -> bytes:
 def _header_tokens(header: bytes, tokens: set[str]) -> None:
     counts: dict[str, int] = {}
     received_seen = 0
+    first_hop = ""
     for index, (name, value) in enumerate(iter_fields(header)):
         if index >= MAX_HEADER_FIELDS:
             tokens.add("header:too-many")
@@ -114,6 +120,7 @@ def _header_tokens(header: bytes, tokens: set[str]) -> None:
             text = decode_words(value)
             _words(text, tokens, "subject:")
             _shape(text, tokens, "subject")
+            _cjk_tokens(text, tokens, "subject:cjk:")
         elif name == "from":
             _address_tokens(value, tokens, "from")
         elif name == "reply-to":
@@ -125,8 +132,11 @@ def _header_tokens(header: bytes, tokens: set[str]) -> None:
                 tokens.add(f"{name}:no-address")
         elif name == "received":
             received_seen += 1
-            if received_seen <= 6:  # the hops nearest us say the most; the rest is forgeable
-                _received_tokens(decode_bytes(value), tokens)
+            text = decode_bytes(value)
+            if received_seen <= MAX_RECEIVED:
+                _received_tokens(text, tokens)
+            if "127.0.0.1" not in text and "localhost" not in text.lower():
+                first_hop = text
         elif name == "message-id":
             match = _MSGID_DOMAIN.search(decode_bytes(value))
             tokens.add("message-id:@" + _domain_shape(match.group(1).lower()) if match else "message-id:invalid")
@@ -142,6 +152,8 @@ def _header_tokens(header: bytes, tokens: set[str]) -> None:
             _date_tokens(decode_bytes(value), tokens)
         if name in VALUE_FIELDS:
             tokens.add(f"{name}:{decode_bytes(value).strip().lower()[:30]}")
+    if first_hop:
+        _origin_tokens(first_hop, tokens)
     for name, count in counts.items():
         if name in PRESENCE_FIELDS or name.startswith("list-") or name.startswith("x-"):
             tokens.add(f"header:{name}:{min(count, 3)}")
@@ -207,6 +219,22 @@ def _received_tokens(value: str, tokens: set[str]) -> None:
         tokens.add("received:with:" + match.group(1))
 
 
+def _origin_tokens(value: str, tokens: set[str]) -> None:
+    """The oldest hop beyond the ones mined above (a list relay's own hops push the
+    sender's below them): where the message entered the mail system."""
+    lower = value.lower()
+    match = _RECEIVED_FROM.search(lower)
+    if match:
+        host = match.group(1).strip(".")
+        if _HOSTNAME.fullmatch(host):
+            tokens.add("origin:" + _domain_shape(host))
+            if _DYNAMIC_HOST.search(host.partition(".")[0]):
+                tokens.add("origin:dynamic-host")
+    for a, b, c in _RECEIVED_IP.findall(lower)[:1]:
+        tokens.add(f"origin:{a}.{b}")
+        tokens.add(f"origin:{a}.{b}.{c}")
+
+
 def _date_tokens(value: str, tokens: set[str]) -> None:
     parsed = email.utils.parsedate_tz(value)
     if parsed is None:
@@ -239,7 +267,7 @@ def _body_tokens(raw: bytes, tokens: set[str]) -> None:
                 text_seen = True
                 data = decode_transfer(raw[part.body_start:min(part.body_end, part.body_start + MAX_PART_BYTES * 4)],
                                        part.transfer_encoding, MAX_PART_BYTES)
-                text = decode_bytes(data[:MAX_PART_BYTES], part.params.get("charset"))
+                text = _decode_text(data[:MAX_PART_BYTES], part.params.get("charset"), tokens)
                 if part.content_type == "text/html":
                     _html_tokens(text, tokens)
                     text = html_to_text(text)
@@ -248,6 +276,28 @@ def _body_tokens(raw: bytes, tokens: set[str]) -> None:
         tokens.add("part:too-complex")
     if not text_seen:
         tokens.add("body:no-text")
+
+
+def _decode_text(data: bytes, charset: Optional[str], tokens: set[str]) -> str:
+    """Text of a part. 8-bit text with no charset label breaks RFC 2045 5.2 (absent
+    means US-ASCII) and is a clue itself; when it is not UTF-8 either, the East
+    Asian codecs are tried strictly, so such mail still yields its words."""
+    if charset or data.isascii():
+        return decode_bytes(data, charset)
+    tokens.add("body:8bit-unlabelled")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    for codec in _UNLABELLED_CODECS:
+        try:
+            text = data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        if len(_CJK_RUN.findall(text[:4096])) > 2:
+            tokens.add("body:guessed:" + codec)
+            return text
+    return decode_bytes(data)
 
 
 def _part_header_tokens(part, tokens: set[str]) -> None:
@@ -289,11 +339,15 @@ def _text_tokens(text: str, tokens: set[str]) -> None:
             tokens.add("email addr:" + suffix)
     text = _EMAIL.sub(" ", text)
     _words(text, tokens, "")
+    _cjk_tokens(text, tokens, "cjk:")
+
+
+def _cjk_tokens(text: str, tokens: set[str], prefix: str) -> None:
     # Chinese, Japanese and Korean are written without spaces between words:
     # character bigrams stand in for words (as CJK search engines index them).
     for run in _CJK_RUN.findall(text[:MAX_PART_BYTES]):
         for index in range(min(len(run) - 1, MAX_CJK_BIGRAMS)):
-            tokens.add("cjk:" + run[index:index + 2])
+            tokens.add(prefix + run[index:index + 2])
 
 
 def _url_tokens(url: str, tokens: set[str]) -> None:

@@ -101,7 +101,8 @@ class SpamCheck(Check):
     def __init__(self, context=None, ham_cutoff="0.20", spam_cutoff="0.90", reject_score="0.9999",
                  min_trained="10", per_user="yes", user_weight="1", disabled_users="", learn="yes",
                  known_senders="yes", dnsbl_zones="", dnsbl_action="reject", dnsbl_score="0.5", dns_timeout="3",
-                 threads="2", cache_size="200000", db: Optional[TokenDB] = None, resolver=None, run=None):
+                 threads="2", cache_size="200000", refresh="2", db: Optional[TokenDB] = None, resolver=None,
+                 run=None):
         self.ham_cutoff = _fraction("ham_cutoff", ham_cutoff)
         self.spam_cutoff = _fraction("spam_cutoff", spam_cutoff)
         if self.ham_cutoff > self.spam_cutoff:
@@ -131,6 +132,12 @@ class SpamCheck(Check):
         self.threads = _count("threads", threads)
         if not 1 <= self.threads <= 64:
             raise ValueError("[check.spam] threads must be between 1 and 64")
+        try:
+            refresh_seconds = float(refresh)
+        except ValueError:
+            raise ValueError(f"[check.spam] refresh must be a number of seconds, not {refresh!r}") from None
+        if not 0 <= refresh_seconds <= 3600:
+            raise ValueError("[check.spam] refresh must be between 0 and 3600 seconds")
         settings = getattr(context, "settings", None)
         self.hostname = settings.server.hostname if settings is not None else "localhost"
         self.reactor = getattr(context, "reactor", None)
@@ -139,7 +146,11 @@ class SpamCheck(Check):
             engine = getattr(getattr(store, "store", None), "directory_engine", None)
             # Without a store (a chain built only to validate the configuration) there is
             # nothing to score against: the check then has no opinion.
-            db = TokenDB(engine, cache_size=_count("cache_size", cache_size)) if engine is not None else None
+            # refresh: how long the databases' totals (and revisions) are trusted before
+            # SQL is asked again, so that scoring a message needs no SQL in the common case;
+            # training by another process (mailserverctl spam train) is seen within it.
+            db = (TokenDB(engine, cache_size=_count("cache_size", cache_size), totals_ttl=refresh_seconds)
+                  if engine is not None else None)
         self.db = db
         store = getattr(context, "store", None)
         self.correspondents = None
@@ -222,9 +233,19 @@ class SpamCheck(Check):
             targets = [None]
         auth = envelope.data.get("auth")  # check.auth's results, absent when it is not in the chain
         listed = bool(session.data.get(NAME, {}).get("dnsbl"))
+        some_exempt = len(scored) < len(accounts)
+        owners = list(dict.fromkeys(owner for account in targets for owner in self.owners(account)[0]))
+        cached = self.db.cached_totals(owners)
+        if cached is not None and not any(nspam or nham for nspam, nham in cached.values()):
+            # Nothing trained in any of these databases (known without SQL): every token
+            # is unknown, so the score is known without tokenising, and no thread is needed.
+            spared = self._spare_known_senders(self._empty_results(targets, listed), message, auth)
+            if isinstance(spared, defer.Deferred):
+                return spared.addCallback(self._verdict, envelope, some_exempt)
+            return self._verdict(spared, envelope, some_exempt)
         d = self._defer(self.classify, message, targets, auth, listed)
         d.addCallback(self._spare_known_senders, message, auth)
-        d.addCallback(self._verdict, envelope, len(scored) < len(accounts))
+        d.addCallback(self._verdict, envelope, some_exempt)
         return d
 
     def _spare_known_senders(self, results: list[Result], message: bytes, auth):
@@ -252,6 +273,9 @@ class SpamCheck(Check):
         A refusal needs the global database alone to agree (reject_score reached
         without the account's own training): one user's Junk moves may send a
         sender's mail to that user's Junk, never bounce it."""
+        owners = list(dict.fromkeys(owner for account in targets for owner in self.owners(account)[0]))
+        if not any(nspam or nham for nspam, nham in self.db.totals_of(owners).values()):
+            return self._empty_results(targets, listed)  # nothing trained: no token can count
         tokens = tokenize(message, auth)
         global_counts, global_spam, global_ham = self.db.lookup(tokens, [GLOBAL])
         global_value, global_clues = classifier.score(tokens, global_counts, global_spam, global_ham,
@@ -268,16 +292,27 @@ class SpamCheck(Check):
                 counts = _merge(global_counts, user_counts)
                 nspam, nham = global_spam + user_spam, global_ham + user_ham
                 value, clues = classifier.score(tokens, counts, nspam, nham, self.db.options)
-            if listed:
-                value = min(1.0, value + self.dnsbl_score)
-            trained = nspam >= self.min_trained and nham >= self.min_trained
-            label = classifier.verdict(value, self.ham_cutoff, self.spam_cutoff)
-            if label == classifier.SPAM and not trained:
-                label = classifier.UNSURE  # an untrained filter never quarantines
-            reject = (global_trained and self.reject_score is not None and value >= self.reject_score
-                      and min(1.0, global_value + (self.dnsbl_score if listed else 0.0)) >= self.reject_score)
-            results.append(Result(account, value, label, reject, trained, tuple(clues[:8])))
+            results.append(self._result(account, value, clues, nspam, nham, global_value, global_trained, listed))
         return results
+
+    def _empty_results(self, targets, listed: bool) -> list[Result]:
+        """What classify gives when every database is empty: no token is known, so
+        classifier.score is (0.5, no clues) for everyone; no tokenising needed."""
+        empty = 0.5  # classifier.score with no clues
+        trained = self.min_trained <= 0
+        return [self._result(account, empty, [], 0, 0, empty, trained, listed) for account in targets]
+
+    def _result(self, account, value: float, clues, nspam, nham, global_value: float, global_trained: bool,
+                listed: bool) -> Result:
+        if listed:
+            value = min(1.0, value + self.dnsbl_score)
+        trained = nspam >= self.min_trained and nham >= self.min_trained
+        label = classifier.verdict(value, self.ham_cutoff, self.spam_cutoff)
+        if label == classifier.SPAM and not trained:
+            label = classifier.UNSURE  # an untrained filter never quarantines
+        reject = (global_trained and self.reject_score is not None and value >= self.reject_score
+                  and min(1.0, global_value + (self.dnsbl_score if listed else 0.0)) >= self.reject_score)
+        return Result(account, value, label, reject, trained, tuple(clues[:8]))
 
     def _verdict(self, results: list[Result], envelope: Envelope, some_exempt: bool = False):
         envelope.data["spam"] = results

@@ -13,7 +13,13 @@ per-user database). Scoring a message costs one SELECT of the owners'
 totals and at most one SELECT ... IN of its tokens not in the cache; the
 cache of each owner is dropped when its revision changes, so training by
 another process (mailserverctl spam train beside the daemon) is seen at the
-next message.
+next message. With totals_ttl > 0 (the daemon's check.spam) the totals, and
+so the revisions, are themselves cached for that many seconds: a message
+whose tokens are all cached then costs no SQL at all, training by this
+TokenDB is seen at once, and training by another process within totals_ttl.
+`cached_totals` answers from that cache alone (never blocks): the caller can
+tell an empty database, whose score is known without tokenising, on the
+reactor thread.
 """
 
 from __future__ import annotations
@@ -90,14 +96,19 @@ class TokenDB:
     (call from a thread, never the reactor)."""
 
     def __init__(self, engine: Engine, cache_size: int = 200_000, options: classifier.Options = classifier.Options(),
-                 clock=time.time):
+                 clock=time.time, totals_ttl: float = 0.0, monotonic=time.monotonic):
         self.engine = engine
         self.options = options
         self.cache_size = cache_size
         self.clock = clock
+        self.totals_ttl = float(totals_ttl)
+        self.monotonic = monotonic
         self._lock = threading.Lock()
         # owner -> (revision, OrderedDict[token hash] = (spam, ham)); LRU of owners too
         self._cache: collections.OrderedDict = collections.OrderedDict()
+        # owner -> (read at (monotonic), nspam, nham, revision or None when no row)
+        self._totals: dict[int, tuple[float, int, int, Optional[int]]] = {}
+        self._totals_generation = 0  # bumped by forget_totals: a read begun before it is not cached
 
     def create_tables(self) -> None:
         with self.engine.begin() as conn:
@@ -120,15 +131,14 @@ class TokenDB:
         weights = weights or {}
         by_hash = {token_hash(token): token for token in tokens}
         with self.engine.connect() as conn:
-            totals = {row.owner: row for row in conn.execute(
-                select(spam_totals).where(spam_totals.c.owner.in_(owners)))}
-            nspam = sum(totals[o].nspam * weights.get(o, 1.0) for o in owners if o in totals)
-            nham = sum(totals[o].nham * weights.get(o, 1.0) for o in owners if o in totals)
+            totals = self._read_totals(conn, owners)
+            nspam = sum(totals[o][0] * weights.get(o, 1.0) for o in owners)
+            nham = sum(totals[o][1] * weights.get(o, 1.0) for o in owners)
             summed: dict[str, list] = {}
             for owner in owners:
-                if owner not in totals:
+                if totals[owner][2] is None:
                     continue  # nothing trained: every count is zero
-                found = self._owner_counts(conn, owner, totals[owner].revision, list(by_hash))
+                found = self._owner_counts(conn, owner, totals[owner][2], list(by_hash))
                 weight = weights.get(owner, 1.0)
                 for key, (spam, ham) in found.items():
                     if spam or ham:
@@ -136,6 +146,62 @@ class TokenDB:
                         entry[0] += spam * weight
                         entry[1] += ham * weight
         return {token: Counts(spam, ham) for token, (spam, ham) in summed.items()}, nspam, nham
+
+    def cached_totals(self, owners: Iterable[int] = (GLOBAL,)) -> Optional[dict[int, tuple[int, int]]]:
+        """{owner: (nspam, nham)} from the totals cache when every owner's entry is
+        younger than totals_ttl, else None. Never touches SQL (safe on the reactor)."""
+        if self.totals_ttl <= 0:
+            return None
+        now = self.monotonic()
+        found = {}
+        for owner in owners:
+            entry = self._totals.get(owner)
+            if entry is None or now - entry[0] >= self.totals_ttl:
+                return None
+            found[owner] = (entry[1], entry[2])
+        return found
+
+    def _read_totals(self, conn, owners: list[int]) -> dict[int, tuple[int, int, Optional[int]]]:
+        """{owner: (nspam, nham, revision or None)}: fresh cache entries, one SELECT for the rest."""
+        now = self.monotonic()
+        found = {}
+        if self.totals_ttl > 0:
+            for owner in owners:
+                entry = self._totals.get(owner)
+                if entry is not None and now - entry[0] < self.totals_ttl:
+                    found[owner] = entry[1:]
+        stale = [owner for owner in owners if owner not in found]
+        if stale:
+            generation = self._totals_generation
+            rows = {row.owner: row for row in conn.execute(
+                select(spam_totals).where(spam_totals.c.owner.in_(stale)))}
+            for owner in stale:
+                row = rows.get(owner)
+                found[owner] = (row.nspam, row.nham, row.revision) if row is not None else (0, 0, None)
+            if self.totals_ttl > 0:
+                with self._lock:
+                    if generation != self._totals_generation:
+                        return found  # trained meanwhile: these figures may predate it
+                    if len(self._totals) > 4096:  # per-user entries of accounts seen long ago
+                        self._totals = {o: e for o, e in self._totals.items() if now - e[0] < self.totals_ttl}
+                    for owner in stale:
+                        self._totals[owner] = (now,) + found[owner]
+        return found
+
+    def totals_of(self, owners: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """{owner: (nspam, nham)} (through the totals cache). Blocking when it must read SQL."""
+        owners = list(dict.fromkeys(owners))
+        with self.engine.connect() as conn:
+            return {owner: (nspam, nham) for owner, (nspam, nham, _revision) in self._read_totals(conn, owners).items()}
+
+    def forget_totals(self, owner: Optional[int] = None) -> None:
+        """Drop cached totals (of one owner, or all): the next lookup reads them again."""
+        with self._lock:
+            self._totals_generation += 1
+            if owner is None:
+                self._totals.clear()
+            else:
+                self._totals.pop(owner, None)
 
     def _owner_counts(self, conn, owner: int, revision: int, keys: list[int]) -> dict[int, tuple]:
         with self._lock:
@@ -194,14 +260,17 @@ class TokenDB:
     def _apply(self, prepared, owner: int) -> list[str]:
         # Another process may train at the same moment: a clash on a new row (or
         # SQLite's busy snapshot) rolls the batch back; it is then simply redone.
-        for attempt in range(TRAIN_ATTEMPTS):
-            try:
-                return self._apply_once(prepared, owner)
-            except (IntegrityError, OperationalError):
-                if attempt == TRAIN_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+        try:
+            for attempt in range(TRAIN_ATTEMPTS):
+                try:
+                    return self._apply_once(prepared, owner)
+                except (IntegrityError, OperationalError):
+                    if attempt == TRAIN_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+            raise AssertionError("unreachable")
+        finally:
+            self.forget_totals(owner)  # our own training is seen by the next message
 
     def _apply_once(self, prepared, owner: int) -> list[str]:
         results = []

@@ -292,3 +292,28 @@ def test_mail_from_someone_the_user_wrote_to_is_never_junked_unless_dmarc_failed
     assert result_of(check.body(session(), forged, spam)).quarantined
     assert store.reads == 1
     assert result_of(check.body(session(), envelope(BOB), SPAM[91])).quarantined  # Bob's Sent: same fake, other sender
+
+
+def test_empty_databases_answer_at_once_without_a_thread_or_tokenising(db, monkeypatch):
+    """With nothing trained (known from the cached totals), the body stage answers
+    synchronously, as classify would (score 0.500, untrained), without the thread pool
+    and without tokenising; once the database is trained, scoring goes to the pool again."""
+    from mailserverd.spam import check as checkmod
+    engine = db.engine
+    cached = TokenDB(engine, totals_ttl=60.0)
+    hops = []
+
+    def run(fn, *args):
+        hops.append(fn.__name__)
+        return defer.maybeDeferred(fn, *args)
+    check = SpamCheck(db=cached, run=run, reject_score="")
+    expected = headers(result_of(check.body(session(), envelope(ALICE, BOB), SPAM[0])))  # reads the totals
+    assert hops == ["classify"] and expected["X-Spam-Score"] == "0.500"
+    monkeypatch.setattr(checkmod, "tokenize", lambda *a: pytest.fail("tokenised an untrained message"))
+    verdict = check.body(session(), envelope(ALICE, BOB), SPAM[1])
+    assert not isinstance(verdict, defer.Deferred) and hops == ["classify"]
+    assert headers(verdict) == expected and verdict.action == "accept"
+    monkeypatch.undo()
+    cached.train_many([(raw, False) for raw in HAM[:12]] + [(raw, True) for raw in SPAM[:12]])
+    verdict = result_of(check.body(session(), envelope(ALICE), SPAM[20]))
+    assert hops == ["classify", "classify"] and "untrained" not in headers(verdict)["X-Spam-Status"]

@@ -103,3 +103,33 @@ def test_token_hash_is_a_signed_64_bit_integer():
     values = {token_hash(f"t{i}") for i in range(1000)}
     assert len(values) == 1000
     assert all(-2**63 <= value < 2**63 for value in values)
+
+
+def test_totals_ttl_scores_without_sql_and_sees_training(tmp_path):
+    """With totals_ttl, a message whose tokens are cached costs no SQL at all; training by
+    this TokenDB is seen by the next message, training by another (another process) once
+    totals_ttl has passed; cached_totals answers only while fresh, without SQL."""
+    engine = create_engine(f"sqlite:///{tmp_path}/d.sqlite3")
+    with engine.begin() as conn:
+        schema.migrate(conn, "directory")
+    now = [100.0]
+    scorer = TokenDB(engine, totals_ttl=2.0, monotonic=lambda: now[0])
+    trainer = TokenDB(engine, cache_size=0)
+    spam, ham = messages("spam-50.mbox", 10), messages("ham-200.mbox", 10)
+    assert scorer.cached_totals([GLOBAL]) is None  # never read yet
+    assert scorer.totals_of([GLOBAL]) == {GLOBAL: (0, 0)}
+    assert scorer.cached_totals([GLOBAL]) == {GLOBAL: (0, 0)}
+    trainer.train_many([(raw, True) for raw in spam[:9]] + [(raw, False) for raw in ham[:9]])
+    assert scorer.lookup([], [GLOBAL])[1:] == (0, 0)  # within totals_ttl: the cached figures
+    now[0] += 2.0
+    assert scorer.cached_totals([GLOBAL]) is None
+    assert scorer.lookup([], [GLOBAL])[1:] == (9, 9)
+    scorer.score(spam[9])
+    statements = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    first = scorer.score(spam[9])[0]
+    assert statements == []
+    scorer.train(spam[9], True)  # our own training: seen at once
+    statements.clear()
+    assert scorer.lookup([], [GLOBAL])[1:] == (10, 9)
+    assert scorer.score(spam[9])[0] >= first

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from ..outbound import metrics
+from ..search.indexer import render_metrics as search_metrics  # index queue depth and lag (issue 12)
 from .request import REQUEST_TIMEOUT, LimitedRequest
 
 log = Logger(namespace="mailserverd.http")
@@ -62,7 +63,7 @@ class Root(resource.Resource):
 
     def _metrics(self, stats, request) -> bytes:
         request.setHeader(b"content-type", metrics.CONTENT_TYPE.encode())
-        return metrics.render(stats, self.outbound.counters).encode()
+        return (metrics.render(stats, self.outbound.counters) + search_metrics()).encode()
 
     def _healthz(self, stats, request) -> bytes:
         request.setHeader(b"content-type", JSON)

@@ -36,6 +36,7 @@ log = Logger(namespace="mailserverd.search")
 
 BATCH = 500  # queue rows per Whoosh commit
 IDLE_POLL = 0.1  # seconds between queue polls when idle
+STATS_EVERY = 1.0  # seconds between refreshes of the statistics /metrics shows
 
 
 class SearchService(service.Service):
@@ -54,6 +55,8 @@ class SearchService(service.Service):
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.started = threading.Event()  # every shard checked (tests wait on it)
+        self.cached_stats: dict = {}  # stats() as of cached_at, for /metrics (no I/O on the reactor)
+        self.cached_at = 0.0
         # Documents are built and written in a child process (Whoosh is pure Python:
         # a second core, and the daemon's GIL stays free for the reactor).
         self.child = IndexerProcess() if use_process else None
@@ -96,6 +99,12 @@ class SearchService(service.Service):
                 log.failure("search: start-up check of shard {n} failed; it stays unindexed", n=index.number)
         self.started.set()
         while not self._stop.is_set():
+            if self.clock() - self.cached_at >= STATS_EVERY:
+                try:
+                    self.cached_stats, self.cached_at = self.stats(), self.clock()
+                except Exception:
+                    log.failure("search: reading queue statistics failed")
+                    self.cached_at = self.clock()
             worked = False
             for index in self.indexes:
                 if not index.ready or self._stop.is_set():
@@ -287,11 +296,14 @@ def reindex(store, address: str | None, now: float | None = None) -> int:
 _SERVICE: SearchService | None = None
 
 
-def render_metrics() -> str:
-    """Prometheus text for /metrics (empty when no indexer runs in this process)."""
+def render_metrics(fresh: bool = False) -> str:
+    """Prometheus text for /metrics: the indexer's statistics as of its last refresh
+    (at most STATS_EVERY old; fresh=True reads them now). Empty when no indexer runs."""
     if _SERVICE is None:
         return ""
-    stats = _SERVICE.stats()
+    stats = _SERVICE.stats() if fresh else _SERVICE.cached_stats
+    if not stats:
+        return ""
     lines = []
     for name, kind, doc, value in (
             ("mailserverd_search_queue_depth", "gauge", "Index queue rows not yet applied.", stats["queue_depth"]),

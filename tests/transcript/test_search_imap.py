@@ -4,11 +4,13 @@ The daemon narrows text keys through its index; `NOT NOT key` cannot be
 narrowed (query.py), so the same daemon answers it by the exhaustive scan:
 the two must agree, before the index has caught up, after it has, after
 `mailserverctl reindex`, with a corrupt index at start-up, and after a
-kill -9 in the middle of heavy delivery (the durable queue replays).
+kill -9 in the middle of heavy delivery (the durable queue replays). The
+index queue depth and document count show on /metrics.
 """
 
 from __future__ import annotations
 
+import http.client
 import imaplib
 import os
 import sqlite3
@@ -59,6 +61,12 @@ def _drained(server, timeout=120.0):
     assert _queue_depth(server) == 0, "the indexer did not drain its queue"
 
 
+def _metrics(server) -> str:
+    connection = http.client.HTTPConnection(*server.address("http"), timeout=10)
+    connection.request("GET", "/metrics")
+    return connection.getresponse().read().decode()
+
+
 def _agree(client, keys=KEYS, needles=NEEDLES):
     for key in keys:
         for needle in needles:
@@ -74,12 +82,17 @@ def test_search_agrees_with_scan_through_reindex_and_corruption(mailserver_facto
     """Indexed SEARCH == exhaustive SEARCH while indexing, once drained, during and after
     `mailserverctl reindex ADDRESS`, and after a start with a corrupt index; bad input
     gets a clean answer."""
-    server = mailserver_factory(listeners=("imap",))
+    server = mailserver_factory(listeners=("imap", "http"))
     server.ctl("user", "import", "alice@example.test", os.path.join(DATA, "ham-200.mbox"))
     client = _login(server)
     _agree(client, keys=("BODY",), needles=NEEDLES[:4])  # the queue may still be draining
     _drained(server)
     _agree(client)
+    deadline = time.monotonic() + 30
+    while "mailserverd_search_documents 200" not in _metrics(server) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    text = _metrics(server)
+    assert "mailserverd_search_queue_depth 0" in text and "mailserverd_search_documents 200" in text
     out = server.ctl("reindex", "alice@example.test").stdout
     assert "200 messages queued" in out
     _agree(client, keys=("SUBJECT", "BODY"))

@@ -77,10 +77,10 @@ def test_reindex_all_accounts_and_metrics(store, tmp_path, monkeypatch):
     _deliver(store, "two", store.other)
     _drain(service)
     assert reindex(store, None) == 2
-    text = render_metrics()
+    text = render_metrics(fresh=True)
     assert "mailserverd_search_queue_depth 4" in text  # two resets, two adds
     _drain(service)
-    text = render_metrics()
+    text = render_metrics(fresh=True)
     assert "mailserverd_search_queue_depth 0" in text
     assert "mailserverd_search_documents 2" in text
     assert "mailserverd_search_lag_seconds 0.000" in text

@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
 from twisted.logger import Logger
 from twisted.python import threadpool
 
-from ..mime.headers import iter_fields, split_header
+from ..mime.headers import split_header
 from . import arc as arcmod
 from . import authresults, dkimverify, dmarc as dmarcmod, spf as spfmod
 from .base import Check, Envelope, Session, Verdict, register_builtin
@@ -74,15 +75,23 @@ class AuthResults:
         return {result.domain for result in self.dkim if result.result == "pass"}
 
 
-def from_domains(message: bytes) -> list[str]:
-    """The domains of the From: addresses (RFC 7489 6.6.1), lower-case, in order, deduplicated."""
+# A From field as mime.headers.FIELD_PATTERN finds fields (a line start, the name, the
+# value with its folded continuation lines), matching only that name: the other fields
+# of the header are skipped in C, not visited one by one (issue 10).
+_FROM_FIELD = re.compile(rb"(?:^|(?<=\r))from[ \t]*:([^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*)", re.M | re.I)
+
+
+def from_domains(message: bytes, header: Optional[bytes] = None) -> list[str]:
+    """The domains of the From: addresses (RFC 7489 6.6.1), lower-case, in order, deduplicated.
+
+    header: the message's header section when the caller has split it already."""
     import email.utils
-    header, _ = split_header(message)
+    if header is None:
+        header, _ = split_header(message)
     found: list[str] = []
-    for name, value in iter_fields(header):
-        if name != "from":
-            continue
-        text = " ".join(value.decode("utf-8", "replace").split())
+    for match in _FROM_FIELD.finditer(header):
+        # split() drops the folding line breaks too (RFC 5322 2.2.3 unfolding)
+        text = " ".join(match.group(1).decode("utf-8", "replace").split())
         if len(text) > MAX_FROM_TEXT:  # only the first few domains count (MAX_FROM_DOMAINS)
             text = text[:MAX_FROM_TEXT].rsplit(",", 1)[0]
         for _display, address in email.utils.getaddresses([text]):
@@ -107,7 +116,7 @@ def _evaluate(resolver, ip, helo, mail_from, message, rng) -> AuthResults:
         spf = spfmod.SpfResult(spf_helo.result, "mailfrom", spf_helo.sender, spf_helo.domain, spf_helo.reason)
     dkim = dkimverify.verify_all(message, resolver.dkim_txt)
     arc = arcmod.verify_chain(message, resolver.dkim_txt)
-    domains = from_domains(message)
+    domains = from_domains(message, split_header(message)[0])
     if not domains:
         dmarc = dmarcmod.DmarcResult("none", reason="no From: domain")
     else:

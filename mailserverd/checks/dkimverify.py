@@ -27,6 +27,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 from .dns import TempDnsError
 
 MAX_SIGNATURES = 10
+_SIGNATURE_NAME = re.compile(rb"dkim-signature", re.I)
 MIN_KEY_BITS = 1024  # RFC 8301 3.2
 
 _quiet = logging.getLogger("mailserverd.checks.dkimpy")  # dkimpy logs every failure at ERROR
@@ -59,6 +60,8 @@ def _fields(raw: bytes) -> dict:
 
 def verify_all(message: bytes, dnsfunc: Callable) -> list[DkimResult]:
     """One DkimResult per DKIM-Signature (top first, bounded). Blocking (DNS)."""
+    if _SIGNATURE_NAME.search(message) is None:
+        return []  # unsigned (most mail): no need for dkimpy to parse the message at all
     try:
         verifier = dkim.DKIM(message, logger=_quiet, minkey=MIN_KEY_BITS)
     except Exception as exc:  # dkimpy's parser on hostile input

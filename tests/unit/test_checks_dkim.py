@@ -132,3 +132,16 @@ def test_our_own_outbound_signatures_verify(tmp_path):
         found = verify_all(signed, mailauth.resolver(server).dkim_txt)
     assert sorted((item.result, item.algorithm) for item in found) == [
         ("pass", "ed25519-sha256"), ("pass", "rsa-sha256")]
+
+
+def test_unsigned_message_is_not_parsed_by_dkimpy(monkeypatch):
+    """A message with no DKIM-Signature anywhere has no results, without dkimpy's parse
+    (issue 10: most mail is unsigned); a signature field in any case still is parsed."""
+    import dkim
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("dkimpy parsed an unsigned message")
+    monkeypatch.setattr(dkim, "DKIM", refuse)
+    assert verify_all(b"From: a@example.test\r\nSubject: hi\r\n\r\nbody\r\n", lambda *a, **k: None) == []
+    results = verify_all(b"dkim-SIGNATURE: v=1; d=example.test\r\n\r\nbody\r\n", lambda *a, **k: None)
+    assert [result.result for result in results] == ["neutral"]  # the parse was attempted (and refused here)

@@ -202,3 +202,15 @@ def test_config_file_options_reach_check_auth(tmp_path):
     path.write_text(path.read_text().replace("budget = 3", "budget = never"))
     with pytest.raises(config.ConfigError):
         build_checks(config.load_settings(str(path)), None, None)
+
+
+def test_from_domains_reads_every_from_field_and_only_those():
+    """Every From field (any case, space before the colon, folded) counts, in order;
+    X-From, a folded continuation and the body do not (RFC 7489 6.6.1)."""
+    from mailserverd.checks import auth
+    message = (b"From: a@one.test\r\nX-From: x@no.test\r\nSubject: s\r\n from: y@no.test\r\n"
+               b"FROM : B@Two.test\r\nCc: c@no.test\r\nfrom:\r\n c@three.test,\r\n\td@one.test\r\n"
+               b"\r\nFrom: z@no.test\r\n")
+    assert auth.from_domains(message) == ["one.test", "two.test", "three.test"]
+    header = message[:message.index(b"\r\n\r\n") + 2]
+    assert auth.from_domains(message, header) == ["one.test", "two.test", "three.test"]

@@ -265,6 +265,7 @@ def _date_tokens(value: str, tokens: set[str]) -> None:
 def _body_tokens(raw: bytes, tokens: set[str]) -> None:
     leaves = 0
     text_seen = False
+    kinds: set[str] = set()
     try:
         for part in iter_parts(raw, max_parts=MAX_PARTS * 4):
             if part.is_multipart:
@@ -278,6 +279,7 @@ def _body_tokens(raw: bytes, tokens: set[str]) -> None:
                 _part_header_tokens(part, tokens)
             if part.content_type in ("text/plain", "text/html") and part.disposition != "attachment":
                 text_seen = True
+                kinds.add(part.content_type)
                 data = decode_transfer(raw[part.body_start:min(part.body_end, part.body_start + MAX_PART_BYTES * 4)],
                                        part.transfer_encoding, MAX_PART_BYTES)
                 text = _decode_text(data[:MAX_PART_BYTES], part.params.get("charset"), tokens)
@@ -287,6 +289,8 @@ def _body_tokens(raw: bytes, tokens: set[str]) -> None:
                 _text_tokens(text, tokens)
     except MessageTooComplex:
         tokens.add("part:too-complex")
+    if kinds == {"text/html"}:
+        tokens.add("body:html-only")  # no plain alternative: most mail programs write one
     if not text_seen:
         tokens.add("body:no-text")
 

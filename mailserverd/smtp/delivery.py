@@ -132,8 +132,10 @@ class DeliveryPolicy:
 
 
 @defer.inlineCallbacks
-def deliver_message(policy: DeliveryPolicy, session: Session, envelope: Envelope, message: bytes):
-    """Deferred[Reply]: the answer to the end of DATA / BDAT LAST."""
+def deliver_message(policy: DeliveryPolicy, session: Session, envelope: Envelope, message: bytes,
+                    sent_copy: bool = True):
+    """Deferred[Reply]: the answer to the end of DATA / BDAT LAST. sent_copy: a submission
+    also appends the message to the sender's Sent (JMAP asks for it per submission)."""
     try:
         check_limits(message, max_header_size=policy.max_header_size, max_mime_depth=policy.max_mime_depth)
     except MessageTooComplex as exc:
@@ -192,7 +194,7 @@ def deliver_message(policy: DeliveryPolicy, session: Session, envelope: Envelope
             # the local copies are in, the remote ones would never go: the client must retry
             log.failure("releasing queued {id} failed", id=envelope.id)
             return replies.STORE_FAILED
-    if policy.submission:
+    if policy.submission and sent_copy:
         try:
             yield policy.store.append(session.account, "Sent", message, flags=("\\Seen",))
         except Exception:

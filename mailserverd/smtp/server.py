@@ -215,46 +215,14 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
     @defer.inlineCallbacks
     def _mail_from(self, event: MailFrom):
         self._sync_session()
-        factory, session = self.factory, self.session
         sender = event.sender.address if event.sender is not None else ""
-        if factory.submission:
-            if not sender:
-                return replies.SENDER_NOT_OWNED
-            allowed = yield factory.store.sender_addresses(session.account)
-            if not owns_address(allowed, sender):
-                return replies.SENDER_NOT_OWNED
-            if not factory.account_rate.allow(session.account.address):
-                return replies.RATE_LIMITED
-        elif not factory.ip_rate.allow(session.remote_ip):
-            return replies.RATE_LIMITED
-        envelope = Envelope(id=new_id(), mail_from=sender, params=event.params)
-        verdict = yield factory.chain.run_sender(session, envelope)
-        if verdict.rejected:
-            return _verdict_reply(verdict)
-        envelope.quarantine = verdict.quarantined
-        envelope.headers.extend(verdict.headers)
-        self.envelope = envelope
-        return replies.SENDER_OK
+        reply, envelope = yield start_transaction(self.factory, self.session, sender, event.params)
+        if envelope is not None:
+            self.envelope = envelope
+        return reply
 
-    @defer.inlineCallbacks
     def _rcpt_to(self, event: RcptTo):
-        factory = self.factory
-        decision = yield decide_recipient(factory.store, event.recipient, factory.hostname, factory.submission,
-                                          factory.outbound)
-        if not decision.reply.positive:
-            log.info("smtp {mode}: rcpt <{rcpt}> from {ip} refused: {reply}", mode=factory.mode,
-                     rcpt=event.recipient.address if event.recipient.domain else "Postmaster",
-                     ip=self.session.remote_ip, reply=str(decision.reply))
-            return decision.reply
-        address = event.recipient.address if event.recipient.domain else decision.address
-        recipient = Recipient(address=address, params=event.params, accounts=decision.accounts)
-        verdict = yield factory.chain.run_recipient(self.session, self.envelope, recipient)
-        if verdict.rejected:
-            return _verdict_reply(verdict)
-        recipient.quarantine = verdict.quarantined
-        recipient.headers.extend(verdict.headers)
-        self.envelope.recipients.append(recipient)
-        return replies.RECIPIENT_OK
+        return add_recipient(self.factory, self.session, self.envelope, event.recipient, event.params)
 
     @defer.inlineCallbacks
     def _message(self, event: MessageReceived):
@@ -289,6 +257,54 @@ class SMTPServerProtocol(protocol.Protocol, TimeoutMixin):
                  sender=envelope.mail_from if envelope else "?",
                  rcpts=",".join(r.address for r in envelope.recipients) if envelope else "",
                  size=size if size is not None else "-", result=str(reply))
+
+
+# MAIL and RCPT policy as functions of the factory, so JMAP EmailSubmission (jmap/submission.py)
+# sends through exactly the checks, limits and delivery of a submission listener.
+
+@defer.inlineCallbacks
+def start_transaction(factory: "SMTPFactory", session: Session, sender: str, params):
+    """Deferred[(Reply, Envelope or None)] for MAIL FROM: sender ownership and the per-account
+    rate limit on submission, the per-IP rate on the MX, then the sender-stage checks."""
+    if factory.submission:
+        if not sender:
+            return replies.SENDER_NOT_OWNED, None
+        allowed = yield factory.store.sender_addresses(session.account)
+        if not owns_address(allowed, sender):
+            return replies.SENDER_NOT_OWNED, None
+        if not factory.account_rate.allow(session.account.address):
+            return replies.RATE_LIMITED, None
+    elif not factory.ip_rate.allow(session.remote_ip):
+        return replies.RATE_LIMITED, None
+    envelope = Envelope(id=new_id(), mail_from=sender, params=params)
+    verdict = yield factory.chain.run_sender(session, envelope)
+    if verdict.rejected:
+        return _verdict_reply(verdict), None
+    envelope.quarantine = verdict.quarantined
+    envelope.headers.extend(verdict.headers)
+    return replies.SENDER_OK, envelope
+
+
+@defer.inlineCallbacks
+def add_recipient(factory: "SMTPFactory", session: Session, envelope: Envelope, path, params):
+    """Deferred[Reply] for RCPT TO: the recipient decision and the recipient-stage checks;
+    an accepted recipient is appended to envelope.recipients."""
+    decision = yield decide_recipient(factory.store, path, factory.hostname, factory.submission,
+                                      factory.outbound)
+    if not decision.reply.positive:
+        log.info("smtp {mode}: rcpt <{rcpt}> from {ip} refused: {reply}", mode=factory.mode,
+                 rcpt=path.address if path.domain else "Postmaster",
+                 ip=session.remote_ip, reply=str(decision.reply))
+        return decision.reply
+    address = path.address if path.domain else decision.address
+    recipient = Recipient(address=address, params=params, accounts=decision.accounts)
+    verdict = yield factory.chain.run_recipient(session, envelope, recipient)
+    if verdict.rejected:
+        return _verdict_reply(verdict)
+    recipient.quarantine = verdict.quarantined
+    recipient.headers.extend(verdict.headers)
+    envelope.recipients.append(recipient)
+    return replies.RECIPIENT_OK
 
 
 class SMTPFactory(protocol.ServerFactory):

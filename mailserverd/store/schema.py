@@ -256,12 +256,47 @@ def _api_tokens(conn: Connection) -> None:
     create_tables(conn)
 
 
+def _sqlite_ids_never_reused(*tables: Table):
+    """A step rebuilding `tables` on SQLite with AUTOINCREMENT; nothing on PostgreSQL.
+
+    Without AUTOINCREMENT SQLite hands out max(rowid)+1, so deleting the newest
+    row gives its id to the next insert; JMAP ids (RFC 8620 1.2) and accountIds
+    must never name two different objects. PostgreSQL sequences never go back.
+    """
+    def step(conn: Connection) -> None:
+        if conn.dialect.name != "sqlite":
+            return
+        from sqlalchemy import inspect
+        for table in tables:
+            ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"),
+                               {"name": table.name}).scalar() or ""
+            if "AUTOINCREMENT" in ddl.upper():
+                continue
+            present = [column["name"] for column in inspect(conn).get_columns(table.name)]
+            rebuilt = table.to_metadata(MetaData(), name=f"{table.name}_rebuilt")
+            rebuilt.dialect_options["sqlite"]["autoincrement"] = True
+            rebuilt.indexes.clear()  # made under their own names once the old table is gone
+            rebuilt.create(conn)
+            names = ", ".join(f'"{name}"' for name in present)
+            conn.execute(text(f'INSERT INTO "{rebuilt.name}" ({names}) SELECT {names} FROM "{table.name}"'))
+            conn.execute(text(f'DROP TABLE "{table.name}"'))
+            conn.execute(text(f'ALTER TABLE "{rebuilt.name}" RENAME TO "{table.name}"'))
+            for index in table.indexes:
+                index.create(conn)
+    return step
+
+
+def _identities(conn: Connection) -> None:
+    from .identities import create_tables  # JMAP Identities (store/identities.py)
+    create_tables(conn)
+
+
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
     "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables, _outbound_claim_indexes,
-                  _api_tokens],
+                  _api_tokens, _identities],
     "shard": [_create(shard_meta), _create(subscriptions_meta), _message_structure_columns,
-              _search_tables],
+              _search_tables, _sqlite_ids_never_reused(mailboxes, messages)],
 }
 
 

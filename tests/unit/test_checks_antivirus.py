@@ -321,3 +321,32 @@ def test_fuzzed_archives_never_raise(magic, body, cut, flips):
     for position, value in flips:
         data[position % len(data)] = value
     scanner().scan(message_with(bytes(data)))
+
+
+def test_plain_text_is_scanned_in_line_and_the_rest_in_the_pool(monkeypatch):
+    """With a reactor, a small plain-text message (no transfer encoding, no control bytes)
+    is scanned on the reactor thread without a hop, EICAR in it still refused; a base64
+    attachment, a control byte or a message over INLINE_MAX goes to the thread pool."""
+    from twisted.internet import defer
+
+    from mailserverd.checks import antivirus
+    hops = []
+
+    class Reactor:
+        def getThreadPool(self):
+            return "pool"
+    check = AntivirusCheck(CheckContext(reactor=Reactor()))
+
+    def to_pool(reactor, pool, fn, *args):
+        hops.append(pool)
+        return defer.succeed(fn(*args))
+    monkeypatch.setattr(antivirus.threads, "deferToThreadPool", to_pool)
+    plain = b"From: a@remote.test\r\nSubject: hi\r\n\r\nHello,\r\n\x0cpage two\r\n"
+    assert check.body(SESSION, ENVELOPE, plain) is None and hops == []
+    refused = check.body(SESSION, ENVELOPE, plain + EICAR + b"\r\n")
+    assert refused.rejected and hops == []
+    for heavy in (message_with(b"just bytes"), plain + b"\x00", plain + b"x" * antivirus.INLINE_MAX,
+                  plain.replace(b"Subject", b"Content-Transfer-Encoding: Quoted-Printable\r\nSubject")):
+        d = check.body(SESSION, ENVELOPE, heavy)
+        assert isinstance(d, defer.Deferred)
+    assert hops == ["pool"] * 4

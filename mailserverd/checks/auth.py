@@ -181,6 +181,9 @@ class AuthCheck(Check):
         self.reactor = getattr(context, "reactor", None)
         self.resolver = resolver or CachingResolver(nameservers, timeout, clock=getattr(context, "clock", None))
         self.rng = rng or random.Random()
+        # The public suffix list (RFC 7489 3.2 organizational domains) is read once per
+        # process, ~0.1 s: at start, not on the first message's DMARC check.
+        dmarcmod.organizational_domain("example.com")
         self._run = run  # tests: a function (fn, *args) -> Deferred instead of the pool
         self._pool: Optional[threadpool.ThreadPool] = None
 

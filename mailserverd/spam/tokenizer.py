@@ -356,6 +356,7 @@ def _text_tokens(text: str, tokens: set[str]) -> None:
             tokens.add("email addr:" + suffix)
     text = _EMAIL.sub(" ", text)
     _words(text, tokens, "")
+    _body_shape(text[:MAX_BIGRAM_CHARS], tokens)
     _bigrams(text, tokens)
     _cjk_tokens(text, tokens, "cjk:")
 
@@ -423,6 +424,18 @@ def _bigrams(text: str, tokens: set[str]) -> None:
         if previous:
             tokens.add(f"bi:{previous} {stripped}")
         previous = stripped
+
+
+def _body_shape(text: str, tokens: set[str]) -> None:
+    """Shouting and exclamation, by rate: the share of upper-case letters and of
+    lines ending in "!" (SpamAssassin's body shape rules, as clues to learn)."""
+    letters = sum(1 for char in text if char.isalpha())
+    if letters > 40:
+        upper = sum(1 for char in text if char.isupper())
+        tokens.add(f"body:caps%:{min(100 * upper // letters // 10 * 10, 50)}")
+    bangs = text.count("!")
+    if bangs:
+        tokens.add(f"body:bangs:{_bucket(bangs)}")
 
 
 def _shape(text: str, tokens: set[str], prefix: str) -> None:

@@ -19,6 +19,7 @@ The adapters `spf_lookup` (pyspf's DNSLookup convention) and `dkim_txt`
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import time
 from dataclasses import dataclass
@@ -67,6 +68,9 @@ def _clock_function(clock) -> Callable[[], float]:
 class CachingResolver:
     """Thread-safe TTL cache in front of a dnspython resolver for [dns] nameservers."""
 
+    _offline = False  # a cache_only() view: never asks the network
+    missed = False  # set on such a view when a query was not in the cache
+
     def __init__(self, nameservers=(), timeout: float = DEFAULT_TIMEOUT, clock=None,
                  dns_resolver: Optional[dns.resolver.Resolver] = None, max_entries: int = MAX_ENTRIES):
         self.resolver = dns_resolver or build_dns_resolver(nameservers, timeout)
@@ -86,6 +90,9 @@ class CachingResolver:
             if isinstance(cached[1], TempDnsError):
                 raise cached[1]
             return cached[1]
+        if self._offline:
+            self.missed = True
+            raise TempDnsError(f"{name}/{rdtype}: not in the cache")
         try:
             answer, ttl = self._resolve(*key)
         except BudgetSpent:
@@ -95,6 +102,22 @@ class CachingResolver:
             raise
         self._store(key, now + ttl, answer)
         return answer
+
+    def cache_only(self) -> "CachingResolver":
+        """A view of this resolver (the same cache) that never goes to the network: a
+        query the cache cannot answer sets the view's `missed` and fails as temporary.
+        Non-blocking, so usable on the reactor thread for a speculative evaluation whose
+        result counts only when nothing was missed."""
+        view = copy.copy(self)
+        view._offline = True
+        view.missed = False
+        return view
+
+    def is_cached(self, name: str, rdtype: str) -> bool:
+        """Whether query(name, rdtype) would be answered from the cache now."""
+        key = (name.lower().rstrip("."), rdtype.upper())
+        cached = self._cache.get(key)
+        return cached is not None and cached[0] > self.now()
 
     @staticmethod
     @contextlib.contextmanager

@@ -214,3 +214,27 @@ def test_from_domains_reads_every_from_field_and_only_those():
     assert auth.from_domains(message) == ["one.test", "two.test", "three.test"]
     header = message[:message.index(b"\r\n\r\n") + 2]
     assert auth.from_domains(message, header) == ["one.test", "two.test", "three.test"]
+
+
+def test_cached_answers_are_evaluated_in_line_and_misses_in_the_pool(dns_server):
+    """Once the SPF and DMARC answers a message needs are cached, check.auth answers
+    synchronously (no pool) with the same verdict and header; a message needing an
+    uncached answer still goes to the pool, and its speculative pass asked no server."""
+    hops = []
+    check = make_check(dns_server)
+    check._run = lambda fn, *args: hops.append(fn.__name__) or defer.maybeDeferred(fn, *args)
+    raw = mailauth.message("news@shop.test")
+    first, _ = run_body(check, raw, "x@evil.test")
+    assert hops == ["evaluate"]
+    session = base.Session("s1", "smtp", "192.0.2.50", 40000, "mx.example.test", helo="client.test")
+    envelope = base.Envelope("E1", "x@evil.test", None)
+    again = check.body(session, envelope, raw)
+    assert not isinstance(again, defer.Deferred) and hops == ["evaluate"]
+    assert again == first and envelope.data["auth"].dmarc.result == "fail"
+    queries = check.resolver.queries
+    view = check.resolver.cache_only()
+    with pytest.raises(Exception):
+        view.txt("_dmarc.unseen.test")
+    assert view.missed and not check.resolver.missed and check.resolver.queries == queries
+    run_body(check, mailauth.message("a@bank.test"), "x@evil.test")
+    assert hops == ["evaluate", "evaluate"]

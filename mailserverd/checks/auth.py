@@ -3,7 +3,9 @@
 Runs at the body stage of the inbound "smtp" listener only (authenticated
 submission is not checked). All of its DNS goes through one CachingResolver
 for `[dns] nameservers` (checks/dns.py), on a bounded thread pool of its own,
-so the reactor never waits for DNS. The verdict:
+so the reactor never waits for DNS; a message of at most INLINE_MAX bytes whose
+answers are all cached is evaluated on the reactor against the cache alone
+(no thread hop), and handed to the pool after all if a lookup was missing. The verdict:
 
     DMARC disposition reject      550 5.7.1 at the end of DATA (RFC 7489 6.7)
     DMARC disposition quarantine  delivered to Junk

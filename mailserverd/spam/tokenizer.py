@@ -233,8 +233,8 @@ def _received_tokens(value: str, tokens: set[str]) -> None:
 
 
 def _origin_tokens(value: str, tokens: set[str]) -> None:
-    """The oldest hop beyond the ones mined above (a list relay's own hops push the
-    sender's below them): where the message entered the mail system."""
+    """The oldest Received field outside one host: where the message entered the mail
+    system (a list relay's own hops push the sender's below the ones mined above)."""
     lower = value.lower()
     match = _RECEIVED_FROM.search(lower)
     if match:

@@ -462,8 +462,11 @@ def _domain_suffixes(domain: str) -> list[str]:
 
 
 def _domain_shape(domain: str) -> str:
-    labels = domain.split(".")
-    return ".".join(labels[-2:])[:60]
+    """The registered (organizational) domain: "mail.example.co.uk" -> "example.co.uk"
+    by the public suffix list (RFC 7489 3.2), not the last two labels ("co.uk")."""
+    from ..checks.dmarc import organizational_domain  # here: checks imports the store, which imports us
+
+    return organizational_domain(domain)[:60]
 
 
 def _bucket(number: int) -> int:

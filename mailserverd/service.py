@@ -103,7 +103,7 @@ def build_service_tree(settings, store, tls_config, reactor) -> service.MultiSer
             continue
         module = importlib.import_module(module_name)
         extra = {"outbound": outbound} if module_name in OUTBOUND_USERS else {}
-        if module_name == "mailserverd.smtp.server":
+        if module_name in OUTBOUND_USERS:  # SMTP, and JMAP EmailSubmission (http)
             extra["checks"] = checks
         factory = module.build_factory(mode, settings, async_store, authenticator, tls_config, **extra)
         factory.noisy = False  # ListenerService logs one line per listener instead

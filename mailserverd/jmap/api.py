@@ -22,7 +22,8 @@ log = Logger(namespace="mailserverd.jmap")
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
 QUOTA = "urn:ietf:params:jmap:quota"  # RFC 9425 (quota.py)
-CAPABILITIES = (CORE, MAIL, QUOTA)
+SUBMISSION = "urn:ietf:params:jmap:submission"  # RFC 8621 1.3.2 (identity.py, submission.py)
+CAPABILITIES = (CORE, MAIL, QUOTA, SUBMISSION)
 ERROR_PREFIX = "urn:ietf:params:jmap:error:"
 
 # RFC 8620 2: the limits of urn:ietf:params:jmap:core, all enforced here or in web.py.
@@ -86,6 +87,9 @@ class Context:
     reactor: object = None
     uploads: object = None  # blobs.Uploads, for Email/import
     states: dict | None = None  # state strings read earlier in this request (state.current)
+    submitter: object = None  # smtp.server.SMTPFactory in submission mode (EmailSubmission sends through it)
+    remote_ip: str = ""  # the HTTP client, for Received and the logs of a submission
+    implicit: list = dataclasses.field(default_factory=list)  # (name, arguments) answered after a call (7.5)
 
     @property
     def account_id(self) -> str:
@@ -276,12 +280,16 @@ async def process(ctx: Context, body: bytes, session_state: str) -> tuple[int, d
         try:
             name, result = await run_call(ctx, name, args, responses)
             responses.append([name, result, call_id])
+            # RFC 8621 7.5: e.g. EmailSubmission/set's implicit Email/set, with the same call id
+            responses.extend([extra, arguments, call_id] for extra, arguments in ctx.implicit)
         except MethodError as exc:
             responses.append(["error", exc.arguments(), call_id])
         except Exception:
             log.failure("jmap: {method} failed", method=name)
             responses.append(["error", {"type": "serverFail",
                                         "description": "the server failed; the error is logged"}, call_id])
+        finally:
+            ctx.implicit.clear()
     answer = {"methodResponses": responses, "sessionState": session_state}
     if created is not None:
         answer["createdIds"] = ctx.created_ids

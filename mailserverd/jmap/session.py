@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .api import CORE, MAIL, QUOTA, account_id_of
+from .api import CORE, MAIL, QUOTA, SUBMISSION, account_id_of
 from .email import SORT_PROPERTIES
 
 API_PATH = "/jmap/api"
@@ -53,8 +53,13 @@ def base_url(host_header: bytes | None, hostname: str, listen: tuple[str, int], 
     return f"{scheme}://{host}"
 
 
+# RFC 8621 1.3.2: mail is sent at once, never held for a later time or for undo
+# (maxDelayedSend 0; every EmailSubmission's undoStatus is "final"); no SMTP extensions offered.
+SUBMISSION_ACCOUNT = {"maxDelayedSend": 0, "submissionExtensions": {}}
+
+
 def capabilities(limits: dict) -> dict:
-    return {CORE: dict(limits), MAIL: {}, QUOTA: {}}
+    return {CORE: dict(limits), MAIL: {}, QUOTA: {}, SUBMISSION: {}}
 
 
 def session_state(account, limits: dict) -> str:
@@ -67,8 +72,9 @@ def resource(account, base: str, limits: dict) -> dict:
     return {
         "capabilities": capabilities(limits),
         "accounts": {account_id: {"name": account.address, "isPersonal": True, "isReadOnly": False,
-                                  "accountCapabilities": {MAIL: mail_capability(limits), QUOTA: {}}}},
-        "primaryAccounts": {MAIL: account_id, QUOTA: account_id},
+                                  "accountCapabilities": {MAIL: mail_capability(limits), QUOTA: {},
+                                                          SUBMISSION: dict(SUBMISSION_ACCOUNT)}}},
+        "primaryAccounts": {MAIL: account_id, QUOTA: account_id, SUBMISSION: account_id},
         "username": account.address,
         "apiUrl": base + API_PATH,
         "downloadUrl": base + DOWNLOAD_PATH,

@@ -31,8 +31,8 @@ from twisted.web import server
 
 from ..auth import AuthFailed, plaintext_allowed
 from ..store import tokens
-from . import (api, blobs, core, email, emailimport, mailbox, querychanges,  # noqa: F401  (methods
-               quota, session, snippet, thread)  # noqa: F401  register themselves)
+from . import (api, blobs, core, email, emailimport, identity, mailbox,  # noqa: F401  (methods
+               querychanges, quota, session, snippet, submission, thread)  # noqa: F401  register themselves)
 from .eventsource import EventSource
 
 log = Logger(namespace="mailserverd.jmap")
@@ -84,8 +84,9 @@ def send_json(request, status: int, obj, content_type: bytes = JSON, headers=Non
 class JMAPResource:
     """Serves /.well-known/jmap and /jmap/...; the listener's Root hands it those paths."""
 
-    def __init__(self, store, authenticator, settings, reactor, upload_dir: str):
+    def __init__(self, store, authenticator, settings, reactor, upload_dir: str, submitter=None):
         self.store = store
+        self.submitter = submitter  # smtp.server.SMTPFactory("submission"): EmailSubmission sends through it
         self.authenticator = authenticator
         self.settings = settings
         self.reactor = reactor
@@ -236,7 +237,8 @@ class JMAPResource:
             request.content.seek(0)
             body = request.content.read()
             ctx = api.Context(account=account, store=self.store, limits=self.limits, reactor=self.reactor,
-                              uploads=self.uploads)
+                              uploads=self.uploads, submitter=self.submitter,
+                              remote_ip=getattr(request.getClientAddress(), "host", ""))
             status, answer = await api.process(ctx, body, session.session_state(account, self.limits))
         finally:
             gate.release()

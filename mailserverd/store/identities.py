@@ -116,11 +116,12 @@ def apply(engine: Engine, account_id: int, creates: list, updates: list, destroy
     updates: [(row id, props)]; destroys: [row id]. Returns {"created": {cid: row},
     "updated": [ids], "destroyed": [ids], "notUpdated": [ids], "notDestroyed": [ids],
     "forbidden": [ids]} (not updated or destroyed: no such live Identity)."""
-    out = {"created": {}, "updated": [], "destroyed": [], "notUpdated": [], "notDestroyed": [], "forbidden": []}
+    out = {"created": {}, "updated": [], "destroyed": [], "notUpdated": [], "notDestroyed": [],
+           "forbidden": []}
     with engine.begin() as conn:
         modseq = _next_modseq(conn, account_id)
-        live = {row.id: row for row in conn.execute(
-            select(identities).where(identities.c.account_id == account_id, identities.c.destroyed.is_(False)))}
+        live = {row.id: row for row in conn.execute(select(identities).where(
+            identities.c.account_id == account_id, identities.c.destroyed.is_(False)))}
         for creation_id, email, props in creates:
             values = dict(name="", text_signature="", html_signature="")
             values.update(_values(props))

@@ -291,10 +291,15 @@ def _identities(conn: Connection) -> None:
     create_tables(conn)
 
 
+def _email_submissions(conn: Connection) -> None:
+    from .submissions import create_tables  # JMAP EmailSubmission records (store/submissions.py)
+    create_tables(conn)
+
+
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
     "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables, _outbound_claim_indexes,
-                  _api_tokens, _identities],
+                  _api_tokens, _identities, _email_submissions],
     "shard": [_create(shard_meta), _create(subscriptions_meta), _message_structure_columns,
               _search_tables, _sqlite_ids_never_reused(mailboxes, messages)],
 }

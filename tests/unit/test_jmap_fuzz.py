@@ -53,7 +53,10 @@ ARGUMENTS = {  # the arguments each method knows, so most calls get past the unk
     "Email/set": SET, "Email/import": ["ifInState", "emails"], "Email/parse": ["blobIds", "properties"] + BODY,
     "Email/copy": ["fromAccountId", "create", "ifInState", "onSuccessDestroyOriginal"],
     "Thread/get": GET, "Thread/changes": CHANGES, "SearchSnippet/get": ["filter", "emailIds"],
-    "Quota/get": GET, "Quota/changes": CHANGES, "Quota/query": QUERY, "Quota/queryChanges": QUERY_CHANGES}
+    "Quota/get": GET, "Quota/changes": CHANGES, "Quota/query": QUERY, "Quota/queryChanges": QUERY_CHANGES,
+    "Identity/get": GET, "Identity/changes": CHANGES, "Identity/set": SET,
+    "EmailSubmission/get": GET, "EmailSubmission/changes": CHANGES, "EmailSubmission/query": QUERY,
+    "EmailSubmission/set": SET + ["onSuccessUpdateEmail", "onSuccessDestroyEmail"]}
 
 
 @st.composite

@@ -70,6 +70,8 @@ _HOSTNAME = re.compile(r"[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+")
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]{2,}")
 _UNLABELLED_CODECS = ("shift_jis", "euc_jp", "gb18030", "euc_kr", "big5")
 _SUBJECT_PREFIX = re.compile(r"\s*(?:\[[^\]]{1,40}\]\s*)?(re|aw|sv|fwd?|wg|tr)\s*(?:\[\d+\])?\s*:", re.I)
+_CORE_FIELDS = {"from": "f", "to": "t", "subject": "s", "date": "d", "message-id": "i", "cc": "c",
+                "reply-to": "r", "mime-version": "m", "content-type": "y"}
 _HIDDEN_NOISE_TAGS = frozenset(("p", "br", "div", "span", "html", "body", "head", "title", "meta",
                                 "td", "tr", "table", "b", "i", "a", "li", "ul", "hr", "pre"))
 
@@ -157,6 +159,8 @@ def _header_tokens(header: bytes, tokens: set[str]) -> None:
             tokens.add(f"{name}:{decode_bytes(value).strip().lower()[:30]}")
     if first_hop:
         _origin_tokens(first_hop, tokens)
+    # The order a program writes the core fields in fingerprints the program.
+    tokens.add("header:order:" + "".join(_CORE_FIELDS[name] for name in counts if name in _CORE_FIELDS))
     for name, count in counts.items():
         if name in PRESENCE_FIELDS or name.startswith("list-") or name.startswith("x-"):
             tokens.add(f"header:{name}:{min(count, 3)}")

@@ -101,3 +101,12 @@ def test_tokenising_stays_cheap_on_a_large_message():
     tokens = tokenize(raw)
     assert time.process_time() - before < 1.0
     assert "bi:alpha bravo" in tokens
+
+
+def test_order_of_core_fields_fingerprints_the_writer():
+    """The order of the first From, To, Subject, Date, Message-ID, Cc, Reply-To,
+    MIME-Version and Content-Type fields becomes one header:order: token."""
+    raw = (b"Received: from a.example (a.example [192.0.2.1]) by b.example; Sat, 7 Sep 2002 06:14:19 -0500\r\n"
+           b"Date: Sat, 7 Sep 2002 06:14:19 -0500\r\nFrom: a@example.org\r\nTo: b@example.org\r\n"
+           b"Subject: hi\r\nMessage-ID: <1@example.org>\r\nFrom: second@example.org\r\n\r\nbody text\r\n")
+    assert "header:order:dftsi" in tokenize(raw)

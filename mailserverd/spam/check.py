@@ -277,7 +277,8 @@ class SpamCheck(Check):
         if not any(nspam or nham for nspam, nham in self.db.totals_of(owners).values()):
             return self._empty_results(targets, listed)  # nothing trained: no token can count
         tokens = tokenize(message, auth)
-        global_counts, global_spam, global_ham = self.db.lookup(tokens, [GLOBAL])
+        by_hash = self.db.hashes(tokens)  # once per message, whatever the number of databases
+        global_counts, global_spam, global_ham = self.db.lookup(tokens, [GLOBAL], by_hash=by_hash)
         global_value, global_clues = classifier.score(tokens, global_counts, global_spam, global_ham,
                                                       self.db.options)
         global_trained = global_spam >= self.min_trained and global_ham >= self.min_trained
@@ -288,10 +289,13 @@ class SpamCheck(Check):
                 counts, nspam, nham = global_counts, global_spam, global_ham
                 value, clues = global_value, global_clues
             else:
-                user_counts, user_spam, user_ham = self.db.lookup(tokens, owners[1:], weights)
-                counts = _merge(global_counts, user_counts)
+                user_counts, user_spam, user_ham = self.db.lookup(tokens, owners[1:], weights, by_hash=by_hash)
                 nspam, nham = global_spam + user_spam, global_ham + user_ham
-                value, clues = classifier.score(tokens, counts, nspam, nham, self.db.options)
+                if not (user_counts or user_spam or user_ham):
+                    value, clues = global_value, global_clues  # an empty own database adds nothing
+                else:
+                    counts = _merge(global_counts, user_counts)
+                    value, clues = classifier.score(tokens, counts, nspam, nham, self.db.options)
             results.append(self._result(account, value, clues, nspam, nham, global_value, global_trained, listed))
         return results
 

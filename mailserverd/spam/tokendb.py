@@ -25,6 +25,7 @@ reactor thread.
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import threading
 import time
@@ -82,6 +83,7 @@ def forget_owner(engine: Engine, owner: int) -> None:
             conn.execute(table.delete().where(table.c.owner == owner))
 
 
+@functools.lru_cache(maxsize=1 << 16)  # common tokens recur in every message (~10 MB at most)
 def token_hash(token: str) -> int:
     """A signed 64-bit key (BIGINT) for a token; collisions are negligible at 2^-63."""
     return int.from_bytes(hashlib.blake2b(token.encode("utf-8", "replace"), digest_size=8).digest(),
@@ -124,12 +126,20 @@ class TokenDB:
         value, clues = classifier.score(tokens, counts, nspam, nham, self.options)
         return value, clues, nspam, nham
 
+    @staticmethod
+    def hashes(tokens: Iterable[str]) -> dict[int, str]:
+        """{token_hash: token}: hand it to lookup() when one message is looked up more than once."""
+        return {token_hash(token): token for token in tokens}
+
     def lookup(self, tokens: Iterable[str], owners: Iterable[int] = (GLOBAL,),
-               weights: Optional[dict] = None) -> tuple[dict, float, float]:
-        """({token: Counts}, nspam, nham) summed over owners (each times weights[owner], default 1)."""
+               weights: Optional[dict] = None, by_hash: Optional[dict[int, str]] = None) -> tuple[dict, float, float]:
+        """({token: Counts}, nspam, nham) summed over owners (each times weights[owner], default 1).
+
+        by_hash: hashes(tokens), when the caller has it already."""
         owners = list(dict.fromkeys(owners))
         weights = weights or {}
-        by_hash = {token_hash(token): token for token in tokens}
+        if by_hash is None:
+            by_hash = self.hashes(tokens)
         with self.engine.connect() as conn:
             totals = self._read_totals(conn, owners)
             nspam = sum(totals[o][0] * weights.get(o, 1.0) for o in owners)

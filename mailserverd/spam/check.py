@@ -239,10 +239,12 @@ class SpamCheck(Check):
         if cached is not None and not any(nspam or nham for nspam, nham in cached.values()):
             # Nothing trained in any of these databases (known without SQL): every token
             # is unknown, so the score is known without tokenising, and no thread is needed.
+            # Nor a log line: X-Spam-Status says "untrained" (a line per message to say that
+            # nothing is trained cost as much as the rest of the check).
             spared = self._spare_known_senders(self._empty_results(targets, listed), message, auth)
             if isinstance(spared, defer.Deferred):
-                return spared.addCallback(self._verdict, envelope, some_exempt)
-            return self._verdict(spared, envelope, some_exempt)
+                return spared.addCallback(self._verdict, envelope, some_exempt, True)
+            return self._verdict(spared, envelope, some_exempt, True)
         d = self._defer(self.classify, message, targets, auth, listed)
         d.addCallback(self._spare_known_senders, message, auth)
         d.addCallback(self._verdict, envelope, some_exempt)
@@ -318,9 +320,10 @@ class SpamCheck(Check):
                   and min(1.0, global_value + (self.dnsbl_score if listed else 0.0)) >= self.reject_score)
         return Result(account, value, label, reject, trained, tuple(clues[:8]))
 
-    def _verdict(self, results: list[Result], envelope: Envelope, some_exempt: bool = False):
+    def _verdict(self, results: list[Result], envelope: Envelope, some_exempt: bool = False,
+                 quiet: bool = False):
         envelope.data["spam"] = results
-        for result in results:
+        for result in () if quiet else results:
             log.info("{id}: spam filter {label} score {score:.3f} for {who}; clues {clues}",
                      id=envelope.id, label=result.label, score=result.score,
                      who=getattr(result.account, "address", "all"),

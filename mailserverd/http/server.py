@@ -46,7 +46,8 @@ class Root(resource.Resource):
 
     def render(self, request):
         handler = self.routes.get(request.path)
-        is_jmap = request.path == b"/.well-known/jmap" or request.path.startswith(b"/jmap/")
+        is_jmap = (request.path == b"/.well-known/jmap" or request.path.startswith(b"/jmap/")
+                   or request.path.startswith(b"/v1/"))  # the REST API runs on the JMAP methods
         if self.jmap is not None and is_jmap:
             return self.jmap.render(request)
         if handler is None:

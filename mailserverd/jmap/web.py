@@ -33,6 +33,7 @@ from ..auth import AuthFailed, plaintext_allowed
 from ..store import tokens
 from . import (api, blobs, core, email, emailimport, identity, mailbox,  # noqa: F401  (methods
                querychanges, quota, session, snippet, submission, thread)  # noqa: F401  register themselves)
+from . import openapi, rest
 from .eventsource import EventSource
 
 log = Logger(namespace="mailserverd.jmap")
@@ -111,7 +112,7 @@ class JMAPResource:
     def body_limit(self, path: bytes) -> int:
         if path.startswith(b"/jmap/upload/"):
             return self.limits["maxSizeUpload"]
-        if path == b"/jmap/api":
+        if path == b"/jmap/api" or path.startswith(b"/v1/"):
             return self.limits["maxSizeRequest"]
         return 0
 
@@ -153,7 +154,45 @@ class JMAPResource:
             self._allow(request, (b"POST",))
             account = await self._authenticate(request)
             return await self._upload(request, account, match.group(1))
+        if path == b"/v1/openapi.json":
+            self._allow(request, (b"GET", b"HEAD"))
+            return send_json(request, 200, openapi.document())
+        if path.startswith(b"/v1/"):
+            account = await self._authenticate(request)
+            return await self._rest(request, account)
         raise HTTPError(404, "notFound", "no resource at this path")
+
+    async def _rest(self, request, account):
+        """The /v1 REST API (rest.py) on the JMAP methods, one account request at a time
+        per RUNNING_PER_ACCOUNT slot, as for /jmap/api."""
+        gate = self.gates.setdefault(account.id, defer.DeferredSemaphore(api.RUNNING_PER_ACCOUNT))
+        self.running[account.id] += 1
+        await gate.acquire()
+        try:
+            ctx = self._context(request, account)
+
+            def read_body() -> bytes:
+                request.content.seek(0)
+                return request.content.read()
+            try:
+                status, answer = await rest.route(ctx, request, read_body)
+            except rest.RestError as exc:
+                headers = {b"allow": exc.extra.pop("allow").encode()} if "allow" in exc.extra else None
+                raise HTTPError(exc.status, exc.kind, exc.detail, headers=headers, **exc.extra)
+        finally:
+            gate.release()
+            self.running[account.id] -= 1
+            if not self.running[account.id]:
+                del self.running[account.id]
+                del self.gates[account.id]
+        if answer is None:
+            return send(request, status, b"", JSON)
+        send_json(request, status, answer)
+
+    def _context(self, request, account) -> api.Context:
+        return api.Context(account=account, store=self.store, limits=self.limits, reactor=self.reactor,
+                           uploads=self.uploads, submitter=self.submitter,
+                           remote_ip=getattr(request.getClientAddress(), "host", ""))
 
     def _allow(self, request, methods: tuple) -> None:
         if request.method not in methods:
@@ -236,9 +275,7 @@ class JMAPResource:
         try:
             request.content.seek(0)
             body = request.content.read()
-            ctx = api.Context(account=account, store=self.store, limits=self.limits, reactor=self.reactor,
-                              uploads=self.uploads, submitter=self.submitter,
-                              remote_ip=getattr(request.getClientAddress(), "host", ""))
+            ctx = self._context(request, account)
             status, answer = await api.process(ctx, body, session.session_state(account, self.limits))
         finally:
             gate.release()

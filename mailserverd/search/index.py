@@ -24,7 +24,7 @@ from whoosh.analysis import RegexTokenizer
 
 from .text import FIELDS, TOKEN
 
-MERGE_SEGMENTS = 12  # merge small segments when the queue is idle and there are more
+MERGE_SEGMENTS = 24  # merge the smallest segments when the queue is idle and there are more
 MAX_EXPANSION = 2000  # terms one word may expand to before the lookup gives up (no narrowing)
 ANALYZER = RegexTokenizer(TOKEN.pattern)  # texts arrive folded (text.fold)
 
@@ -50,6 +50,22 @@ def make_schema() -> fields.Schema:
     return fields.Schema(key=fields.ID(unique=True), acct=fields.ID,
                          mid=fields.NUMERIC(bits=64, signed=False, stored=True, sortable=True),
                          scan=fields.ID, plain=WordSet(), **text_fields)
+
+
+def merge_smallest(writer, segments):
+    """Whoosh merge policy: past MERGE_SEGMENTS segments, merge the smallest into one so
+    that about half of MERGE_SEGMENTS remain; large segments are rarely rewritten."""
+    from whoosh.reading import SegmentReader
+
+    if len(segments) <= MERGE_SEGMENTS:
+        return list(segments)
+    ordered = sorted(segments, key=lambda segment: segment.doc_count_all())
+    cut = len(ordered) - MERGE_SEGMENTS // 2 + 1
+    for segment in ordered[:cut]:
+        reader = SegmentReader(writer.storage, writer.schema, segment)
+        writer.add_reader(reader)
+        reader.close()
+    return ordered[cut:]
 
 
 class IndexUnavailable(Exception):
@@ -148,7 +164,10 @@ class ShardIndex:
             writer.cancel()
             self.max_mid = None
             raise
-        writer.commit(merge=merge)
+        if merge:
+            writer.commit(mergetype=merge_smallest)
+        else:
+            writer.commit(merge=False)
 
     def _all_mids(self):
         with self.ix.searcher() as searcher:

@@ -84,3 +84,22 @@ def test_reindex_all_accounts_and_metrics(store, tmp_path, monkeypatch):
     assert "mailserverd_search_queue_depth 0" in text
     assert "mailserverd_search_documents 2" in text
     assert "mailserverd_search_lag_seconds 0.000" in text
+
+
+def test_idle_merge_keeps_answers(store, tmp_path, monkeypatch):
+    """Past MERGE_SEGMENTS segments, the idle step merges the smallest; lookups answer the same."""
+    from mailserverd.search import index as index_module
+    monkeypatch.setattr(index_module, "MERGE_SEGMENTS", 4)
+    monkeypatch.setattr(indexer, "MERGE_SEGMENTS", 4)
+    service = SearchService(store, str(tmp_path), use_process=False)
+    service._check(service.indexes[0])
+    ids = []
+    for number in range(7):
+        ids.append(_deliver(store, f"word{number}"))
+        service.drain_once(service.indexes[0])  # one segment per message
+    program = SearchKey("SUBJECT", ("word",))
+    assert service.indexes[0].segment_count() == 7
+    assert candidates_in_thread(store.mail, service, store.account, program) == set(ids)
+    assert service.drain_once(service.indexes[0]) is False  # idle: merges
+    assert service.indexes[0].segment_count() <= 3
+    assert candidates_in_thread(store.mail, service, store.account, program) == set(ids)

@@ -21,10 +21,13 @@ USING = (CORE, MAIL, SUBMISSION)
 
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
-    """One daemon (smtp, imap, http) for the module; no auth penalty."""
+    """One daemon (smtp, imap, http) for the module; no auth penalty; 8 submissions an hour;
+    a DNS server that does not answer, so remote recipients stay queued."""
     from tests.conftest import _make_servers, _stop_all
     make, servers = _make_servers(request, tmp_path_factory)
-    yield make(listeners=("smtp", "imap", "http"), extra_config={"auth": {"penalty_initial": "0s"}})
+    yield make(listeners=("smtp", "imap", "http"), extra_config={"auth": {"penalty_initial": "0s"},
+                                                                 "smtp": {"submission_rate_per_account": "8"},
+                                                                 "dns": {"nameservers": "127.0.0.1:9"}})
     _stop_all(servers)
 
 
@@ -37,6 +40,12 @@ def calls(client, method_calls):
 def mailboxes(client, account_id) -> dict:
     found = calls(client, [["Mailbox/get", {"accountId": account_id, "ids": None}, "m"]])[0][1]["list"]
     return {item["role"]: item["id"] for item in found if item.get("role")}
+
+
+def own_identity(client, account_id) -> str:
+    """The id of the Identity of the account's own address."""
+    found = calls(client, [["Identity/get", {"accountId": account_id, "ids": None}, "i"]])[0][1]["list"]
+    return next(item["id"] for item in found if item["email"] == ALICE)
 
 
 def draft(account_id, boxes, sender, subject, attachment=None):
@@ -156,3 +165,44 @@ def test_sending_as_another_user_is_forbidden(server):
     assert refused["nobody"]["type"] == "invalidRecipients"
     assert refused["nobody"]["invalidRecipients"] == ["nobody@example.test"]
     assert bob_messages(server, "forged") == []
+
+
+def test_remote_recipient_goes_to_the_outbound_queue(server):
+    """A remote rcptTo is queued (deliveryStatus queued, "queued as" the queue id) and
+    shows in `mailserverctl queue list`, as SMTP submission would queue it."""
+    alice = Client(server)
+    account_id = alice.session()["primaryAccounts"][MAIL]
+    boxes = mailboxes(alice, account_id)
+    identity = own_identity(alice, account_id)
+    responses = calls(alice, [draft(account_id, boxes, ALICE, "to a remote friend"),
+                              ["EmailSubmission/set", {"accountId": account_id, "create": {"out": {
+                                  "identityId": identity, "emailId": "#draft",
+                                  "envelope": {"mailFrom": {"email": ALICE, "parameters": None},
+                                               "rcptTo": [{"email": "friend@remote.test",
+                                                           "parameters": {"NOTIFY": "NEVER"}}]}}}}, "s"]])
+    created = responses[1][1]["created"]["out"]
+    status = created["deliveryStatus"]["friend@remote.test"]
+    assert status["delivered"] == "queued" and status["smtpReply"].startswith("250 2.0.0 queued as ")
+    queue_id = status["smtpReply"].rsplit(" ", 1)[1]
+    shown = server.ctl("queue", "show", queue_id).stdout
+    assert "sender: <alice@example.test>" in shown and "<friend@remote.test>" in shown
+
+
+def test_submission_rate_limit_is_the_smtp_one(server):
+    """The per-account submission budget ([smtp] submission_rate_per_account, here 8 an
+    hour) also bounds EmailSubmission: within 10 tries one is forbiddenToSend."""
+    alice = Client(server)
+    account_id = alice.session()["primaryAccounts"][MAIL]
+    boxes = mailboxes(alice, account_id)
+    identity = own_identity(alice, account_id)
+    kinds = []
+    for attempt in range(10):
+        responses = calls(alice, [draft(account_id, boxes, ALICE, f"rate {attempt}"),
+                                  ["EmailSubmission/set", {"accountId": account_id, "create": {
+                                      "r": {"identityId": identity, "emailId": "#draft"}}}, "s"]])
+        refused = (responses[1][1]["notCreated"] or {}).get("r")
+        kinds.append(refused["type"] if refused else "sent")
+        if refused:
+            assert "rate" in refused["description"].lower()
+            break
+    assert kinds[-1] == "forbiddenToSend" and set(kinds[:-1]) <= {"sent"}

@@ -296,10 +296,15 @@ def _email_submissions(conn: Connection) -> None:
     create_tables(conn)
 
 
+def _vacation(conn: Connection) -> None:
+    from .vacation import create_tables  # JMAP VacationResponse and its replies (store/vacation.py)
+    create_tables(conn)
+
+
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
     "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables, _outbound_claim_indexes,
-                  _api_tokens, _identities, _email_submissions],
+                  _api_tokens, _identities, _email_submissions, _vacation],
     "shard": [_create(shard_meta), _create(subscriptions_meta), _message_structure_columns,
               _search_tables, _sqlite_ids_never_reused(mailboxes, messages)],
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import re
+import unicodedata
 from typing import Optional
 
 from ..mime.headers import decode_bytes, decode_words, iter_fields, parse_content_type, split_header
@@ -348,6 +349,11 @@ def _text_tokens(text: str, tokens: set[str]) -> None:
     if not text.strip():
         tokens.add("body:empty-part")
         return
+    if not text.isascii():
+        folded = unicodedata.normalize("NFKC", text)  # full-width "ＦＲＥＥ" reads as "FREE"
+        if folded != text:
+            tokens.add("body:nfkc-changed")
+            text = folded
     nonascii = sum(1 for char in text if ord(char) > 127)
     tokens.add(f"8bit%:{round(100 * nonascii / len(text), -1):.0f}")
     for url in _URL.findall(text):

@@ -110,3 +110,11 @@ def test_order_of_core_fields_fingerprints_the_writer():
            b"Date: Sat, 7 Sep 2002 06:14:19 -0500\r\nFrom: a@example.org\r\nTo: b@example.org\r\n"
            b"Subject: hi\r\nMessage-ID: <1@example.org>\r\nFrom: second@example.org\r\n\r\nbody text\r\n")
     assert "header:order:dftsi" in tokenize(raw)
+
+
+def test_full_width_letters_read_as_the_words_they_show():
+    """NFKC folds full-width and compatibility characters, so "ＦＲＥＥ　ＭＯＮＥＹ" gives the
+    tokens "free" and "money" and a body:nfkc-changed clue."""
+    raw = "Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nＦＲＥＥ　ＭＯＮＥＹ now\r\n".encode()
+    tokens = tokenize(raw)
+    assert {"free", "money", "body:nfkc-changed"} <= tokens

@@ -90,6 +90,8 @@ def build_service_tree(settings, store, tls_config, reactor) -> service.MultiSer
 
     checks = build_checks(settings, async_store, reactor)
     root.checks = checks
+    from .vacation import VacationResponder
+    responder = VacationResponder(async_store, outbound, reactor)  # RFC 8621 8 / RFC 3834
     root.spam_learner = build_learner(root, checks, async_store, settings)  # Junk moves train check.spam
 
     def directory_changed():
@@ -105,6 +107,7 @@ def build_service_tree(settings, store, tls_config, reactor) -> service.MultiSer
         extra = {"outbound": outbound} if module_name in OUTBOUND_USERS else {}
         if module_name in OUTBOUND_USERS:  # SMTP, and JMAP EmailSubmission (http)
             extra["checks"] = checks
+            extra["responder"] = responder  # vacation replies after local delivery
         factory = module.build_factory(mode, settings, async_store, authenticator, tls_config, **extra)
         factory.noisy = False  # ListenerService logs one line per listener instead
         endpoint = make_endpoint(reactor, address, tls_config, implicit_tls)

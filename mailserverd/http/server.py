@@ -99,7 +99,7 @@ class LimitedSite(server.Site):
 
 
 def build_factory(mode: str, settings, store, authenticator, tls, outbound=None, reactor=None,
-                  checks=None) -> server.Site:
+                  checks=None, responder=None) -> server.Site:
     """The Site for the http or https listener (mode; the endpoint does the TLS);
     outbound: the OutboundService; checks: the check chain JMAP EmailSubmission's
     mail passes, as SMTP submission's does (default: the built-in checks)."""
@@ -110,7 +110,7 @@ def build_factory(mode: str, settings, store, authenticator, tls, outbound=None,
     from ..jmap.web import JMAPResource
     from ..smtp.server import build_factory as smtp_factory
     submitter = smtp_factory("submission", settings, store, authenticator, None, checks, clock=reactor,
-                             outbound=outbound)  # shares the listeners' per-account rate limit
+                             outbound=outbound, responder=responder)  # shares the per-account rate limit
     jmap = JMAPResource(store, authenticator, settings, reactor,
                         os.path.join(settings.server.data_dir, "jmap-uploads"), submitter=submitter)
     site = LimitedSite(Root(outbound, jmap), jmap=jmap, reactor=reactor, timeout=IDLE_TIMEOUT)

@@ -23,7 +23,8 @@ CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
 QUOTA = "urn:ietf:params:jmap:quota"  # RFC 9425 (quota.py)
 SUBMISSION = "urn:ietf:params:jmap:submission"  # RFC 8621 1.3.2 (identity.py, submission.py)
-CAPABILITIES = (CORE, MAIL, QUOTA, SUBMISSION)
+VACATION = "urn:ietf:params:jmap:vacationresponse"  # RFC 8621 1.3.3 (vacation.py)
+CAPABILITIES = (CORE, MAIL, QUOTA, SUBMISSION, VACATION)
 ERROR_PREFIX = "urn:ietf:params:jmap:error:"
 
 # RFC 8620 2: the limits of urn:ietf:params:jmap:core, all enforced here or in web.py.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .api import CORE, MAIL, QUOTA, SUBMISSION, account_id_of
+from .api import CORE, MAIL, QUOTA, SUBMISSION, VACATION, account_id_of
 from .email import SORT_PROPERTIES
 
 API_PATH = "/jmap/api"
@@ -59,7 +59,7 @@ SUBMISSION_ACCOUNT = {"maxDelayedSend": 0, "submissionExtensions": {}}
 
 
 def capabilities(limits: dict) -> dict:
-    return {CORE: dict(limits), MAIL: {}, QUOTA: {}, SUBMISSION: {}}
+    return {CORE: dict(limits), MAIL: {}, QUOTA: {}, SUBMISSION: {}, VACATION: {}}
 
 
 def session_state(account, limits: dict) -> str:
@@ -73,8 +73,10 @@ def resource(account, base: str, limits: dict) -> dict:
         "capabilities": capabilities(limits),
         "accounts": {account_id: {"name": account.address, "isPersonal": True, "isReadOnly": False,
                                   "accountCapabilities": {MAIL: mail_capability(limits), QUOTA: {},
-                                                          SUBMISSION: dict(SUBMISSION_ACCOUNT)}}},
-        "primaryAccounts": {MAIL: account_id, QUOTA: account_id, SUBMISSION: account_id},
+                                                          SUBMISSION: dict(SUBMISSION_ACCOUNT),
+                                                          VACATION: {}}}},
+        "primaryAccounts": {MAIL: account_id, QUOTA: account_id, SUBMISSION: account_id,
+                            VACATION: account_id},
         "username": account.address,
         "apiUrl": base + API_PATH,
         "downloadUrl": base + DOWNLOAD_PATH,

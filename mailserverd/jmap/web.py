@@ -32,7 +32,8 @@ from twisted.web import server
 from ..auth import AuthFailed, plaintext_allowed
 from ..store import tokens
 from . import (api, blobs, core, email, emailimport, identity, mailbox,  # noqa: F401  (methods
-               querychanges, quota, session, snippet, submission, thread)  # noqa: F401  register themselves)
+               querychanges, quota, session, snippet, submission, thread,  # noqa: F401  register themselves)
+               vacation)  # noqa: F401
 from . import openapi, rest
 from .eventsource import EventSource
 

@@ -121,8 +121,9 @@ class DeliveryPolicy:
     """What delivery needs that does not change per message."""
 
     def __init__(self, store, chain, clock, max_header_size: int, max_mime_depth: int,
-                 submission: bool, outbound=None):
+                 submission: bool, outbound=None, responder=None):
         self.store = store
+        self.responder = responder  # vacation.VacationResponder: told of each durable local delivery
         self.outbound = outbound  # OutboundService: enqueue/release/discard; None = no remote delivery
         self.chain = chain
         self.clock = clock
@@ -194,6 +195,8 @@ def deliver_message(policy: DeliveryPolicy, session: Session, envelope: Envelope
             # the local copies are in, the remote ones would never go: the client must retry
             log.failure("releasing queued {id} failed", id=envelope.id)
             return replies.STORE_FAILED
+    if targets and policy.responder is not None:  # RFC 3834 auto-replies; never delays or fails the 250
+        policy.responder.delivered(envelope.mail_from, message, targets)
     if policy.submission and sent_copy:
         try:
             yield policy.store.append(session.account, "Sent", message, flags=("\\Seen",))

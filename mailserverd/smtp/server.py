@@ -311,7 +311,7 @@ class SMTPFactory(protocol.ServerFactory):
     noisy = False  # the listener service logs the port; one line per transaction is ours
 
     def __init__(self, mode: str, settings, store, authenticator, tls, chain: CheckChain, clock,
-                 outbound=None):
+                 outbound=None, responder=None):
         if mode not in MODES:
             raise ValueError(f"unknown SMTP mode {mode!r}; expected one of {MODES}")
         self.mode = mode
@@ -335,7 +335,8 @@ class SMTPFactory(protocol.ServerFactory):
             _ACCOUNT_LIMITERS[store] = RateLimiter(settings.smtp.submission_rate_per_account, 3600.0, clock)
         self.account_rate = _ACCOUNT_LIMITERS[store]
         self.delivery = DeliveryPolicy(store, chain, clock, limits.max_header_size, limits.max_mime_depth,
-                                       submission=self.submission, outbound=self.outbound)
+                                       submission=self.submission, outbound=self.outbound,
+                                       responder=responder)
 
     def machine_config(self, secure: bool, plaintext_ok: bool) -> MachineConfig:
         limits = self.settings.limits
@@ -353,16 +354,17 @@ class SMTPFactory(protocol.ServerFactory):
 
 
 def build_factory(mode: str, settings, store, authenticator, tls, checks: CheckChain | None = None,
-                  clock=None, outbound=None) -> SMTPFactory:
+                  clock=None, outbound=None, responder=None) -> SMTPFactory:
     """The protocol factory for one SMTP listener (see module docstring).
 
     checks: the chain every inbound and locally submitted message passes;
     default: the built-in checks (DEFAULT_CHECKS). clock: for timeouts and
     rate limits; default: the reactor. outbound: the OutboundService that
     submission queues remote recipients in; None = they get 451 4.3.2.
+    responder: the vacation.VacationResponder told of local deliveries, or None.
     """
     if clock is None:
         from twisted.internet import reactor as clock
     if checks is None:
         checks = build_chain(DEFAULT_CHECKS)
-    return SMTPFactory(mode, settings, store, authenticator, tls, checks, clock, outbound)
+    return SMTPFactory(mode, settings, store, authenticator, tls, checks, clock, outbound, responder)

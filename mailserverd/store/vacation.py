@@ -54,8 +54,8 @@ def put(engine: Engine, account_id: int, values: dict) -> int:
                            .where(vacation_responses.c.account_id == account_id)).first()
         modseq = (row.modseq if row else 0) + 1
         if row is None:
-            conn.execute(insert(vacation_responses).values(account_id=account_id, is_enabled=False,
-                                                           modseq=modseq, **values))
+            conn.execute(insert(vacation_responses).values(**dict({"is_enabled": False}, **values),
+                                                           account_id=account_id, modseq=modseq))
         else:
             conn.execute(update(vacation_responses).where(vacation_responses.c.account_id == account_id)
                          .values(modseq=modseq, **values))
@@ -72,7 +72,8 @@ def claim_reply(engine: Engine, account_id: int, sender: str, now: float, period
         if last is not None and now - last < period:
             return False
         if last is None:
-            conn.execute(insert(vacation_replies).values(account_id=account_id, sender=sender, replied_at=now))
+            conn.execute(insert(vacation_replies).values(account_id=account_id, sender=sender,
+                                                         replied_at=now))
         else:
             conn.execute(update(vacation_replies).where(
                 vacation_replies.c.account_id == account_id, vacation_replies.c.sender == sender)

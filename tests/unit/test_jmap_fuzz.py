@@ -56,7 +56,8 @@ ARGUMENTS = {  # the arguments each method knows, so most calls get past the unk
     "Quota/get": GET, "Quota/changes": CHANGES, "Quota/query": QUERY, "Quota/queryChanges": QUERY_CHANGES,
     "Identity/get": GET, "Identity/changes": CHANGES, "Identity/set": SET,
     "EmailSubmission/get": GET, "EmailSubmission/changes": CHANGES, "EmailSubmission/query": QUERY,
-    "EmailSubmission/set": SET + ["onSuccessUpdateEmail", "onSuccessDestroyEmail"]}
+    "EmailSubmission/set": SET + ["onSuccessUpdateEmail", "onSuccessDestroyEmail"],
+    "VacationResponse/get": GET, "VacationResponse/set": SET}
 
 
 @st.composite

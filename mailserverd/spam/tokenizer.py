@@ -41,6 +41,8 @@ OWN_FIELDS = frozenset(("x-spam-score", "x-spam-status", "x-spam-flag", "x-spam-
                         "arc-authentication-results", "return-path", "delivered-to", "x-original-to",
                         "status", "x-status", "x-keywords", "x-uid", "content-length", "lines"))
 # Fields whose mere presence (and count) is a token, and fields whose value is.
+# Other X- fields are not: relays and filters on the way add their own (X-Virus-Scanned,
+# X-MIME-Autoconverted), which say which site the training mail passed, not who sent it.
 PRESENCE_FIELDS = frozenset((
     "list-id", "list-unsubscribe", "list-unsubscribe-post", "list-post", "list-help", "list-archive",
     "list-subscribe", "mailing-list", "precedence", "in-reply-to", "references", "reply-to", "sender",
@@ -163,7 +165,7 @@ def _header_tokens(header: bytes, tokens: set[str]) -> None:
     # The order a program writes the core fields in fingerprints the program.
     tokens.add("header:order:" + "".join(_CORE_FIELDS[name] for name in counts if name in _CORE_FIELDS))
     for name, count in counts.items():
-        if name in PRESENCE_FIELDS or name.startswith("list-") or name.startswith("x-"):
+        if name in PRESENCE_FIELDS or name.startswith("list-"):
             tokens.add(f"header:{name}:{min(count, 3)}")
     for name in ("date", "message-id", "to", "subject", "from"):
         if name not in counts:

@@ -17,6 +17,7 @@ from .blobs import BlobStore, BlobStoreLocked
 from .directory import Directory
 from .mail import MailStore
 from ..spam.tokendb import forget_owner as forget_spam_owner
+from .vacation import forget_account as forget_jmap_rows
 
 
 def make_engine(url: str) -> Engine:
@@ -52,6 +53,8 @@ class Store:
         account = self.directory.require_account(address)
         removed = self.mail.purge_account(account)
         forget_spam_owner(self.directory_engine, account.id)  # its spam filter database (spam/tokendb.py)
+        with self.directory_engine.begin() as conn:  # its JMAP Identities, submissions, vacation response
+            forget_jmap_rows(conn, account.id)
         self.directory.delete_account_row(account)
         return removed
 

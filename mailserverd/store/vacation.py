@@ -79,3 +79,15 @@ def claim_reply(engine: Engine, account_id: int, sender: str, now: float, period
                 vacation_replies.c.account_id == account_id, vacation_replies.c.sender == sender)
                 .values(replied_at=now))
     return True
+
+
+def forget_account(conn: Connection, account_id: int) -> None:
+    """Drop a removed account's JMAP rows (Identities, EmailSubmissions, VacationResponse and
+    its replies), so an account that later gets the same id on SQLite inherits none of them."""
+    from .identities import identities
+    from .submissions import email_submissions
+    for table, column in ((identities, identities.c.account_id),
+                          (email_submissions, email_submissions.c.account_id),
+                          (vacation_responses, vacation_responses.c.account_id),
+                          (vacation_replies, vacation_replies.c.account_id)):
+        conn.execute(delete(table).where(column == account_id))

@@ -106,3 +106,22 @@ def test_reply_headers():
     assert reply["From"] == ALICE and reply["Subject"] == "Auto: lunch?"
     assert reply["In-Reply-To"] == "<1@remote.test>" and reply["References"] == "<1@remote.test>"
     assert reply.get_content().strip() == "Away until Monday."
+
+
+def test_removed_account_leaves_no_jmap_rows(tmp_path):
+    """`user remove` drops the account's Identities, EmailSubmissions and vacation rows, so
+    a later account given the same id on SQLite starts with none of them."""
+    store, accounts = make(tmp_path, users=(ALICE,))
+    alice = accounts[ALICE]
+    session = Session(store, alice)
+    call(session, "VacationResponse/set", {"update": {"singleton": {"isEnabled": True}}})
+    status, answer = session.request([["Identity/get", {"accountId": session.account_id}, "0"]],
+                                     using=(CORE, MAIL, "urn:ietf:params:jmap:submission"))
+    assert answer["methodResponses"][0][1]["list"]
+    engine = store.store.directory_engine
+    rows.claim_reply(engine, alice.id, "carol@remote.test", 1.0, 10.0)
+    store.store.remove_account(ALICE)
+    from mailserverd.store.identities import rows as identity_rows
+    assert rows.get(None, engine, alice.id) is None and identity_rows(None, engine, alice.id) == []
+    assert rows.claim_reply(engine, alice.id, "carol@remote.test", 2.0, 10.0)  # no reply remembered
+    store.store.close()

@@ -75,6 +75,7 @@ _UNLABELLED_CODECS = ("shift_jis", "euc_jp", "gb18030", "euc_kr", "big5")
 _SUBJECT_PREFIX = re.compile(r"\s*(?:\[[^\]]{1,40}\]\s*)?(re|aw|sv|fwd?|wg|tr)\s*(?:\[\d+\])?\s*:", re.I)
 _CORE_FIELDS = {"from": "f", "to": "t", "subject": "s", "date": "d", "message-id": "i", "cc": "c",
                 "reply-to": "r", "mime-version": "m", "content-type": "y"}
+_URL_DIGITS = re.compile(r"\d+")
 _HIDDEN_NOISE_TAGS = frozenset(("p", "br", "div", "span", "html", "body", "head", "title", "meta",
                                 "td", "tr", "table", "b", "i", "a", "li", "ul", "hr", "pre"))
 
@@ -401,7 +402,8 @@ def _url_tokens(url: str, tokens: set[str]) -> None:
             tokens.add("url:" + suffix)
     for piece in _URL_SPLIT.split(path)[:10]:
         if 2 < len(piece) <= 20:
-            tokens.add("url:" + piece)
+            # ids and tracking numbers differ in every mail: keep their shape, not their value
+            tokens.add("url:" + (_URL_DIGITS.sub("9", piece) if _URL_DIGITS.search(piece) else piece))
     if "%" in path:
         tokens.add("url:escaped")
 

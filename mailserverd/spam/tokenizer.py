@@ -360,15 +360,17 @@ def _text_tokens(text: str, tokens: set[str]) -> None:
             text = folded
     nonascii = 0 if text.isascii() else len(text) - len(text.encode("ascii", "ignore"))
     tokens.add(f"8bit%:{round(100 * nonascii / len(text), -1):.0f}")
-    for url in _URL.findall(text):
-        _url_tokens(url, tokens)
-    text = _URL.sub(" ", text)
-    for address in _EMAIL.findall(text):
-        local, _, domain = address.lower().rpartition("@")
-        tokens.add("email name:" + local[:30])
-        for suffix in _domain_suffixes(domain)[:3]:
-            tokens.add("email addr:" + suffix)
-    text = _EMAIL.sub(" ", text)
+    if "://" in text or "www." in text.lower():  # the scans below only when they can match
+        for url in _URL.findall(text):
+            _url_tokens(url, tokens)
+        text = _URL.sub(" ", text)
+    if "@" in text:
+        for address in _EMAIL.findall(text):
+            local, _, domain = address.lower().rpartition("@")
+            tokens.add("email name:" + local[:30])
+            for suffix in _domain_suffixes(domain)[:3]:
+                tokens.add("email addr:" + suffix)
+        text = _EMAIL.sub(" ", text)
     _words(text, tokens, "")
     _body_shape(text[:MAX_BIGRAM_CHARS], tokens)
     _bigrams(text, tokens)
@@ -378,6 +380,8 @@ def _text_tokens(text: str, tokens: set[str]) -> None:
 def _cjk_tokens(text: str, tokens: set[str], prefix: str) -> None:
     # Chinese, Japanese and Korean are written without spaces between words:
     # character bigrams stand in for words (as CJK search engines index them).
+    if text.isascii():
+        return
     for run in _CJK_RUN.findall(text[:MAX_PART_BYTES]):
         for index in range(min(len(run) - 1, MAX_CJK_BIGRAMS)):
             tokens.add(prefix + run[index:index + 2])

@@ -174,3 +174,15 @@ def test_pending_queue_rows_are_candidates(corpus, tmp_path):
         pass
     assert candidates_in_thread(store.mail, service, account, program) == set()
     assert service.stats()["queue_depth"] == 0
+
+
+def test_deep_programs_do_not_recurse(corpus):
+    """A program nested 10,000 deep (built directly, past the parser's limit) is narrowed
+    within milliseconds without RecursionError: past MAX_DEPTH the index just does not narrow."""
+    store, account, service, facts = corpus
+    program = SearchKey("BODY", ("linux",))
+    for depth in range(10_000):
+        program = SearchKey("AND", (program,)) if depth % 2 else SearchKey("OR", (program, SearchKey("ALL")))
+    started = time.monotonic()
+    assert candidates_in_thread(store.mail, service, account, program) is None
+    assert time.monotonic() - started < 0.5

@@ -160,6 +160,8 @@ def test_auth_results_absent_or_present_are_both_fine(trained):
     ({"per_user": "maybe"}, "per_user"),
     ({"dnsbl_action": "drop"}, "dnsbl_action"),
     ({"min_trained": "-1"}, "min_trained"),
+    ({"refresh": "soon"}, "refresh"),
+    ({"refresh": "-1"}, "refresh"),
 ])
 def test_bad_options_are_refused_with_the_key_named(db, options, message):
     """A malformed [check.spam] option stops start-up with a message naming it."""

@@ -5,7 +5,7 @@ token database in batches of BATCH messages, one transaction each, with a
 one-line progress display. Runs in the mailserverctl process even while the
 daemon runs: it writes only the directory database's spam tables (SQLite in
 WAL mode admits this second writer; PostgreSQL any number), never RocksDB; the
-daemon sees the new counts at its next message (tokendb revision check).
+daemon sees the new counts within [check.spam] refresh seconds (tokendb revision check).
 """
 
 from __future__ import annotations

@@ -45,12 +45,11 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from twisted.logger import Logger
-from twisted.python import threadpool
 
 from ..mime.headers import split_header
 from . import arc as arcmod
 from . import authresults, dkimverify, dmarc as dmarcmod, spf as spfmod
-from .base import Check, Envelope, Session, Verdict, register_builtin
+from .base import Check, CheckThreads, Envelope, Session, Verdict, register_builtin
 from .dns import CachingResolver
 
 log = Logger(namespace="mailserverd.checks.auth")
@@ -187,21 +186,7 @@ class AuthCheck(Check):
         # The public suffix list (RFC 7489 3.2 organizational domains) is read once per
         # process, ~0.1 s: at start, not on the first message's DMARC check.
         dmarcmod.organizational_domain("example.com")
-        self._run = run  # tests: a function (fn, *args) -> Deferred instead of the pool
-        self._pool: Optional[threadpool.ThreadPool] = None
-
-    def _defer(self, fn, *args):
-        if self._run is not None:
-            return self._run(fn, *args)
-        from twisted.internet.threads import deferToThreadPool
-        if self.reactor is None:
-            from twisted.internet import reactor
-            self.reactor = reactor
-        if self._pool is None:
-            self._pool = threadpool.ThreadPool(minthreads=0, maxthreads=self.threads, name="check-auth")
-            self._pool.start()
-            self.reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
-        return deferToThreadPool(self.reactor, self._pool, fn, *args)
+        self._defer = CheckThreads("check-auth", self.threads, self.reactor, run)  # run: tests
 
     def body(self, session: Session, envelope: Envelope, message: bytes):
         if session.mode != "smtp" or session.account is not None:

@@ -243,6 +243,36 @@ class _ChainRun:
         return Verdict.accept(self.headers)
 
 
+class CheckThreads:
+    """A check's own bounded thread pool for work too heavy for the reactor.
+
+    Started on first use and stopped when the reactor shuts down, so a check
+    that never gets mail costs no threads. `run` (tests) replaces the pool:
+    a function (fn, *args) -> Deferred.
+    """
+
+    def __init__(self, name: str, size: int, reactor=None, run: Optional[Callable] = None):
+        self.name = name
+        self.size = size
+        self.reactor = reactor
+        self._run = run
+        self._pool = None
+
+    def __call__(self, fn, *args) -> defer.Deferred:
+        if self._run is not None:
+            return self._run(fn, *args)
+        from twisted.internet.threads import deferToThreadPool
+        from twisted.python import threadpool
+        if self.reactor is None:
+            from twisted.internet import reactor
+            self.reactor = reactor
+        if self._pool is None:
+            self._pool = threadpool.ThreadPool(minthreads=0, maxthreads=self.size, name=self.name)
+            self._pool.start()
+            self.reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        return deferToThreadPool(self.reactor, self._pool, fn, *args)
+
+
 # -- the registry -------------------------------------------------------------
 
 class UnknownCheck(LookupError):

@@ -35,9 +35,8 @@ from typing import Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python import threadpool
 
-from ..checks.base import Check, Envelope, Session, Verdict, register_builtin
+from ..checks.base import Check, CheckThreads, Envelope, Session, Verdict, register_builtin
 from . import classifier, dnsbl
 from .tokendb import GLOBAL, TokenDB
 from .correspondents import Correspondents, sender_address
@@ -162,23 +161,9 @@ class SpamCheck(Check):
             nameservers = settings.dns.nameservers if settings is not None else ()
             resolver = CachingResolver(nameservers, timeout, clock=getattr(context, "clock", None))
         self.resolver = resolver
-        self._run = run  # tests: (fn, *args) -> Deferred instead of the thread pool
-        self._pool: Optional[threadpool.ThreadPool] = None
+        self._defer = CheckThreads("check-spam", self.threads, self.reactor, run)  # run: tests
 
     # -- plumbing ------------------------------------------------------------------
-
-    def _defer(self, fn, *args):
-        if self._run is not None:
-            return self._run(fn, *args)
-        from twisted.internet.threads import deferToThreadPool
-        if self.reactor is None:
-            from twisted.internet import reactor
-            self.reactor = reactor
-        if self._pool is None:
-            self._pool = threadpool.ThreadPool(minthreads=0, maxthreads=self.threads, name="check-spam")
-            self._pool.start()
-            self.reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
-        return deferToThreadPool(self.reactor, self._pool, fn, *args)
 
     def owners(self, account) -> tuple[list[int], dict]:
         """The databases an account's mail is scored against, and their weights."""

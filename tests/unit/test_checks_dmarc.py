@@ -222,7 +222,7 @@ def test_cached_answers_are_evaluated_in_line_and_misses_in_the_pool(dns_server)
     uncached answer still goes to the pool, and its speculative pass asked no server."""
     hops = []
     check = make_check(dns_server)
-    check._run = lambda fn, *args: hops.append(fn.__name__) or defer.maybeDeferred(fn, *args)
+    check._defer = lambda fn, *args: hops.append(fn.__name__) or defer.maybeDeferred(fn, *args)
     raw = mailauth.message("news@shop.test")
     first, _ = run_body(check, raw, "x@evil.test")
     assert hops == ["evaluate"]

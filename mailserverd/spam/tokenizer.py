@@ -24,16 +24,16 @@ from typing import Optional
 from ..mime.headers import decode_bytes, decode_words, iter_fields, parse_content_type, split_header
 from ..mime.structure import MessageTooComplex, iter_parts
 from ..mime.text import decode_transfer, html_to_text
+from .words import (MAX_BIGRAM_CHARS, NON_WORD_EDGES, bigrams, body_shape, bucket, cjk_tokens, decode_text,
+                    subject_shape, words)
 
 MAX_PART_BYTES = 64 * 1024  # decoded text read from one part
 MAX_PARTS = 50
 MAX_HEADER_FIELDS = 200
 MAX_TOKENS = 5000
-MAX_CJK_BIGRAMS = 300  # per run of CJK characters
 # Received hops mined, nearest first. Mail relayed by a mailing list carries the
 # list's own hops on top; the sender's hops below them say where it came from.
 MAX_RECEIVED = 6
-MAX_BIGRAM_CHARS = 8192
 
 # Fields we (or a later hop of ours) add: never evidence about the sender.
 OWN_FIELDS = frozenset(("x-spam-score", "x-spam-status", "x-spam-flag", "x-spam-level",
@@ -67,16 +67,11 @@ _RECEIVED_BY = re.compile(r"\bby\s+([^\s()\[\];]{1,255})", re.I)
 _DYNAMIC_HOST = re.compile(r"\d+[.-]\d+|\d{4,}|dsl|dial|dyn|pool|ppp|cable|adsl")
 _WITH = re.compile(r"\bwith\s+([A-Za-z0-9-]{1,20})", re.I)
 _MSGID_DOMAIN = re.compile(r"@([^>\s]{1,255})>?\s*$")
-_NON_WORD_EDGES = "\"'()[]{}<>*.,;:!?-_=+|/\\`~"
 _HOSTNAME = re.compile(r"[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+")
-_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]{2,}")
-_UNLABELLED_CODECS = ("shift_jis", "euc_jp", "gb18030", "euc_kr", "big5")
 _SUBJECT_PREFIX = re.compile(r"\s*(?:\[[^\]]{1,40}\]\s*)?(re|aw|sv|fwd?|wg|tr)\s*(?:\[\d+\])?\s*:", re.I)
 _CORE_FIELDS = {"from": "f", "to": "t", "subject": "s", "date": "d", "message-id": "i", "cc": "c",
                 "reply-to": "r", "mime-version": "m", "content-type": "y"}
 _URL_DIGITS = re.compile(r"\d+")
-_ASCII_UPPER = bytes(range(ord("A"), ord("Z") + 1))
-_ASCII_LETTERS = _ASCII_UPPER + _ASCII_UPPER.lower()
 _HIDDEN_NOISE_TAGS = frozenset(("p", "br", "div", "span", "html", "body", "head", "title", "meta",
                                 "td", "tr", "table", "b", "i", "a", "li", "ul", "hr", "pre"))
 
@@ -127,9 +122,9 @@ def _header_tokens(header: bytes, tokens: set[str]) -> None:
         counts[name] = counts.get(name, 0) + 1
         if name == "subject":
             text = decode_words(value)
-            _words(text, tokens, "subject:")
-            _shape(text, tokens, "subject")
-            _cjk_tokens(text, tokens, "subject:cjk:")
+            words(text, tokens, "subject:")
+            subject_shape(text, tokens, "subject")
+            cjk_tokens(text, tokens, "subject:cjk:")
             _subject_prefix(text, tokens)
         elif name == "from":
             _address_tokens(value, tokens, "from")
@@ -137,7 +132,7 @@ def _header_tokens(header: bytes, tokens: set[str]) -> None:
             _address_tokens(value, tokens, "reply-to")
         elif name in ("to", "cc"):
             addresses = email.utils.getaddresses([decode_bytes(value)])
-            tokens.add(f"{name}:count:{_bucket(len(addresses))}")
+            tokens.add(f"{name}:count:{bucket(len(addresses))}")
             if any(not address for _name, address in addresses):
                 tokens.add(f"{name}:no-address")
         elif name == "received":
@@ -178,7 +173,7 @@ def _header_tokens(header: bytes, tokens: set[str]) -> None:
 
 def _subject_prefix(text: str, tokens: set[str]) -> None:
     """Reply and forward markers ("Re:", "AW:", "Fwd:"), which the 3-character floor
-    of _words drops, and whether the subject starts with one at all."""
+    of words() drops, and whether the subject starts with one at all."""
     match = _SUBJECT_PREFIX.match(text)
     if match:
         tokens.add("subject:prefix:" + match.group(1).lower())
@@ -203,7 +198,7 @@ def _address_tokens(value: bytes, tokens: set[str], prefix: str) -> None:
         tokens.add(f"{prefix}:domain:{suffix}")
     if name:
         for word in name.lower().split()[:8]:
-            tokens.add(f"{prefix}:name:{word.strip(_NON_WORD_EDGES)[:20]}")
+            tokens.add(f"{prefix}:name:{word.strip(NON_WORD_EDGES)[:20]}")
         if "@" in name:
             tokens.add(f"{prefix}:name-has-address")
     else:
@@ -213,7 +208,7 @@ def _address_tokens(value: bytes, tokens: set[str], prefix: str) -> None:
 def _local_shape(local: str) -> str:
     """A coarse shape of an address's local part: letters vs digits, length bucket."""
     digits = sum(char.isdigit() for char in local)
-    return f"{'digits' if digits > 3 else 'alpha'}-{_bucket(len(local))}"
+    return f"{'digits' if digits > 3 else 'alpha'}-{bucket(len(local))}"
 
 
 def _received_tokens(value: str, tokens: set[str]) -> None:
@@ -291,7 +286,7 @@ def _body_tokens(raw: bytes, tokens: set[str]) -> None:
                 kinds.add(part.content_type)
                 data = decode_transfer(raw[part.body_start:min(part.body_end, part.body_start + MAX_PART_BYTES * 4)],
                                        part.transfer_encoding, MAX_PART_BYTES)
-                text = _decode_text(data[:MAX_PART_BYTES], part.params.get("charset"), tokens)
+                text = decode_text(data[:MAX_PART_BYTES], part.params.get("charset"), tokens)
                 if part.content_type == "text/html":
                     _html_tokens(text, tokens)
                     text = html_to_text(text)
@@ -302,28 +297,6 @@ def _body_tokens(raw: bytes, tokens: set[str]) -> None:
         tokens.add("body:html-only")  # no plain alternative: most mail programs write one
     if not text_seen:
         tokens.add("body:no-text")
-
-
-def _decode_text(data: bytes, charset: Optional[str], tokens: set[str]) -> str:
-    """Text of a part. 8-bit text with no charset label breaks RFC 2045 5.2 (absent
-    means US-ASCII) and is a clue itself; when it is not UTF-8 either, the East
-    Asian codecs are tried strictly, so such mail still yields its words."""
-    if charset or data.isascii():
-        return decode_bytes(data, charset)
-    tokens.add("body:8bit-unlabelled")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    for codec in _UNLABELLED_CODECS:
-        try:
-            text = data.decode(codec)
-        except UnicodeDecodeError:
-            continue
-        if len(_CJK_RUN.findall(text[:4096])) > 2:
-            tokens.add("body:guessed:" + codec)
-            return text
-    return decode_bytes(data)
 
 
 def _part_header_tokens(part, tokens: set[str]) -> None:
@@ -371,20 +344,10 @@ def _text_tokens(text: str, tokens: set[str]) -> None:
             for suffix in _domain_suffixes(domain)[:3]:
                 tokens.add("email addr:" + suffix)
         text = _EMAIL.sub(" ", text)
-    _words(text, tokens, "")
-    _body_shape(text[:MAX_BIGRAM_CHARS], tokens)
-    _bigrams(text, tokens)
-    _cjk_tokens(text, tokens, "cjk:")
-
-
-def _cjk_tokens(text: str, tokens: set[str], prefix: str) -> None:
-    # Chinese, Japanese and Korean are written without spaces between words:
-    # character bigrams stand in for words (as CJK search engines index them).
-    if text.isascii():
-        return
-    for run in _CJK_RUN.findall(text[:MAX_PART_BYTES]):
-        for index in range(min(len(run) - 1, MAX_CJK_BIGRAMS)):
-            tokens.add(prefix + run[index:index + 2])
+    words(text, tokens, "")
+    body_shape(text[:MAX_BIGRAM_CHARS], tokens)
+    bigrams(text, tokens)
+    cjk_tokens(text, tokens, "cjk:")
 
 
 def _url_tokens(url: str, tokens: set[str]) -> None:
@@ -415,65 +378,6 @@ def _url_tokens(url: str, tokens: set[str]) -> None:
 
 # -- shared ----------------------------------------------------------------------
 
-def _words(text: str, tokens: set[str], prefix: str) -> None:
-    # SpamBayes: split on white space only, lower case, 3..12 characters.
-    for word in text.lower().split():  # white space as \s (str.isspace), in C
-        stripped = word.strip(_NON_WORD_EDGES)
-        if len(stripped) < 3:
-            continue
-        if len(stripped) > 12:
-            tokens.add(f"{prefix}skip:{stripped[0]} {len(stripped) // 10 * 10}")
-            continue
-        tokens.add(prefix + stripped)
-        if stripped != word and prefix == "":
-            tokens.add(word[:16])  # punctuation carries meaning too ("free!!!")
-
-
-def _bigrams(text: str, tokens: set[str]) -> None:
-    """Adjacent word pairs of the first MAX_BIGRAM_CHARS of a part ("bi:click here"):
-    phrases say more than their words, and generalise to later mail better
-    (time-ordered split: 85% -> 87% caught). Words under 4 characters break a
-    pair: pairs of short function words made an out-of-office reply look spammy."""
-    previous = ""
-    for word in text[:MAX_BIGRAM_CHARS].lower().split():
-        stripped = word.strip(_NON_WORD_EDGES)
-        if not 4 <= len(stripped) <= 12:
-            previous = ""
-            continue
-        if previous:
-            tokens.add(f"bi:{previous} {stripped}")
-        previous = stripped
-
-
-def _body_shape(text: str, tokens: set[str]) -> None:
-    """Shouting and exclamation: the share of upper-case letters and the number of
-    "!" (SpamAssassin's body shape rules, as clues to learn)."""
-    if text.isascii():  # bytes.translate deletes in C: ~20 times a per-character loop
-        data = text.encode("ascii")
-        letters = len(data) - len(data.translate(None, _ASCII_LETTERS))
-        upper = len(data) - len(data.translate(None, _ASCII_UPPER))
-    else:
-        letters = sum(map(str.isalpha, text))
-        upper = sum(map(str.isupper, text))
-    if letters > 40:
-        tokens.add(f"body:caps%:{min(100 * upper // letters // 10 * 10, 50)}")
-    bangs = text.count("!")
-    if bangs:
-        tokens.add(f"body:bangs:{_bucket(bangs)}")
-
-
-def _shape(text: str, tokens: set[str], prefix: str) -> None:
-    letters = [char for char in text if char.isalpha()]
-    if letters and sum(char.isupper() for char in letters) > 0.7 * len(letters) and len(letters) > 6:
-        tokens.add(prefix + ":all-caps")
-    if "!" in text:
-        tokens.add(prefix + ":bang")
-    if "$" in text:
-        tokens.add(prefix + ":dollar")
-    if re.search(r"\s{4,}\S+$", text):
-        tokens.add(prefix + ":trailing-id")
-
-
 def _domain_suffixes(domain: str) -> list[str]:
     """'a.b.example.com' -> ['example.com', 'b.example.com', 'a.b.example.com'] (at most 4)."""
     labels = [label for label in domain.strip(".").split(".") if label][-6:]
@@ -491,13 +395,6 @@ def _domain_shape(domain: str) -> str:
     from ..checks.dmarc import organizational_domain  # here: checks imports the store, which imports us
 
     return organizational_domain(domain)[:60]
-
-
-def _bucket(number: int) -> int:
-    """Powers of two: 0, 1, 2, 4, 8, ..."""
-    if number <= 0:
-        return 0
-    return 1 << (number.bit_length() - 1)
 
 
 def _auth_tokens(auth, tokens: set[str]) -> None:

@@ -273,16 +273,20 @@ def _sqlite_ids_never_reused(*tables: Table):
             if "AUTOINCREMENT" in ddl.upper():
                 continue
             present = [column["name"] for column in inspect(conn).get_columns(table.name)]
+            # every index on the table, also those made in raw SQL by later steps (searchqueue)
+            index_ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE type = 'index' "
+                                          "AND tbl_name = :name AND sql IS NOT NULL"),
+                                     {"name": table.name}).scalars().all()
             rebuilt = table.to_metadata(MetaData(), name=f"{table.name}_rebuilt")
             rebuilt.dialect_options["sqlite"]["autoincrement"] = True
-            rebuilt.indexes.clear()  # made under their own names once the old table is gone
+            rebuilt.indexes.clear()  # remade from index_ddl once the old table is gone
             rebuilt.create(conn)
             names = ", ".join(f'"{name}"' for name in present)
             conn.execute(text(f'INSERT INTO "{rebuilt.name}" ({names}) SELECT {names} FROM "{table.name}"'))
             conn.execute(text(f'DROP TABLE "{table.name}"'))
             conn.execute(text(f'ALTER TABLE "{rebuilt.name}" RENAME TO "{table.name}"'))
-            for index in table.indexes:
-                index.create(conn)
+            for ddl in index_ddl:
+                conn.execute(text(ddl))
     return step
 
 

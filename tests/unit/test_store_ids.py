@@ -79,6 +79,7 @@ def test_sqlite_shard_from_before_the_step_keeps_rows_indexes_and_constraints(tm
         assert [row.size for row in conn.execute(select(schema.messages).order_by(schema.messages.c.id))] == [1, 2]
         indexes = {index["name"] for index in inspect(conn).get_indexes("messages")}
         assert {"ix_messages_account_blob", "ix_messages_blob"} <= indexes
+        assert {"ix_messages_thread", "ix_messages_subject_time"} <= indexes, "raw-SQL indexes of step 4"
         row = dict(account_id=1, blob_id="f" * 64, prepend=b"", size=9, received_at=9.0)
         freed = conn.execute(insert(schema.messages).values(**row)).inserted_primary_key[0]
         conn.execute(text("DELETE FROM messages WHERE id = :id"), {"id": freed})

@@ -16,7 +16,6 @@ from .sequence import compress
 
 READ_BATCH = 50  # messages read from the store per round trip
 STRUCTURE_BATCH = 500  # stored ENVELOPE/BODYSTRUCTURE pairs per round trip
-SEARCH_BATCH = 200  # message bodies held in memory at once while searching
 STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE"})
 REF_ITEMS = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
 

@@ -48,6 +48,12 @@ class EncryptedMember(Exception):
     """A member cannot be read without a password."""
 
 
+class UnsupportedMethod(EncryptedMember):
+    """A zip member compressed with a method we cannot expand (e.g. Deflate64, PPMd):
+    like an encrypted one, it has no bytes to scan and follows the on_encrypted policy,
+    rather than being skipped as if it were harmless."""
+
+
 @dataclasses.dataclass
 class Limits:
     max_expanded: int = 100 * 1024 * 1024
@@ -167,7 +173,7 @@ def _zip_member(data: bytes, info: zipfile.ZipInfo) -> Iterator[bytes]:
         return _inflate_stream(bz2.BZ2Decompressor, raw, multi=False)
     if method == zipfile.ZIP_LZMA:
         return _zip_lzma(raw)
-    raise NotImplementedError(f"zip compression method {method}")
+    raise UnsupportedMethod(f"{info.filename}: zip compression method {method}")
 
 
 # -- the walk -------------------------------------------------------------------
@@ -204,7 +210,7 @@ def members(kind: str, data: bytes, path: str, budget: Budget) -> Iterator[Membe
             except EncryptedMember:
                 yield Member(name, iter(()), info.compress_size, encrypted=True)
                 continue
-            except (zipfile.BadZipFile, NotImplementedError, struct.error, lzma.LZMAError):
+            except (zipfile.BadZipFile, struct.error, lzma.LZMAError):
                 continue
             yield Member(name, chunks, info.compress_size)
     elif kind == "tar":

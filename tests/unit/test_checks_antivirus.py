@@ -287,6 +287,17 @@ def test_encrypted_members_follow_on_encrypted():
     assert AntivirusCheck(on_encrypted="reject").body(SESSION, ENVELOPE, raw).code == 554
 
 
+def test_members_in_an_unsupported_zip_method_follow_on_encrypted():
+    """A zip member compressed with a method we cannot expand (Deflate64, method 9) is not
+    skipped as harmless: like an encrypted one it is refused with on_encrypted=reject."""
+    data = bytearray(zip_of({"payload.exe": b"MZ" + b"\x90" * 200}, method=zipfile.ZIP_STORED))
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # APPNOTE 4.4.5
+        position = data.find(signature) + offset
+        data[position:position + 2] = (9).to_bytes(2, "little")
+    raw = message_with(bytes(data))
+    assert AntivirusCheck(on_encrypted="reject").body(SESSION, ENVELOPE, raw).code == 554
+
+
 def test_truncated_and_corrupt_archives_do_not_raise():
     """A broken archive is scanned as far as it decodes; no exception escapes the scanner."""
     good = zip_of({"a.txt": b"hello" * 1000})

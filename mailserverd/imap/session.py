@@ -152,6 +152,14 @@ class IMAPSession(MailboxCommands, MessageCommands):
         if handler is None:
             self.send(responses.tagged(tag, "BAD", "Command not supported"))
             return
+        if self.state == SELECTED and self._dirty and name in NO_EXPUNGE_COMMANDS:
+            # Another session changed the mailbox: FETCH, STORE and SEARCH answer from the
+            # current flags, not the snapshot's (updates before the answer; expunges stay
+            # held back, RFC 3501 7.4.1).
+            try:
+                yield self.send_updates(allow_expunge=False)
+            except Exception:
+                log.failure("imap: mailbox update failed")
         try:
             outcome = yield handler(command)
             if outcome is None:  # the handler sent its own tagged answer (STARTTLS, COMPRESS)

@@ -422,6 +422,19 @@ def test_flag_change_reaches_the_other_session_at_its_next_command(two_sessions)
     assert b"\\Flagged" in re.search(rb"FLAGS \(([^)]*)\)", updates[0]).group(1)
 
 
+def test_fetch_after_another_sessions_store_answers_the_new_flags(two_sessions):
+    """A FETCH FLAGS right after another session's STORE never shows the old flags: the
+    change is applied before the FETCH answers (a regression: the snapshot's flags came
+    first and the update after them in the same response)."""
+    first, second = two_sessions
+    assert first.command("a", "STORE 1 +FLAGS (\\Flagged)")[-1].startswith(b"a OK")
+    time.sleep(0.2)  # the commit notification reaches the other session
+    fetched = second.command("b", "FETCH 1 (FLAGS)")
+    assert fetched[-1].startswith(b"b OK")
+    flags = [re.search(rb"FLAGS \(([^)]*)\)", line).group(1) for line in untagged(fetched, b"FETCH")]
+    assert flags and all(b"\\Flagged" in value for value in flags), fetched
+
+
 def test_recent_goes_to_one_session_only(server):
     """Two sessions have bob's INBOX selected when a message is delivered: both learn of it
     (EXISTS), but exactly one sees it with \\Recent (RFC 3501 2.3.2)."""

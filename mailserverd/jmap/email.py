@@ -20,6 +20,7 @@ from .emailparse import (body_part, body_value, classify, header_property, heade
                          tree, utc_date)
 from .emailset import set_emails, union_keywords
 from .filters import matches, parse_filter, parse_sort
+from .textfilter import check_header, text_sets
 
 METADATA = ("id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt")
 HEADER_PROPS = {"messageId": ("Message-ID", "asMessageIds"), "inReplyTo": ("In-Reply-To", "asMessageIds"),
@@ -174,7 +175,8 @@ FILTERS = {"inMailbox": (str,), "inMailboxOtherThan": LIST, "before": (str,), "a
            "minSize": (int,), "maxSize": (int,), "hasKeyword": (str,), "notKeyword": (str,),
            "allInThreadHaveKeyword": (str,), "someInThreadHaveKeyword": (str,),
            "noneInThreadHaveKeyword": (str,), "hasAttachment": (bool,), "text": (str,),
-           "from": (str,), "to": (str,), "cc": (str,), "subject": (str,)}
+           "from": (str,), "to": (str,), "cc": (str,), "bcc": (str,), "subject": (str,),
+           "body": (str,), "header": LIST}
 
 
 def _utc(value: str) -> float:
@@ -211,14 +213,7 @@ def _test(item: dict, condition: dict) -> bool:
             return False
         if key == "hasAttachment" and bool(item["has_attachment"]) != value:
             return False
-        if key in ("from", "to", "cc", "subject", "text"):
-            columns = {"from": ("from_addr",), "to": ("to_addr",), "cc": ("cc_addr",),
-                       "subject": ("subject",),
-                       "text": ("from_addr", "to_addr", "cc_addr", "subject", "preview")}[key]
-            needle = value.casefold()
-            if not any(needle in (item[c] or "").casefold() for c in columns):
-                return False
-    return True
+    return True  # text conditions: textfilter.text_sets
 
 
 def _sort_key(prop):
@@ -249,10 +244,14 @@ async def all_ids(ctx, condition, sort) -> list[str]:
                                                ascending, 0, None, False, simple[1])
         return [email_id(i) for i in ids]
     found = await ctx.store.run_read(jmapreads.emails, ctx.account, None)
+    texts = await text_sets(ctx, condition, found, _test)  # filtered before any paging
+
+    def test(item, c):
+        return _test(item, c) and (id(c) not in texts or item["id"] in texts[id(c)])
     items = sorted(found.values(), key=lambda item: item["id"])  # ties: oldest id first
     for prop, ascending in reversed(sort):
         items.sort(key=_sort_key(prop), reverse=not ascending)
-    return [email_id(item["id"]) for item in items if matches(condition, lambda c, i=item: _test(i, c))]
+    return [email_id(item["id"]) for item in items if matches(condition, lambda c, i=item: test(i, c))]
 
 
 @method("Email/query")
@@ -329,6 +328,7 @@ def _validate_values(tree) -> None:
     for key in ("minSize", "maxSize"):
         if key in tree and (isinstance(tree[key], bool) or tree[key] < 0):
             raise MethodError("invalidArguments", f"{key} is an unsigned integer")
+    check_header(tree)
     if "inMailboxOtherThan" in tree and not all(isinstance(v, str) for v in tree["inMailboxOtherThan"]):
         raise MethodError("invalidArguments", "inMailboxOtherThan is a list of ids")
 

@@ -118,3 +118,18 @@ def test_bad_text_filters_are_method_errors(setup, condition, kind):
     _server, _imap, client, account, _inbox = setup
     answer = client.call("Email/query", {"accountId": account, "filter": condition})
     assert answer[0] == "error" and answer[1]["type"] == kind, answer
+
+
+def test_rest_search_words_match_imap_text(setup):
+    """/v1/search words are JMAP text conditions, so they find what IMAP TEXT finds,
+    also in bodies and HTML parts, combined with is:unread (UNSEEN) and paged."""
+    import json
+    _server, imap, client, _account, _inbox = setup
+    for q, criteria in (("machina", ["TEXT", "machina"]), ("linux%20is:unread", ["UNSEEN", "TEXT", "linux"]),
+                        ("%22irish%20linux%22", ["TEXT", '"irish linux"'])):
+        want = _imap_ids(imap, criteria)
+        status, _headers, body = client.request("GET", f"/v1/search?q={q}&limit=500")
+        answer = json.loads(body)
+        assert status == 200 and answer["total"] == sum(want.values()) > 0, (q, answer.get("total"))
+        status, _headers, body = client.request("GET", f"/v1/search?q={q}&limit=1")
+        assert json.loads(body)["total"] == sum(want.values())

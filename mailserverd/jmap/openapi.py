@@ -88,7 +88,7 @@ def document() -> dict:
                 "delete": {"summary": "Delete the message from every folder", "parameters": [ID],
                            "responses": dict(ERRORS, **{"204": {"description": "deleted"}})}},
             "/v1/search": {"get": {
-                "summary": "Search: words, from:, to:, cc:, subject:, is:unread|read|flagged|unflagged, "
+                "summary": "Search: words, from:, to:, cc:, bcc:, subject:, body:, is:unread|read|flagged|unflagged, "
                            "in:FOLDER, has:attachment, before:/after:YYYY-MM-DD; quotes group words",
                 "parameters": [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}},
                                *PAGING],

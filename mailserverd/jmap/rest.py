@@ -13,7 +13,7 @@ store. Authentication is the JMAP resource's (Basic or Bearer). Errors are
     GET    /v1/messages/{id}           one message with its text, HTML and attachments
     PATCH  /v1/messages/{id}           {"is_read", "is_flagged", "folder_id" (move), "folder_ids"}
     DELETE /v1/messages/{id}
-    GET    /v1/search?q=               words, from:, to:, cc:, subject:, is:unread|read|flagged,
+    GET    /v1/search?q=               words, from:, to:, cc:, bcc:, subject:, body:, is:unread|read|flagged,
                                        in:FOLDER, has:attachment, before:/after:YYYY-MM-DD
     GET    /v1/openapi.json            this API as OpenAPI 3.0
 """
@@ -208,7 +208,7 @@ def parse_search(q: str) -> dict | None:
     for word in words:
         key, sep, value = word.partition(":")
         key = key.lower()
-        if sep and key in ("from", "to", "cc", "subject") and value:
+        if sep and key in ("from", "to", "cc", "bcc", "subject", "body") and value:
             conditions.append({key: value})
         elif sep and key == "is" and value.lower() in ("unread", "read", "flagged", "unflagged"):
             value = value.lower()

@@ -133,3 +133,12 @@ def test_rest_search_words_match_imap_text(setup):
         assert status == 200 and answer["total"] == sum(want.values()) > 0, (q, answer.get("total"))
         status, _headers, body = client.request("GET", f"/v1/search?q={q}&limit=1")
         assert json.loads(body)["total"] == sum(want.values())
+
+
+def test_rest_search_body_prefix(setup):
+    """/v1/search body:WORD is the JMAP body condition: IMAP BODY finds the same count."""
+    import json
+    _server, imap, client, _account, _inbox = setup
+    want = _imap_ids(imap, ["BODY", "machina"])
+    status, _headers, body = client.request("GET", "/v1/search?q=body:machina")
+    assert status == 200 and json.loads(body)["total"] == sum(want.values()) > 0

@@ -44,39 +44,40 @@ def text_key(condition: dict):
     return keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys))
 
 
-def _leaves(tree, out: list, negated: bool = False) -> bool:
-    """Collect condition objects with a text part; True if any sits under NOT."""
-    if tree is None:
-        return False
+def _leaves(tree, out: list) -> None:
+    """Collect the condition objects of tree that have a text part."""
     if isinstance(tree, tuple):
-        under = negated or tree[0] == "NOT"
-        found = False
         for child in tree[1]:
-            found = _leaves(child, out, under) or found
-        return found
-    key = text_key(tree)
-    if key is None:
-        return False
-    out.append((tree, key))
-    return negated
+            _leaves(child, out)
+    elif tree is not None:
+        key = text_key(tree)
+        if key is not None:
+            out.append((tree, key))
+
+
+def _necessary(tree, item, test) -> bool:
+    """False only if item fails tree whatever its text parts say: condition
+    objects by their non-text part, AND/OR as such, NOT undecided (True)."""
+    if isinstance(tree, tuple):
+        operator, children = tree
+        if operator == "NOT":
+            return True
+        found = (_necessary(child, item, test) for child in children)
+        return all(found) if operator == "AND" else any(found)
+    return tree is None or test(item, tree)
 
 
 async def text_sets(ctx, tree, items: dict, test) -> dict:
     """{id(condition object): set of message ids whose text part matches} for
     every condition object of `tree` with a text part. items maps message id
     to its summary row; test(item, condition) decides the non-text part.
-    Without NOT, a message must pass the tree with every text part taken as
-    true, so only those are verified."""
+    Only messages that can still pass the tree's non-text conditions
+    (_necessary: the mailbox, keywords, dates, size) are read and verified."""
     leaves: list = []
-    negated = _leaves(tree, leaves)
+    _leaves(tree, leaves)
     if not leaves:
         return {}
-    from .filters import matches
-    if negated:
-        possible = set(items)
-    else:
-        possible = {mid for mid, item in items.items()
-                    if matches(tree, lambda c, i=item: test(i, c))}
+    possible = {mid for mid, item in items.items() if _necessary(tree, item, test)}
     checks: dict[int, list] = {}
     for condition, key in leaves:
         found = await candidates(ctx.store, ctx.account, key)

@@ -29,6 +29,11 @@ CASES = [
     ({"operator": "OR", "conditions": [{"body": "razor"}, {"subject": "ilug"}]},
      ["OR", "BODY", "razor", "SUBJECT", "ilug"]),
     ({"operator": "NOT", "conditions": [{"text": "linux"}]}, ["NOT", "TEXT", "linux"]),
+    ({"operator": "OR", "conditions": [{"operator": "NOT", "conditions": [{"body": "linux"}]},
+                                       {"hasKeyword": "$seen"}]}, ["OR", "NOT", "BODY", "linux", "SEEN"]),
+    ({"operator": "AND", "conditions": [{"notKeyword": "$seen"}, {"operator": "NOT", "conditions": [
+        {"subject": "re:"}]}]}, ["UNSEEN", "NOT", "SUBJECT", "re:"]),
+    ({"from": "tim", "subject": "re:", "minSize": 2000}, ["FROM", "tim", "SUBJECT", "re:", "LARGER", "1999"]),
 ]
 
 

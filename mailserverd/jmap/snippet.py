@@ -1,7 +1,7 @@
 """SearchSnippet/get (RFC 8621 5.1): the subject and preview of each email with
 the filter's search terms marked.
 
-Terms are the values of the filter's text and subject conditions (the ones
+Terms are the values of the filter's text, subject and body conditions (the ones
 Email/query matches as substrings, case-insensitively). A snippet is
 HTML-escaped text with each match in <mark></mark>; null when nothing in
 that field matches (5.1: "null if no match").
@@ -18,7 +18,7 @@ from .core import check_account, check_known, parse_id
 from .email import FILTERS, _validate_values
 from .filters import parse_filter
 
-TERM_FIELDS = ("text", "subject")
+TERM_FIELDS = ("text", "subject", "body")
 MAX_TERMS = 20
 
 

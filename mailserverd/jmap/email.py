@@ -113,7 +113,7 @@ def render(item, raw, props, body_props, fetch, max_bytes, blob_of=message_blob_
         elif prop == "blobId":
             out[prop] = message_blob_id(number)
         elif prop == "threadId":
-            out[prop] = f"t{number}"
+            out[prop] = f"t{item.get('thread_id') or number}"  # NULL: stored before threading
         elif prop == "mailboxIds":
             out[prop] = {f"m{m}": True for m in sorted(item["mailboxes"])}
         elif prop == "keywords":
@@ -235,6 +235,18 @@ def query_arguments(args) -> tuple:
     return condition, parse_sort(args.get("sort"), SORT_PROPERTIES)
 
 
+async def collapse(ctx, ids: list[str]) -> list[str]:
+    """collapseThreads (RFC 8621 4.4): only the first Email of each Thread, in query order."""
+    thread = await ctx.store.run_read(jmapreads.thread_of, ctx.account, [parse_id(i, "e") for i in ids])
+    seen, kept = set(), []
+    for jid in ids:
+        key = thread.get(parse_id(jid, "e"))
+        if key not in seen:
+            seen.add(key)
+            kept.append(jid)
+    return kept
+
+
 async def all_ids(ctx, condition, sort) -> list[str]:
     """Every matching Email id in query order (ties: ascending id)."""
     simple = _sql_filter(condition)
@@ -269,8 +281,9 @@ async def query(ctx, args):
     if limit is not None:
         answer["limit"] = limit
     simple = _sql_filter(condition)
+    collapsed = args.get("collapseThreads", False)
     if simple is not False and anchor is None and position >= 0 and len(sort) <= 1 \
-            and (not sort or sort[0][0] in SQL_SORT):
+            and (not sort or sort[0][0] in SQL_SORT) and not collapsed:
         column, ascending = (SQL_SORT[sort[0][0]], sort[0][1]) if sort else ("id", True)
         ids, count = await ctx.store.run_read(jmapreads.mailbox_page, ctx.account, simple[0], column,
                                               ascending, position, limit, total, simple[1])
@@ -279,6 +292,8 @@ async def query(ctx, args):
             answer["total"] = count
         return answer
     ids = await all_ids(ctx, condition, sort)
+    if collapsed:
+        ids = await collapse(ctx, ids)
     page, start = window(ids, position, anchor, offset, limit)
     answer.update(position=start, ids=page)
     if total:

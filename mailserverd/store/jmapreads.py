@@ -16,7 +16,7 @@ from .rows import FLAG_COLUMNS
 _IN_LIMIT = 500
 SUMMARY_COLUMNS = ("id", "blob_id", "size", "received_at", "sent_at", "subject", "from_addr", "to_addr",
                    "cc_addr", "message_id_header", "in_reply_to", "references", "preview",
-                   "has_attachment")
+                   "has_attachment", "thread_id")
 
 
 def _chunks(items: list, size: int = _IN_LIMIT):
@@ -103,6 +103,87 @@ def emails(mail, account, message_ids=None) -> dict[int, dict]:
         if row.message_id in found:
             found[row.message_id]["mailboxes"][row.mailbox_id] = (row.uid, _flags(row))
     return found
+
+
+def _thread_key():
+    """A message's conversation: messages.thread_id (store/threads.py), or its own
+    id for mail stored before threading (thread_id NULL)."""
+    msgs = schema.messages
+    return func.coalesce(msgs.c.thread_id, msgs.c.id)
+
+
+def threads(mail, account, thread_ids=None) -> dict[int, list[int]]:
+    """{thread id: its live message ids, oldest receivedAt first (ties: lower id)}
+    for the account's threads (all when thread_ids is None; unknown ids are absent).
+    RFC 8621 3: a Thread's emailIds are sorted by receivedAt, oldest first."""
+    msgs = schema.messages
+    key = _thread_key().label("thread")
+    base = select(key, msgs.c.id, msgs.c.received_at).where(msgs.c.account_id == account.id)
+    rows = []
+    with mail.engine(account).connect() as conn:
+        if thread_ids is None:
+            rows = conn.execute(base).all()
+        else:
+            for chunk in _chunks(sorted(set(thread_ids))):
+                rows.extend(conn.execute(base.where(
+                    msgs.c.thread_id.in_(chunk) | (msgs.c.thread_id.is_(None) & msgs.c.id.in_(chunk)))).all())
+    found: dict[int, list] = {}
+    for row in sorted(rows, key=lambda r: (r.received_at, r.id)):
+        found.setdefault(row.thread, []).append(row.id)
+    return found
+
+
+def thread_of(mail, account, message_ids) -> dict[int, int]:
+    """{message id: thread id} of the account's live messages among message_ids."""
+    msgs = schema.messages
+    found = {}
+    with mail.engine(account).connect() as conn:
+        for chunk in _chunks(sorted(set(message_ids))):
+            found.update(conn.execute(select(msgs.c.id, _thread_key()).where(
+                msgs.c.account_id == account.id, msgs.c.id.in_(chunk))).all())
+    return found
+
+
+def thread_changes(mail, account, since: int, max_changes: int | None):
+    """Thread changes after modseq `since` (RFC 8621 3.2), derived from the Email
+    changes of the same window: (up_to, has_more, created, updated, destroyed)
+    thread ids, or None when they cannot be told (the caller answers
+    cannotCalculateChanges, RFC 8620 5.2, and the client resyncs).
+
+    The thread of every live changed Email is created when all its live emails
+    were created in the window, else updated. A destroyed Email's row is gone, so
+    its thread is known only when the thread carried its id (it started the
+    thread: a thread id is its first message's id, store/threads.py): updated
+    while live messages still carry that id, destroyed when none does but
+    thread_refs still maps a Message-ID to it. Otherwise (a destroyed reply in an
+    older thread, or mail without Message-ID) the answer is None rather than a
+    missed update. Over-reported updates are allowed (RFC 8620 5.2)."""
+    from .searchqueue import thread_refs
+    up_to, has_more, created, updated, destroyed = email_changes(mail, account, since, max_changes)
+    fresh = set(created)
+    of = thread_of(mail, account, created + updated)
+    members = threads(mail, account, set(of.values()) | set(destroyed)) if of or destroyed else {}
+    new, changed, gone = [], [], []
+    for thread in dict.fromkeys(of[i] for i in created + updated if i in of):
+        (new if all(m in fresh for m in members.get(thread, ())) else changed).append(thread)
+    lost = [d for d in destroyed if d not in members]
+    started = set()
+    if lost:
+        with mail.engine(account).connect() as conn:
+            for chunk in _chunks(lost):
+                started.update(conn.execute(select(thread_refs.c.thread_id).where(
+                    thread_refs.c.account_id == account.id, thread_refs.c.thread_id.in_(chunk))).scalars())
+    for message_id in destroyed:
+        if message_id in members:
+            if message_id not in new and message_id not in changed:
+                changed.append(message_id)
+        elif message_id in started:
+            gone.append(message_id)
+        else:
+            return None
+    if max_changes is not None and len(new) + len(changed) + len(gone) > max_changes:
+        return None
+    return up_to, has_more, new, changed, gone
 
 
 def message_blob(mail, account, message_id: int):

@@ -206,10 +206,16 @@ def _test(item: dict, condition: dict) -> bool:
             return False
         if key == "maxSize" and item["size"] >= value:
             return False
-        if key in ("hasKeyword", "allInThreadHaveKeyword", "someInThreadHaveKeyword") \
-                and value.lower() not in keywords:
-            return False  # every thread holds one email: "all"/"some" are that email
-        if key in ("notKeyword", "noneInThreadHaveKeyword") and value.lower() in keywords:
+        if key == "hasKeyword" and value.lower() not in keywords:
+            return False
+        if key == "notKeyword" and value.lower() in keywords:
+            return False
+        # RFC 8621 4.4.1: the thread conditions look at every Email of the Thread
+        if key == "allInThreadHaveKeyword" and value.lower() not in item.get("thread_all", keywords):
+            return False
+        if key == "someInThreadHaveKeyword" and value.lower() not in item.get("thread_some", keywords):
+            return False
+        if key == "noneInThreadHaveKeyword" and value.lower() in item.get("thread_some", keywords):
             return False
         if key == "hasAttachment" and bool(item["has_attachment"]) != value:
             return False
@@ -235,6 +241,19 @@ def query_arguments(args) -> tuple:
     return condition, parse_sort(args.get("sort"), SORT_PROPERTIES)
 
 
+def _thread_keywords(found: dict) -> None:
+    """Give each of the account's emails (found: all of them) "thread_all" and
+    "thread_some": the keywords every / some Email of its Thread has."""
+    every, some = {}, {}
+    for item in found.values():
+        thread, keywords = item["thread_id"] or item["id"], set(union_keywords(item))
+        every[thread] = every[thread] & keywords if thread in every else keywords
+        some.setdefault(thread, set()).update(keywords)
+    for item in found.values():
+        thread = item["thread_id"] or item["id"]
+        item["thread_all"], item["thread_some"] = every[thread], some[thread]
+
+
 async def collapse(ctx, ids: list[str]) -> list[str]:
     """collapseThreads (RFC 8621 4.4): only the first Email of each Thread, in query order."""
     thread = await ctx.store.run_read(jmapreads.thread_of, ctx.account, [parse_id(i, "e") for i in ids])
@@ -256,6 +275,7 @@ async def all_ids(ctx, condition, sort) -> list[str]:
                                                ascending, 0, None, False, simple[1])
         return [email_id(i) for i in ids]
     found = await ctx.store.run_read(jmapreads.emails, ctx.account, None)
+    _thread_keywords(found)
     texts = await text_sets(ctx, condition, found, _test)  # filtered before any paging
 
     def test(item, c):

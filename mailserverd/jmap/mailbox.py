@@ -4,8 +4,10 @@ A JMAP Mailbox is a store mailbox; its "/"-separated name gives name and
 parentId (the parent is the nearest existing ancestor; without one the
 mailbox is top-level and keeps its full name). role comes from the RFC 6154
 special-use attribute (RFC 8621 2 and the RFC 8457 registry), INBOX's is
-"inbox". Every Email is its own Thread here (the store does not group
-messages yet), so the thread counts equal the email counts.
+"inbox". totalThreads counts the distinct Threads (store conversations) of
+its Emails; unreadThreads those with an unread Email in this mailbox (RFC
+8621 2 also counts unread Emails of the Thread elsewhere; counting only this
+mailbox keeps the counts changing exactly when the mailbox's Emails do).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def to_jmap(row, by_name: dict) -> dict:
             break
     return {"id": mailbox_id(row["id"]), "name": name, "parentId": parent, "role": role_of(row),
             "sortOrder": 0, "totalEmails": row["total"], "unreadEmails": row["unread"],
-            "totalThreads": row["total"], "unreadThreads": row["unread"], "myRights": rights(row),
+            "totalThreads": row.get("threads", row["total"]),
+            "unreadThreads": row.get("unread_threads", row["unread"]), "myRights": rights(row),
             "isSubscribed": row["subscribed"]}
 
 

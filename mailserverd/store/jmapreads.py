@@ -277,17 +277,26 @@ def _classify(up_to, has_more, born, touched, counted, alive):
 
 
 def mailboxes(mail, account) -> list[dict]:
-    """The account's mailboxes with JMAP counts (RFC 8621 2.1): total emails, and
-    unread ones (neither \\Seen nor \\Draft), in two queries."""
+    """The account's mailboxes with JMAP counts (RFC 8621 2.1): total emails, unread
+    ones (neither \\Seen nor \\Draft), and the distinct threads of each (threads,
+    unread_threads: threads with an unread Email in this mailbox), in two queries."""
     boxes, mm = schema.mailboxes, schema.mailbox_messages
     mail.init_account(account)  # the default mailboxes of an account never used yet
     with mail.engine(account).connect() as conn:
         rows = conn.execute(select(boxes.c.id, boxes.c.name, boxes.c.special_use, boxes.c.subscribed)
                             .where(boxes.c.account_id == account.id).order_by(boxes.c.name)).all()
-        counts = {row.mailbox_id: (row.total, row.unread) for row in conn.execute(
-            select(mm.c.mailbox_id, func.count().label("total"),
-                   func.count().filter(mm.c.seen.is_(False), mm.c.draft.is_(False)).label("unread"))
+        unread = (mm.c.seen.is_(False) & mm.c.draft.is_(False))
+        thread = _thread_key()
+        counts = {row.mailbox_id: (row.total, row.unread, row.threads, row.unread_threads)
+                  for row in conn.execute(
+            select(mm.c.mailbox_id, func.count().label("total"), func.count().filter(unread).label("unread"),
+                   func.count(thread.distinct()).label("threads"),
+                   func.count(thread.distinct()).filter(unread).label("unread_threads"))
+            .select_from(mm.join(schema.messages, schema.messages.c.id == mm.c.message_id))
             .where(mm.c.account_id == account.id).group_by(mm.c.mailbox_id))}
-    return [dict(id=row.id, name=row.name, special_use=row.special_use, subscribed=bool(row.subscribed),
-                 total=counts.get(row.id, (0, 0))[0], unread=counts.get(row.id, (0, 0))[1])
-            for row in rows]
+    out = []
+    for row in rows:
+        total, unread_count, threads_count, unread_threads = counts.get(row.id, (0, 0, 0, 0))
+        out.append(dict(id=row.id, name=row.name, special_use=row.special_use, subscribed=bool(row.subscribed),
+                        total=total, unread=unread_count, threads=threads_count, unread_threads=unread_threads))
+    return out

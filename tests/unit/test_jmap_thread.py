@@ -102,3 +102,30 @@ def test_thread_changes_report_a_new_reply_and_a_destroyed_thread(env):
 
 
 PLAIN_NEW = b"From: frank@remote.test\r\nSubject: Fresh\r\nMessage-ID: <f@remote.test>\r\n\r\nnew\r\n"
+
+
+def test_thread_keyword_conditions_look_at_the_whole_thread(env):
+    """allInThreadHaveKeyword / someInThreadHaveKeyword / noneInThreadHaveKeyword
+    (RFC 8621 4.4.1) test every Email of each Email's Thread."""
+    store, alice, session, _bob = env
+    root, late, early, other = chain(store, alice)
+    session.ok("Email/set", {"update": {root: {"keywords/$flagged": True}}})
+
+    def query(condition):
+        return set(session.ok("Email/query", {"filter": condition})["ids"])
+    assert query({"someInThreadHaveKeyword": "$flagged"}) == {root, late, early}
+    assert query({"noneInThreadHaveKeyword": "$flagged"}) == {other}
+    assert query({"allInThreadHaveKeyword": "$flagged"}) == set()
+    session.ok("Email/set", {"update": {e: {"keywords/$flagged": True} for e in (late, early)}})
+    assert query({"allInThreadHaveKeyword": "$flagged"}) == {root, late, early}
+    assert query({"hasKeyword": "$flagged", "someInThreadHaveKeyword": "$flagged"}) == {root, late, early}
+
+
+def test_mailbox_thread_counts_are_distinct_threads(env):
+    """Mailbox totalThreads / unreadThreads count distinct Threads, not Emails (RFC 8621 2)."""
+    store, alice, session, _bob = env
+    root, late, early, other = chain(store, alice)
+    session.ok("Email/set", {"update": {e: {"keywords/$seen": True} for e in (root, late, other)}})
+    inbox = [b for b in session.ok("Mailbox/get", {"ids": None})["list"] if b["role"] == "inbox"][0]
+    assert (inbox["totalEmails"], inbox["unreadEmails"], inbox["totalThreads"], inbox["unreadThreads"]) \
+        == (4, 1, 2, 1)

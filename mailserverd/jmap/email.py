@@ -222,6 +222,18 @@ def _test(item: dict, condition: dict) -> bool:
     return True  # text conditions: textfilter.text_sets
 
 
+THREAD_CONDITIONS = ("allInThreadHaveKeyword", "someInThreadHaveKeyword", "noneInThreadHaveKeyword")
+
+
+def _thread_dependent(tree) -> bool:
+    """Whether a parsed filter has a condition on other Emails of the Thread."""
+    if tree is None:
+        return False
+    if isinstance(tree, tuple):
+        return any(_thread_dependent(child) for child in tree[1])
+    return any(key in tree for key in THREAD_CONDITIONS)
+
+
 def _sort_key(prop):
     if prop == "receivedAt":
         return lambda item: item["received_at"]
@@ -296,7 +308,10 @@ async def query(ctx, args):
     condition, sort = query_arguments(args)
     position, anchor, offset, limit, total = query_window(args)
     now = (await state.current(ctx))["Email"]
-    answer = {"accountId": ctx.account_id, "queryState": now, "canCalculateChanges": True,
+    # whether an Email is listed may hang on other Emails of its Thread, which
+    # /queryChanges (querychanges.py) does not look at: no changes to calculate
+    answer = {"accountId": ctx.account_id, "queryState": now,
+              "canCalculateChanges": not args.get("collapseThreads", False) and not _thread_dependent(condition),
               "collapseThreads": args.get("collapseThreads", False)}
     if limit is not None:
         answer["limit"] = limit

@@ -61,12 +61,14 @@ def test_a_reply_chain_is_one_thread_sorted_by_received_at(env):
 
 def test_collapse_threads_keeps_the_first_email_of_each_thread(env):
     """Email/query collapseThreads: true keeps one Email per Thread, the first in the
-    query's sort order (RFC 8621 4.4); false keeps all."""
+    query's sort order (RFC 8621 4.4); false keeps all. A collapsed query says
+    canCalculateChanges false."""
     store, alice, session, _bob = env
     root, late, early, other = chain(store, alice)
     newest = [{"property": "receivedAt", "isAscending": False}]
     got = session.ok("Email/query", {"sort": newest, "collapseThreads": True, "calculateTotal": True})
     assert got["ids"] == [late, other] and got["total"] == 2 and got["collapseThreads"] is True
+    assert got["canCalculateChanges"] is False  # a listed Email hangs on the rest of its Thread
     got = session.ok("Email/query", {"sort": [{"property": "receivedAt"}], "collapseThreads": True})
     assert got["ids"] == [root, other]
     assert len(session.ok("Email/query", {"collapseThreads": False})["ids"]) == 4
@@ -106,7 +108,8 @@ PLAIN_NEW = b"From: frank@remote.test\r\nSubject: Fresh\r\nMessage-ID: <f@remote
 
 def test_thread_keyword_conditions_look_at_the_whole_thread(env):
     """allInThreadHaveKeyword / someInThreadHaveKeyword / noneInThreadHaveKeyword
-    (RFC 8621 4.4.1) test every Email of each Email's Thread."""
+    (RFC 8621 4.4.1) test every Email of each Email's Thread; such a query cannot
+    calculate changes from the Email change log alone."""
     store, alice, session, _bob = env
     root, late, early, other = chain(store, alice)
     session.ok("Email/set", {"update": {root: {"keywords/$flagged": True}}})
@@ -116,6 +119,9 @@ def test_thread_keyword_conditions_look_at_the_whole_thread(env):
     assert query({"someInThreadHaveKeyword": "$flagged"}) == {root, late, early}
     assert query({"noneInThreadHaveKeyword": "$flagged"}) == {other}
     assert query({"allInThreadHaveKeyword": "$flagged"}) == set()
+    got = session.ok("Email/query", {"filter": {"operator": "NOT", "conditions": [
+        {"someInThreadHaveKeyword": "$flagged"}]}})
+    assert got["ids"] == [other] and got["canCalculateChanges"] is False
     session.ok("Email/set", {"update": {e: {"keywords/$flagged": True} for e in (late, early)}})
     assert query({"allInThreadHaveKeyword": "$flagged"}) == {root, late, early}
     assert query({"hasKeyword": "$flagged", "someInThreadHaveKeyword": "$flagged"}) == {root, late, early}

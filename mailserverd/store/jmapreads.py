@@ -150,8 +150,9 @@ def thread_changes(mail, account, since: int, max_changes: int | None):
     thread ids, or None when they cannot be told (the caller answers
     cannotCalculateChanges, RFC 8620 5.2, and the client resyncs).
 
-    The thread of every live changed Email is created when all its live emails
-    were created in the window, else updated. A destroyed Email's row is gone, so
+    The thread of every live changed Email is created when the message it is
+    named after (its first: a thread id is its starter's message id, and a
+    merge keeps the older id) was created in the window, else updated. A destroyed Email's row is gone, so
     its thread is known only when the thread carried its id (it started the
     thread: a thread id is its first message's id, store/threads.py): updated
     while live messages still carry that id, destroyed when none does but
@@ -165,7 +166,7 @@ def thread_changes(mail, account, since: int, max_changes: int | None):
     members = threads(mail, account, set(of.values()) | set(destroyed)) if of or destroyed else {}
     new, changed, gone = [], [], []
     for thread in dict.fromkeys(of[i] for i in created + updated if i in of):
-        (new if all(m in fresh for m in members.get(thread, ())) else changed).append(thread)
+        (new if thread in fresh else changed).append(thread)
     lost = [d for d in destroyed if d not in members]
     started = set()
     if lost:

@@ -77,7 +77,8 @@ def test_collapse_threads_keeps_the_first_email_of_each_thread(env):
 def test_thread_changes_report_a_new_reply_and_a_destroyed_thread(env):
     """Thread/changes: a new reply updates its existing Thread; a new unrelated message
     creates one; destroying a Thread's only Email destroys the Thread, destroying its
-    first Email updates it; destroying a reply, whose Thread the store no longer knows
+    first Email updates it (and a reply arriving after that still updates, not creates,
+    it); destroying a reply, whose Thread the store no longer knows
     once the row is gone, is cannotCalculateChanges rather than a missed update."""
     store, alice, session, _bob = env
     root, late, early, other = chain(store, alice)
@@ -98,11 +99,16 @@ def test_thread_changes_report_a_new_reply_and_a_destroyed_thread(env):
     changes = session.ok("Thread/changes", {"sinceState": middle})
     assert changes["updated"] == [threads[root]] and changes["destroyed"] == [threads[other]]
     assert session.ok("Thread/get", {"ids": [threads[root]]})["list"][0]["emailIds"] == [early, late, reply]
+    deliver(store, alice, REPLY4, at=DAY + 600)
+    changes = session.ok("Thread/changes", {"sinceState": middle})
+    assert changes["created"] == [] and changes["updated"] == [threads[root]]
     session.ok("Email/set", {"destroy": [reply]})
     error = session.call("Thread/changes", {"sinceState": middle})
     assert error[0] == "error" and error[1]["type"] == "cannotCalculateChanges"
 
 
+REPLY4 = (b"From: erin@remote.test\r\nSubject: Re: Plans\r\nMessage-ID: <r4@remote.test>\r\n"
+          b"References: <root@remote.test> <r3@remote.test>\r\n\r\nfour\r\n")
 PLAIN_NEW = b"From: frank@remote.test\r\nSubject: Fresh\r\nMessage-ID: <f@remote.test>\r\n\r\nnew\r\n"
 
 

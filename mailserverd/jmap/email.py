@@ -42,6 +42,17 @@ def email_id(number: int) -> str:
     return f"e{number}"
 
 
+def thread_of(item: dict, number: int) -> str:
+    """Email threadId: the store's conversation id (RFC 8621 3); the message's own id for
+    mail stored before threading (thread_id NULL)."""
+    return f"t{item.get('thread_id') or number}"
+
+
+async def thread_id_of(ctx, number: int) -> str:
+    found = await ctx.store.run_read(jmapreads.emails, ctx.account, [number])
+    return thread_of(found.get(number, {}), number)
+
+
 def _header_prop(prop: str) -> bool:
     return header_property(prop) is not None
 
@@ -113,7 +124,7 @@ def render(item, raw, props, body_props, fetch, max_bytes, blob_of=message_blob_
         elif prop == "blobId":
             out[prop] = message_blob_id(number)
         elif prop == "threadId":
-            out[prop] = f"t{item.get('thread_id') or number}"  # NULL: stored before threading
+            out[prop] = thread_of(item, number)
         elif prop == "mailboxIds":
             out[prop] = {f"m{m}": True for m in sorted(item["mailboxes"])}
         elif prop == "keywords":

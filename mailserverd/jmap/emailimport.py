@@ -20,7 +20,7 @@ from ..store.api import DeliveryTarget, StoreError
 from . import blobs, state
 from .api import MethodError, method
 from .core import check_account, check_known
-from .email import PROPERTIES, body_arguments, checked_properties, render
+from .email import PROPERTIES, body_arguments, checked_properties, render, thread_id_of
 from .emailset import SetError, flags_for, plan
 
 
@@ -71,8 +71,8 @@ async def store_message(ctx, data: bytes, keywords: set, mailboxes: set, receive
     except StoreError as exc:
         raise SetError("overQuota" if "quota" in str(exc) else "forbidden", str(exc))
     number = refs[0].message_id
-    return {"id": f"e{number}", "blobId": blobs.message_blob_id(number), "threadId": f"t{number}",
-            "size": refs[0].size}
+    return {"id": f"e{number}", "blobId": blobs.message_blob_id(number),
+            "threadId": await thread_id_of(ctx, number), "size": refs[0].size}
 
 
 @method("Email/import")

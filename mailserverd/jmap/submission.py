@@ -35,6 +35,7 @@ from . import identity
 from .api import SUBMISSION, MethodError, method
 from .core import (check_account, check_known, get_ids, get_properties, max_changes, parse_id, query_window,
                    resolve_creation, since_state, window)
+from .email import thread_id_of
 from .emailset import SetError, set_emails
 from .filters import matches, parse_filter, parse_sort
 from .state import check_if_in_state
@@ -273,7 +274,8 @@ async def create_one(ctx, spec, identities: dict, allowed: frozenset) -> dict:
     now = ctx.reactor.seconds() if ctx.reactor is not None else 0.0
     row_id = await ctx.store.run_write(rows_.record, _engine(ctx), ctx.account.id, int(identity_id[1:]),
                                        number, number, envelope, now, status, queue_id)
-    return {"id": f"s{row_id}", "threadId": f"t{number}", "sendAt": utc_date(now), "undoStatus": "final",
+    return {"id": f"s{row_id}", "threadId": await thread_id_of(ctx, number), "sendAt": utc_date(now),
+            "undoStatus": "final",
             "deliveryStatus": status, "emailId": email_id}
 
 

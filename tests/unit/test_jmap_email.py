@@ -225,7 +225,8 @@ def test_import_an_uploaded_message(env, tmp_path):
     assert {k: v["type"] for k, v in answer["notCreated"].items()} == {
         "b": "blobNotFound", "c": "invalidProperties", "d": "invalidProperties"}
     email = session.ok("Email/get", {"ids": [email_id], "properties": [
-        "mailboxIds", "keywords", "receivedAt", "subject"]})["list"][0]
+        "mailboxIds", "keywords", "receivedAt", "subject", "threadId"]})["list"][0]
+    assert answer["created"]["a"]["threadId"] == email["threadId"], "one threadId for the Email"
     assert email["mailboxIds"] == {boxes["Archive"]: True, boxes["Drafts"]: True}
     assert email["keywords"] == {"$seen": True, "$draft": True}
     assert email["receivedAt"] == "2026-01-02T03:04:05Z" and email["subject"] == "imported"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import time
 import weakref
 
 from tests.support.daemon import HOST, free_port
+from tests.support.programs import sbin_program
 
 START_TIMEOUT = 60.0
 _running: weakref.WeakSet = weakref.WeakSet()
@@ -36,9 +36,7 @@ class ClamdFailed(Exception):
 
 
 def clamd_binary() -> str:
-    path = shutil.which("clamd")
-    if path is None and os.access("/usr/sbin/clamd", os.X_OK):  # /usr/sbin may be off a user's PATH
-        path = "/usr/sbin/clamd"
+    path = sbin_program("clamd")
     if path is None:
         raise ClamdUnavailable("clamd is not installed "
                                "(Debian: apt-get install clamav-daemon; bin/test does)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import time
 import weakref
 
 from tests.support.daemon import HOST, free_port
+from tests.support.programs import sbin_program
 
 START_TIMEOUT = 60.0
 _running: weakref.WeakSet = weakref.WeakSet()
@@ -34,9 +34,7 @@ class SpamdFailed(Exception):
 
 
 def spamd_binary() -> str:
-    path = shutil.which("spamd")
-    if path is None and os.access("/usr/sbin/spamd", os.X_OK):  # /usr/sbin may be off a user's PATH
-        path = "/usr/sbin/spamd"
+    path = sbin_program("spamd")
     if path is None:
         raise SpamdUnavailable("spamd is not installed (Debian: apt-get install spamd spamassassin; "
                                "bin/test does)")

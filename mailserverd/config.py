@@ -126,6 +126,15 @@ def parse_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def parse_origins(text: str) -> tuple[str, ...]:
+    """'https://mail.example.org, http://localhost:3000' -> exact origins (RFC 6454 serialisation)."""
+    origins = tuple(filter(None, (part.strip().rstrip("/").lower() for part in text.split(","))))
+    for origin in origins:
+        if origin == "*" or not re.fullmatch(r"https?://[a-z0-9.-]+(:\d{1,5})?|https?://\[[0-9a-f:.]+\](:\d{1,5})?", origin):
+            raise ValueError(f"not an origin (scheme://host[:port], no wildcard): {origin!r}")
+    return origins
+
+
 def parse_networks(text: str) -> tuple:
     """'127.0.0.0/8, ::1/128, 192.0.2.7' -> ip_network tuple (a bare address is a /32 or /128)."""
     import ipaddress
@@ -166,6 +175,17 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
                 "GET /healthz; passwords and tokens are accepted here only from loopback."),
         Key("https", parse_listen, "", example="0.0.0.0:443",
             doc="The same over implicit TLS with the [tls] certificate; passwords and tokens from anywhere."),
+    ]),
+    "http": ("The HTTP and HTTPS listeners: webmail, browser sessions, CORS.", [
+        Key("webmail", parse_bool, "on", "Serve the webmail at / (static files from the package)."),
+        Key("session_lifetime", parse_seconds, "12h",
+            "How long a browser session (the webmail's sign-in cookie) lasts without use; "
+            "every request renews it."),
+        Key("session_max_lifetime", parse_seconds, "7d",
+            "Longest a browser session lasts however much it is used; then the user signs in again."),
+        Key("cors_origins", parse_origins, "", example="https://mail.example.org",
+            doc="Other origins (scheme://host[:port], comma-separated) whose pages may call JMAP and "
+                "/v1 with a token or Basic credentials (CORS, never with cookies); empty = none."),
     ]),
     "tls": ("Certificates; both empty = a self-signed pair generated under data_dir.", [
         Key("cert", parse_str, "", "PEM certificate chain. Reloaded on SIGHUP.", reloads=True),

@@ -1,0 +1,274 @@
+// A small JMAP client (RFC 8620, RFC 8621) for the webmail, same origin only.
+//
+// Authentication follows docs/browser-contract: POST /auth/login sets an
+// HttpOnly SameSite=Strict cookie and answers a csrfToken, which this client
+// keeps in memory only (never the password) and sends as X-CSRF-Token on every
+// request that is not GET/HEAD. restore() resumes a session after a reload
+// through GET /auth/session.
+//
+// API (WEBMAIL-COMPOSE depends on it):
+//   new JMAPClient()
+//   await login(username, password)   -> session; throws AuthError on 401/403
+//   await restore()                   -> true when a live session was resumed
+//   await logout()
+//   session, accountId, username
+//   await call(methodCalls)           -> methodResponses; throws RequestError
+//   await upload(blob, type)          -> {blobId, type, size}
+//   downloadUrl(blobId, name, type)   -> a same-origin URL
+//   onStateChange(callback)           -> unsubscribe function; callback(changedStates)
+//                                        with {Email: "...", Mailbox: "...", ...} of this account
+
+export const USING = [
+  "urn:ietf:params:jmap:core",
+  "urn:ietf:params:jmap:mail",
+  "urn:ietf:params:jmap:submission",
+];
+
+export class AuthError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.name = "AuthError";
+    this.status = status;
+  }
+}
+
+export class RequestError extends Error {
+  constructor(message, status, problem) {
+    super(message);
+    this.name = "RequestError";
+    this.status = status;
+    this.problem = problem || null;
+  }
+}
+
+// The path, query and fragment of a URL the server gave us, so every request
+// stays on the page's own origin whatever host name the session named.
+function sameOrigin(url) {
+  const parsed = new URL(url, location.href);
+  return parsed.pathname + parsed.search + parsed.hash;
+}
+
+async function readJSON(response) {
+  const text = await response.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    return null;
+  }
+}
+
+export class JMAPClient {
+  constructor() {
+    this.session = null;
+    this.accountId = null;
+    this.username = null;
+    this.csrfToken = null;
+    this.expiresAt = null;
+    this._listeners = new Set();
+    this._events = null;
+    this._unauthorized = new Set();
+  }
+
+  get signedIn() {
+    return this.session !== null;
+  }
+
+  // Called with no argument when the server says the session is gone (401).
+  onUnauthorized(callback) {
+    this._unauthorized.add(callback);
+    return () => this._unauthorized.delete(callback);
+  }
+
+  async login(username, password) {
+    const response = await fetch("/auth/login", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "Accept": "application/json"},
+      body: JSON.stringify({username, password}),
+    });
+    const body = await readJSON(response);
+    if (!response.ok) {
+      const detail = (body && body.detail) || `sign-in failed (HTTP ${response.status})`;
+      throw new AuthError(response.status === 401 ? "Wrong address or password" : detail,
+                          response.status);
+    }
+    this._adopt(body);
+    await this._loadSession();
+    return this.session;
+  }
+
+  async restore() {
+    let response;
+    try {
+      response = await fetch("/auth/session", {
+        credentials: "same-origin", headers: {"Accept": "application/json"},
+      });
+    } catch (e) {
+      return false;
+    }
+    if (!response.ok) return false;
+    const body = await readJSON(response);
+    if (!body || !body.csrfToken) return false;
+    this._adopt(body);
+    try {
+      await this._loadSession();
+    } catch (e) {
+      this._clear();
+      return false;
+    }
+    return true;
+  }
+
+  async logout() {
+    const token = this.csrfToken;
+    this._closeEvents();
+    try {
+      await fetch("/auth/logout", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: token ? {"X-CSRF-Token": token} : {},
+      });
+    } finally {
+      this._clear();
+    }
+  }
+
+  async call(methodCalls) {
+    if (!this.session) throw new RequestError("not signed in", 401);
+    const response = await this._fetch(sameOrigin(this.session.apiUrl), {
+      method: "POST",
+      headers: {"Content-Type": "application/json", "Accept": "application/json"},
+      body: JSON.stringify({using: USING, methodCalls}),
+    });
+    const body = await readJSON(response);
+    if (!response.ok || !body || !Array.isArray(body.methodResponses)) {
+      const detail = (body && (body.detail || body.type)) || `HTTP ${response.status}`;
+      throw new RequestError(`JMAP request failed: ${detail}`, response.status, body);
+    }
+    if (body.sessionState && this.session.state && body.sessionState !== this.session.state) {
+      this._loadSession().catch(() => {});
+    }
+    return body.methodResponses;
+  }
+
+  // One method call; throws when the answer is an "error" response.
+  async call1(name, args) {
+    const [[kind, result]] = await this.call([[name, args, "0"]]);
+    if (kind === "error") {
+      throw new RequestError(`${name}: ${result.type}${result.description ? ": " + result.description : ""}`,
+                             200, result);
+    }
+    return result;
+  }
+
+  async upload(blob, type) {
+    if (!this.session) throw new RequestError("not signed in", 401);
+    const url = sameOrigin(this.session.uploadUrl.replace("{accountId}", encodeURIComponent(this.accountId)));
+    const response = await this._fetch(url, {
+      method: "POST",
+      headers: {"Content-Type": type || blob.type || "application/octet-stream"},
+      body: blob,
+    });
+    const body = await readJSON(response);
+    if (!response.ok || !body) {
+      const detail = (body && (body.detail || body.type)) || `HTTP ${response.status}`;
+      throw new RequestError(`upload failed: ${detail}`, response.status, body);
+    }
+    return {blobId: body.blobId, type: body.type, size: body.size};
+  }
+
+  downloadUrl(blobId, name, type) {
+    const template = (this.session && this.session.downloadUrl) ||
+      "/jmap/download/{accountId}/{blobId}/{name}?type={type}";
+    return sameOrigin(template
+      .replace("{accountId}", encodeURIComponent(this.accountId))
+      .replace("{blobId}", encodeURIComponent(blobId))
+      .replace("{name}", encodeURIComponent(name || "download"))
+      .replace("{type}", encodeURIComponent(type || "application/octet-stream")));
+  }
+
+  onStateChange(callback) {
+    this._listeners.add(callback);
+    this._openEvents();
+    return () => {
+      this._listeners.delete(callback);
+      if (!this._listeners.size) this._closeEvents();
+    };
+  }
+
+  // --- internals ---
+
+  _adopt(body) {
+    this.username = body.username;
+    this.accountId = body.accountId;
+    this.csrfToken = body.csrfToken;
+    this.expiresAt = body.expiresAt || null;
+  }
+
+  _clear() {
+    this._closeEvents();
+    this.session = null;
+    this.accountId = null;
+    this.username = null;
+    this.csrfToken = null;
+    this.expiresAt = null;
+  }
+
+  async _fetch(url, init) {
+    const headers = new Headers(init.headers || {});
+    const method = (init.method || "GET").toUpperCase();
+    if (method !== "GET" && method !== "HEAD" && this.csrfToken) {
+      headers.set("X-CSRF-Token", this.csrfToken);
+    }
+    const response = await fetch(url, {...init, headers, credentials: "same-origin"});
+    if (response.status === 401 && this.session) {
+      this._clear();
+      for (const callback of this._unauthorized) {
+        try { callback(); } catch (e) { console.error(e); }
+      }
+    }
+    return response;
+  }
+
+  async _loadSession() {
+    const response = await this._fetch("/.well-known/jmap", {headers: {"Accept": "application/json"}});
+    const body = await readJSON(response);
+    if (!response.ok || !body) {
+      throw new RequestError(`session resource: HTTP ${response.status}`, response.status, body);
+    }
+    this.session = body;
+    this.username = body.username || this.username;
+    const primary = body.primaryAccounts && body.primaryAccounts["urn:ietf:params:jmap:mail"];
+    this.accountId = primary || this.accountId;
+    if (this._listeners.size) this._openEvents();
+  }
+
+  _openEvents() {
+    if (this._events || !this.session || !this.session.eventSourceUrl) return;
+    const url = sameOrigin(this.session.eventSourceUrl
+      .replace("{types}", "*").replace("{closeafter}", "no").replace("{ping}", "60"));
+    const source = new EventSource(url, {withCredentials: false});
+    source.addEventListener("state", (event) => {
+      let data;
+      try {
+        data = JSON.parse(event.data);
+      } catch (e) {
+        return;
+      }
+      const changed = (data.changed || {})[this.accountId];
+      if (!changed) return;
+      for (const callback of this._listeners) {
+        try { callback(changed); } catch (e) { console.error(e); }
+      }
+    });
+    this._events = source;
+  }
+
+  _closeEvents() {
+    if (this._events) {
+      this._events.close();
+      this._events = null;
+    }
+  }
+}

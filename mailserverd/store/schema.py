@@ -305,10 +305,15 @@ def _vacation(conn: Connection) -> None:
     create_tables(conn)
 
 
+def _browser_sessions(conn: Connection) -> None:
+    from .sessions import create_tables  # the webmail's sign-in sessions (store/sessions.py)
+    create_tables(conn)
+
+
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
     "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables, _outbound_claim_indexes,
-                  _api_tokens, _identities, _email_submissions, _vacation],
+                  _api_tokens, _identities, _email_submissions, _vacation, _browser_sessions],
     "shard": [_create(shard_meta), _create(subscriptions_meta), _message_structure_columns,
               _search_tables, _sqlite_ids_never_reused(mailboxes, messages)],
 }

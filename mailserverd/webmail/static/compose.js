@@ -158,7 +158,7 @@ class Compose {
       this.fileInput, this.list),
     this.error, this.status, this.confirmBar,
     el("footer", {class: "compose-actions"}, this.sendButton, this.saveButton,
-      el("button", {type: "button", text: "Discard", onclick: () => this.requestClose()})));
+      el("button", {type: "button", text: "Cancel", onclick: () => this.requestClose()})));
     this.backdrop = el("div", {class: "compose-backdrop"}, this.form);
     for (const item of fields.attachments) this.addAttachment(item);
     document.body.append(this.backdrop);

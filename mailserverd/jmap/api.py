@@ -24,7 +24,8 @@ MAIL = "urn:ietf:params:jmap:mail"
 QUOTA = "urn:ietf:params:jmap:quota"  # RFC 9425 (quota.py)
 SUBMISSION = "urn:ietf:params:jmap:submission"  # RFC 8621 1.3.2 (identity.py, submission.py)
 VACATION = "urn:ietf:params:jmap:vacationresponse"  # RFC 8621 1.3.3 (vacation.py)
-CAPABILITIES = (CORE, MAIL, QUOTA, SUBMISSION, VACATION)
+WEBSOCKET = "urn:ietf:params:jmap:websocket"  # RFC 8887 (websocket.py); no methods of its own
+CAPABILITIES = (CORE, MAIL, QUOTA, SUBMISSION, VACATION, WEBSOCKET)
 ERROR_PREFIX = "urn:ietf:params:jmap:error:"
 
 # RFC 8620 2: the limits of urn:ietf:params:jmap:core, all enforced here or in web.py.
@@ -159,9 +160,10 @@ def parse_json(body: bytes):
         raise RequestError("notJSON", "the request body is not I-JSON (UTF-8, valid JSON, no duplicate keys)")
 
 
-def parse_request(body: bytes, limits: dict) -> dict:
-    """The Request object (RFC 8620 3.3), checked; RequestError otherwise."""
-    request = parse_json(body)
+def parse_request(body, limits: dict) -> dict:
+    """The Request object (RFC 8620 3.3), checked; RequestError otherwise. body is the
+    raw octets, or a JSON value already parsed (a WebSocket message, RFC 8887 4.3.1)."""
+    request = parse_json(body) if isinstance(body, (bytes, bytearray)) else body
     if not isinstance(request, dict):
         raise RequestError("notRequest", "the request is not a JSON object")
     using, calls = request.get("using"), request.get("methodCalls")
@@ -266,8 +268,8 @@ async def run_call(ctx: Context, name: str, args: dict, responses: list) -> tupl
     return name, result
 
 
-async def process(ctx: Context, body: bytes, session_state: str) -> tuple[int, dict]:
-    """(HTTP status, JSON object) for one API request."""
+async def process(ctx: Context, body, session_state: str) -> tuple[int, dict]:
+    """(HTTP status, JSON object) for one API request (body: as for parse_request)."""
     try:
         request = parse_request(body, ctx.limits)
     except RequestError as exc:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .api import CORE, MAIL, QUOTA, SUBMISSION, VACATION, account_id_of
+from .api import CORE, MAIL, QUOTA, SUBMISSION, VACATION, WEBSOCKET, account_id_of
 from .email import SORT_PROPERTIES
 
 API_PATH = "/jmap/api"
 DOWNLOAD_PATH = "/jmap/download/{accountId}/{blobId}/{name}?type={type}"
 UPLOAD_PATH = "/jmap/upload/{accountId}/"
 EVENTSOURCE_PATH = "/jmap/eventsource?types={types}&closeafter={closeafter}&ping={ping}"
+WEBSOCKET_PATH = "/jmap/ws"  # RFC 8887 (websocket.py)
 MAX_MAILBOX_NAME = 255
 
 
@@ -63,14 +64,17 @@ def capabilities(limits: dict) -> dict:
 
 
 def session_state(account, limits: dict) -> str:
-    material = json.dumps([account.id, account.address, capabilities(limits)], sort_keys=True)
+    material = json.dumps([account.id, account.address, capabilities(limits), WEBSOCKET], sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
 def resource(account, base: str, limits: dict) -> dict:
     account_id = account_id_of(account)
+    capability = capabilities(limits)
+    # RFC 8887 3: ws:// on the http listener, wss:// on https, the authority as for the other URLs
+    capability[WEBSOCKET] = {"url": "ws" + base[len("http"):] + WEBSOCKET_PATH, "supportsPush": True}
     return {
-        "capabilities": capabilities(limits),
+        "capabilities": capability,
         "accounts": {account_id: {"name": account.address, "isPersonal": True, "isReadOnly": False,
                                   "accountCapabilities": {MAIL: mail_capability(limits), QUOTA: {},
                                                           SUBMISSION: dict(SUBMISSION_ACCOUNT),

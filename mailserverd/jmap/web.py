@@ -34,7 +34,7 @@ from ..store import tokens
 from . import (api, blobs, core, email, emailimport, identity, mailbox,  # noqa: F401  (methods
                querychanges, quota, session, snippet, submission, thread,  # noqa: F401  register themselves)
                vacation)  # noqa: F401
-from . import openapi, rest
+from . import browser, openapi, rest
 from .eventsource import EventSource
 
 log = Logger(namespace="mailserverd.jmap")
@@ -103,11 +103,15 @@ class JMAPResource:
         # forgets its cache (an admin change: password, removal).
         self._login_key = os.urandom(32)
         self._logins: dict[bytes, tuple[float, object]] = {}
+        self.sessions = browser.BrowserSessions(store, settings, reactor)  # cookie sign-in (browser.py)
+        self.tickets = browser.Tickets(reactor)  # single-use push tickets
         forget = authenticator.forget_cached
 
         def forget_all():
             forget()
             self._forget_logins()
+            self.tickets.clear()
+            self.sessions.forget().addErrback(lambda f: log.failure("jmap: purging sessions failed", f))
         authenticator.forget_cached = forget_all
 
     def body_limit(self, path: bytes) -> int:
@@ -115,6 +119,8 @@ class JMAPResource:
             return self.limits["maxSizeUpload"]
         if path == b"/jmap/api" or path.startswith(b"/v1/"):
             return self.limits["maxSizeRequest"]
+        if path.startswith(b"/auth/"):
+            return browser.MAX_LOGIN_BODY
         return 0
 
     def render(self, request):
@@ -132,6 +138,8 @@ class JMAPResource:
 
     async def _handle(self, request):
         path, method = request.path, request.method
+        if await browser.route(self, request):  # CORS, preflight, /auth/*, /jmap/ticket
+            return
         if path == b"/.well-known/jmap":
             self._allow(request, (b"GET", b"HEAD"))
             account = await self._authenticate(request)
@@ -214,6 +222,10 @@ class JMAPResource:
     async def _authenticate(self, request):
         unauthorized = {b"www-authenticate": REALM}
         header = request.getHeader(b"authorization") or b""
+        if not header:  # a browser: session cookie or push ticket (browser.py)
+            account = await browser.authenticate(self, request)
+            if account is not None:
+                return account
         scheme, _, value = header.partition(b" ")
         if scheme.lower() == b"bearer":
             return await self._bearer(request, value.strip(), unauthorized)

@@ -88,20 +88,23 @@ async def get(ctx, args):
     ids = get_ids(ctx, args)
     props = ["id"] + [p for p in checked_properties(args, "properties", PROPERTIES, DEFAULT) if p != "id"]
     body_props, fetch, max_bytes = body_arguments(args)
-    now = (await state.current(ctx))["Email"]
+    needs_raw = any(p in BODY or p in HEADER_PROPS or _header_prop(p) for p in props)
+    raws = {}
     if ids is None:
-        found = await ctx.store.run_read(jmapreads.emails, ctx.account, None)
+        states, found = await state.read(ctx, jmapreads.emails, None)
         if len(found) > ctx.limits["maxObjectsInGet"]:
             raise MethodError("requestTooLarge", "too many emails for ids: null; pass ids")
         wanted = [email_id(n) for n in sorted(found)]
+        if needs_raw and found:
+            raws = await ctx.store.read_messages(ctx.account, list(found))
     else:
         wanted = list(dict.fromkeys(ids))
         numbers = [n for n in (parse_id(i, "e") for i in wanted) if n is not None]
-        found = await ctx.store.run_read(jmapreads.emails, ctx.account, numbers) if numbers else {}
-    needs_raw = any(p in BODY or p in HEADER_PROPS or _header_prop(p) for p in props)
-    raws = {}
-    if needs_raw and found:
-        raws = await ctx.store.read_messages(ctx.account, list(found))
+        if numbers:  # the state, the rows and the raw messages in one trip to the read pool
+            states, (found, raws) = await state.read(ctx, jmapreads.emails_and_raws, numbers, needs_raw)
+        else:
+            states, found = await state.current(ctx), {}
+    now = states["Email"]
     listed, not_found = [], []
     for jid in wanted:
         number = parse_id(jid, "e")
@@ -318,10 +321,9 @@ async def query(ctx, args):
                        "calculateTotal", "collapseThreads"})
     condition, sort = query_arguments(args)
     position, anchor, offset, limit, total = query_window(args)
-    now = (await state.current(ctx))["Email"]
     # whether an Email is listed may hang on other Emails of its Thread, which
     # /queryChanges (querychanges.py) does not look at: no changes to calculate
-    answer = {"accountId": ctx.account_id, "queryState": now,
+    answer = {"accountId": ctx.account_id, "queryState": None,
               "canCalculateChanges": not args.get("collapseThreads", False) and not _thread_dependent(condition),
               "collapseThreads": args.get("collapseThreads", False)}
     if limit is not None:
@@ -331,12 +333,13 @@ async def query(ctx, args):
     if simple is not False and anchor is None and position >= 0 and len(sort) <= 1 \
             and (not sort or sort[0][0] in SQL_SORT) and not collapsed:
         column, ascending = (SQL_SORT[sort[0][0]], sort[0][1]) if sort else ("id", True)
-        ids, count = await ctx.store.run_read(jmapreads.mailbox_page, ctx.account, simple[0], column,
-                                              ascending, position, limit, total, simple[1])
-        answer.update(position=position, ids=[email_id(i) for i in ids])
+        states, (ids, count) = await state.read(ctx, jmapreads.mailbox_page, simple[0], column,
+                                                ascending, position, limit, total, simple[1])
+        answer.update(queryState=states["Email"], position=position, ids=[email_id(i) for i in ids])
         if total:
             answer["total"] = count
         return answer
+    answer["queryState"] = (await state.current(ctx))["Email"]
     ids = await all_ids(ctx, condition, sort)
     if collapsed:
         ids = await collapse(ctx, ids)

@@ -26,6 +26,17 @@ async def current(ctx, fresh: bool = False) -> dict[str, str]:
     return ctx.states
 
 
+async def read(ctx, fn, *args):
+    """(states as current() gives them, fn(mail, account, *args)) with one trip to the
+    store's read pool when the states were not read yet in this request: they are
+    read first, then the data, as current() followed by run_read would."""
+    if ctx.states is not None:
+        return ctx.states, await ctx.store.run_read(fn, ctx.account, *args)
+    found, result = await ctx.store.run_read(jmapreads.with_states, ctx.account, fn, *args)
+    ctx.states = strings(found)
+    return ctx.states, result
+
+
 def strings(found: dict) -> dict[str, str]:
     return {"Mailbox": str(found["all"]), "Email": str(found["Email"]), "Thread": str(found["Email"])}
 

@@ -8,7 +8,7 @@ the account, so another account's ids are simply absent.
 from __future__ import annotations
 
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from . import schema
 from .rows import FLAG_COLUMNS
@@ -43,15 +43,45 @@ def states(mail, account) -> dict:
     return {"all": modseq, "Email": email}
 
 
+def create_indexes(conn) -> None:
+    """Shard migration step (schema.MIGRATIONS): the indexes of the mail-list query
+    (mailbox_page). The account's messages newest first with ties by ascending id,
+    so LIMIT stops after the page without a sort; and memberships by (message,
+    mailbox), so each candidate's "in this mailbox?" is one index probe."""
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_messages_received_desc "
+                      "ON messages (account_id, received_at DESC, id)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_mm_message_mailbox "
+                      "ON mailbox_messages (message_id, mailbox_id)"))
+
+
+def with_states(mail, account, fn, *args):
+    """(states(), fn(mail, account, *args)): the state first, then the data it goes
+    with, in one trip to the read pool (jmap/state.py read)."""
+    return states(mail, account), fn(mail, account, *args)
+
+
+def emails_and_raws(mail, account, message_ids, raw: bool):
+    """(emails(message_ids), {id: prepend + body} of those found, or {} unless raw):
+    Email/get's two reads in one trip to the read pool."""
+    found = emails(mail, account, message_ids)
+    return found, (mail.read_messages(account, list(found)) if raw and found else {})
+
+
 def _restricted(query, account, mailbox_id, flags):
+    """The account's messages, in one mailbox (unless None) and with/without the flag
+    columns. Correlated EXISTS, not IN (subquery): the planner then walks the sort
+    index and probes ix_mm_message_mailbox per row, stopping at LIMIT, instead of
+    first listing every member of the mailbox."""
     msgs, mm = schema.messages, schema.mailbox_messages
     query = query.where(msgs.c.account_id == account.id)
     if mailbox_id is not None:
-        query = query.where(msgs.c.id.in_(select(mm.c.message_id).where(
-            mm.c.mailbox_id == mailbox_id, mm.c.account_id == account.id)))
+        query = query.where(select(mm.c.message_id).where(
+            mm.c.message_id == msgs.c.id, mm.c.mailbox_id == mailbox_id,
+            mm.c.account_id == account.id).exists())
     for column, present in flags:  # a flag counts if any membership has it (JMAP keywords)
-        flagged = select(mm.c.message_id).where(mm.c.account_id == account.id, mm.c[column].is_(True))
-        query = query.where(msgs.c.id.in_(flagged) if present else msgs.c.id.not_in(flagged))
+        flagged = select(mm.c.message_id).where(mm.c.message_id == msgs.c.id, mm.c.account_id == account.id,
+                                                mm.c[column].is_(True)).exists()
+        query = query.where(flagged if present else ~flagged)
     return query
 
 

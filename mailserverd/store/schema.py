@@ -310,12 +310,17 @@ def _browser_sessions(conn: Connection) -> None:
     create_tables(conn)
 
 
+def _jmap_list_indexes(conn: Connection) -> None:
+    from .jmapreads import create_indexes  # the JMAP mail-list query's indexes (store/jmapreads.py)
+    create_indexes(conn)
+
+
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
     "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables, _outbound_claim_indexes,
                   _api_tokens, _identities, _email_submissions, _vacation, _browser_sessions],
     "shard": [_create(shard_meta), _create(subscriptions_meta), _message_structure_columns,
-              _search_tables, _sqlite_ids_never_reused(mailboxes, messages)],
+              _search_tables, _sqlite_ids_never_reused(mailboxes, messages), _jmap_list_indexes],
 }
 
 

@@ -296,3 +296,36 @@ def test_closing_removes_every_push_listener(server):
         time.sleep(0.05)
     assert push_listeners(server) == before
     sockets[2].close()
+
+
+def test_upgrade_with_a_push_ticket(server):
+    """A browser on another origin cannot set Authorization on a WebSocket: POST /jmap/ticket
+    gives a single-use ticket accepted as ?ticket= of the upgrade; used twice it is a 401."""
+    status, _headers, body = Client(server).request("POST", "/jmap/ticket")
+    assert status == 201, body
+    ticket = json.loads(body)["ticket"]
+    address = url(server) + "?ticket=" + ticket
+    with connect(address, subprotocols=["jmap"], proxy=None, compression=None) as ws:
+        assert ask(ws, [["Core/echo", {}, "c"]])["@type"] == "Response"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(address, subprotocols=["jmap"], proxy=None)
+    assert refused.value.response.status_code == 401
+
+
+def test_cookie_upgrade_checks_the_origin(server):
+    """With the browser session cookie, the upgrade is accepted from the server's own
+    origin and refused (403, no upgrade) from another one: cross-site WebSocket
+    hijacking cannot ride on the cookie."""
+    body = json.dumps({"username": ALICE, "password": PASSWORD}).encode()
+    status, headers, answer = Client(server).request("POST", "/auth/login", body,
+                                                     {"Content-Type": "application/json"}, auth=False)
+    assert status == 200, answer
+    cookie = headers["set-cookie"].split(";")[0]
+    host, port = server.address("http")
+    with connect(url(server), subprotocols=["jmap"], proxy=None, compression=None,
+                 origin=f"http://{host}:{port}", additional_headers={"Cookie": cookie}) as ws:
+        assert ask(ws, [["Core/echo", {}, "c"]])["@type"] == "Response"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url(server), subprotocols=["jmap"], proxy=None, origin="http://evil.example",
+                additional_headers={"Cookie": cookie})
+    assert refused.value.response.status_code == 403

@@ -189,6 +189,8 @@ def test_reply_with_uploaded_attachment(server, pages, screenshot):
     assert reply["In-Reply-To"] == original_id and original_id in reply["References"]
     assert reply.get_body(("plain",)).get_content().startswith("Here they are.")
     assert attachments_of(reply) == {"figures.csv": data.decode()}
+    [original] = emails_in(server, ALICE, "inbox", subject)
+    assert original["keywords"].get("$answered") is True
 
 
 def test_reply_all_recipients(server, pages):
@@ -296,3 +298,40 @@ def test_send_errors_shown_and_nothing_sent(server, pages, screenshot):
     expect(alice.get_by_role("alertdialog", name="Unsaved changes")).to_be_visible()
     alice.get_by_role("button", name="Discard").click()
     expect(alice.locator("form.compose")).to_have_count(0)
+
+
+def test_from_identity_no_longer_owned_is_refused(server, pages):
+    """The identity picker lists the account's Identities (Identity/get), aliases included;
+    when the chosen alias is removed while the form is open, Send shows the refusal,
+    nothing is delivered, and the picker is refreshed without that address."""
+    alias = f"sales-{uuid.uuid4().hex[:6]}@example.test"
+    server.ctl("alias", "add", alias, ALICE)
+    subject = subject_for("From alias")
+    alice = pages(ALICE)
+    alice.get_by_role("button", name="Compose").click()
+    field(alice, "From").select_option(label=alias)
+    field(alice, "To").fill(BOB)
+    field(alice, "Subject").fill(subject)
+    server.ctl("alias", "remove", alias)
+    field(alice, "Message").press("Control+Enter")
+    expect(alice.locator(".compose-error")).to_contain_text("no longer send from this address")
+    expect(field(alice, "From").locator("option")).not_to_contain_text([alias])
+    assert imap_messages(server, BOB, subject) == []
+    assert emails_in(server, ALICE, "sent", subject) == []
+
+
+def test_autosave_after_30_seconds_of_changes(server, pages):
+    """With unsaved changes the draft is saved by itself within 30 s (browser clock
+    fast-forwarded), once: an unchanged form is not saved again."""
+    subject = subject_for("Autosaved")
+    alice = pages(ALICE)
+    alice.clock.install()
+    alice.get_by_role("button", name="Compose").click()
+    field(alice, "To").fill(BOB)
+    field(alice, "Subject").fill(subject)
+    assert emails_in(server, ALICE, "drafts", subject) == []
+    alice.clock.run_for(31_000)
+    expect(alice.locator(".compose-status")).to_contain_text("Draft saved")
+    [saved] = emails_in(server, ALICE, "drafts", subject)
+    alice.clock.run_for(61_000)
+    assert [e["id"] for e in emails_in(server, ALICE, "drafts", subject)] == [saved["id"]]

@@ -113,13 +113,7 @@ class Compose {
     const text = (name, value, extra = {}) => el("input", {id: id(name), name, type: "text",
       autocomplete: "off", spellcheck: "false", value, ...extra});
     this.fromSelect = el("select", {id: id("from"), name: "from"});
-    for (const identity of this.identities) {
-      const label = identity.name ? `${identity.name} <${identity.email}>` : identity.email;
-      this.fromSelect.append(el("option", {value: identity.id, text: label}));
-    }
-    const wanted = (fields.from && fields.from.email.toLowerCase()) || (this.client.username || "").toLowerCase();
-    const match = this.identities.find((i) => i.email.toLowerCase() === wanted);
-    if (match) this.fromSelect.value = match.id;
+    const match = this.fillIdentities((fields.from && fields.from.email) || this.client.username || "");
     this.to = text("to", formatList(fields.to), {"aria-describedby": id("error")});
     this.cc = text("cc", formatList(fields.cc));
     this.bcc = text("bcc", formatList(fields.bcc));
@@ -166,6 +160,26 @@ class Compose {
     if (this.mode === "reply" || this.mode === "replyAll") this.body.setSelectionRange(0, 0);
     this.timer = setInterval(() => { if (this.dirty && !this.busy && !this.uploads) this.save(true); },
       this.autosaveMs);
+  }
+
+  // The From picker (Identity/get, RFC 8621 6.1), choosing the Identity of `wanted` if any.
+  fillIdentities(wanted) {
+    this.fromSelect.replaceChildren(...this.identities.map((identity) => el("option", {value: identity.id,
+      text: identity.name ? `${identity.name} <${identity.email}>` : identity.email})));
+    const match = this.identities.find((i) => i.email.toLowerCase() === wanted.toLowerCase()) ||
+      this.identities.find((i) => i.email.toLowerCase() === (this.client.username || "").toLowerCase());
+    if (match) this.fromSelect.value = match.id;
+    return match;
+  }
+
+  // After the server refused the Identity (removed since the form opened): offer the current ones.
+  async reloadIdentities() {
+    const chosen = this.identities.find((i) => i.id === this.fromSelect.value);
+    const [[name, result]] = await this.client.call([["Identity/get", {accountId: this.client.accountId, ids: null},
+      "i"]]);
+    if (name !== "Identity/get") return;
+    this.identities = result.list;
+    this.fillIdentities(chosen ? chosen.email : "");
   }
 
   key(event) {
@@ -322,7 +336,13 @@ class Compose {
       const sent = responses.find((r) => r[2] === "u" && r[0] === "EmailSubmission/set");
       if (!sent || !sent[1].created || !sent[1].created.send) {
         this.dirty = false;  // the form is kept as a draft
-        this.showError(`Not sent: ${describe(sent ? (sent[1].notCreated || {}).send : null)}`);
+        const problem = sent ? (sent[1].notCreated || {}).send : null;
+        if (problem && (problem.properties || []).includes("identityId")) {
+          this.showError("Not sent: you may no longer send from this address; choose another From.");
+          await this.reloadIdentities().catch(() => {});
+        } else {
+          this.showError(`Not sent: ${describe(problem)}`);
+        }
         return;
       }
       this.draftId = null;

@@ -215,22 +215,26 @@ def test_reply_all_recipients(server, pages):
 
 def test_forward_carries_the_original_attachment(server, pages):
     """Forward: "Fwd: " subject, the original's attachment carried over by blobId (no
-    re-upload), and the recipient gets it with the same name and bytes."""
+    re-upload), and the recipient gets it with the same name and bytes. Markup in the
+    original's attachment name is shown as text, never parsed."""
     subject = subject_for("Contract")
     data = bytes(range(256)) * 4
-    send_mail(server, BOB, [ALICE], subject, attachment=("contract.bin", data))
+    name = "<img src=x onerror=window.pwned=1>contract.bin"
+    send_mail(server, BOB, [ALICE], subject, attachment=(name, data))
     alice = pages(ALICE)
     open_message(alice, subject)
     alice.get_by_role("button", name="Forward").click()
     expect(alice.locator("form.compose")).to_be_visible()
     assert field(alice, "Subject").input_value() == "Fwd: " + subject
-    expect(alice.locator(".compose-attachments li")).to_contain_text("contract.bin")
+    expect(alice.locator(".compose-attachments li")).to_contain_text(name)
+    assert alice.locator("form.compose img").count() == 0
+    assert alice.evaluate("window.pwned") is None
     assert "Forwarded message" in field(alice, "Message").input_value()
     field(alice, "To").fill(CAROL)
     field(alice, "To").press("Control+Enter")
     expect(alice.locator("form.compose")).to_have_count(0)
     [forwarded] = wait_for_messages(server, CAROL, "Fwd: " + subject)
-    assert attachments_of(forwarded) == {"contract.bin": data}
+    assert attachments_of(forwarded) == {name: data}
     assert "Original text." in forwarded.get_body(("plain",)).get_content()
 
 

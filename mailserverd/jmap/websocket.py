@@ -102,6 +102,8 @@ class Hub:
         protocol.hub, protocol.account, protocol.http_request = self, account, request
         self.sockets[account.id].add(protocol)
         COUNTS["connections"] += 1
+        log.info("jmap websocket: open user={user} rip={ip}", user=account.address,
+                 ip=getattr(request.getClientAddress(), "host", ""))
         _take_over(request, protocol)
 
     def gone(self, protocol) -> None:
@@ -142,6 +144,23 @@ def _take_over(request, protocol) -> None:
     protocol.dataReceived(b"\r\n".join(head) + b"\r\n\r\n")
 
 
+class _ReadPause:
+    """A streaming producer for the connection's own transport: a full send buffer
+    pauses reading, a drained one resumes it."""
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    def pauseProducing(self):
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
+
+
 def encode_push_state(states: dict) -> str:
     return ".".join(states.get(kind, "") for kind in state.TYPES)
 
@@ -169,6 +188,11 @@ class JMAPSocket(WebSocketServerProtocol):
 
     # -- the WebSocket lifecycle ------------------------------------------------------
 
+    def onOpen(self):
+        # Backpressure: while answers wait in the send buffer (a client that does not read),
+        # stop reading its next messages, so its requests cannot pile up answers in memory.
+        self.transport.registerProducer(_ReadPause(self.transport), True)
+
     def onConnect(self, request):
         if SUBPROTOCOL not in request.protocols:  # upgrade() checked; a replayed handshake is the same
             from autobahn.websocket.types import ConnectionDeny
@@ -179,6 +203,9 @@ class JMAPSocket(WebSocketServerProtocol):
         if self.closed:
             return
         self.closed = True
+        if self.account is not None:
+            log.info("jmap websocket: closed user={user} code={code} clean={clean}",
+                     user=self.account.address, code=code, clean=wasClean)
         self._push_off()
         if self.hub is not None:
             self.hub.gone(self)
@@ -199,7 +226,7 @@ class JMAPSocket(WebSocketServerProtocol):
                     "detail": "the server failed; the error is logged"})
 
     def _send(self, obj: dict) -> None:
-        if not self.closed:
+        if not self.closed and self.state == self.STATE_OPEN:  # not once a close frame went either way
             self.sendMessage(json.dumps(obj, ensure_ascii=False).encode(), isBinary=False)
 
     def _request_error(self, error: api.RequestError, request_id=None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import imaplib
 import json
+import ssl
 import time
 
 import pytest
@@ -29,10 +30,10 @@ MAX_SIZE_REQUEST = 10 * 1024 * 1024  # maxSizeRequest of the session resource
 
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
-    """One daemon (smtp, imap, http) for the module; no auth penalty, so failures stay fast."""
+    """One daemon (smtp, imap, http, https) for the module; no auth penalty, so failures stay fast."""
     from tests.conftest import _make_servers, _stop_all
     make, servers = _make_servers(request, tmp_path_factory)
-    yield make(listeners=("smtp", "imap", "http"), extra_config={"auth": {"penalty_initial": "0s"}})
+    yield make(listeners=("smtp", "imap", "http", "https"), extra_config={"auth": {"penalty_initial": "0s"}})
     _stop_all(servers)
 
 
@@ -44,8 +45,7 @@ def url(server) -> str:
 def open_socket(server, user=ALICE, subprotocols=("jmap",), auth=True):
     headers = {"Authorization": basic(user)} if auth else {}
     return connect(url(server), subprotocols=list(subprotocols) if subprotocols else None,
-                   additional_headers=headers, proxy=None, open_timeout=10, max_size=None,
-                   compression=None)
+                   additional_headers=headers, proxy=None, open_timeout=10, max_size=None)
 
 
 def receive(ws, timeout=10.0) -> dict:
@@ -100,6 +100,7 @@ def test_request_response_with_request_id(server):
     session_state = http_client.session()["state"]
     with open_socket(server) as ws:
         assert ws.subprotocol == "jmap"
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None  # permessage-deflate declined
         answer = ask(ws, [["Core/echo", {"hello": True}, "c1"]], "first")
         assert answer == {"@type": "Response", "requestId": "first",
                           "methodResponses": [["Core/echo", {"hello": True}, "c1"]],
@@ -329,3 +330,47 @@ def test_cookie_upgrade_checks_the_origin(server):
         connect(url(server), subprotocols=["jmap"], proxy=None, origin="http://evil.example",
                 additional_headers={"Cookie": cookie})
     assert refused.value.response.status_code == 403
+
+
+def test_wss_on_the_https_listener(server):
+    """Over TLS (the https listener, the daemon's self-signed certificate) the session
+    names a wss:// URL, and the upgraded connection answers Requests and pushes."""
+    host, port = server.address("https")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    connection = http.client.HTTPSConnection(host, port, timeout=10, context=context)
+    connection.request("GET", "/.well-known/jmap", headers={"Authorization": basic()})
+    session = json.loads(connection.getresponse().read())
+    connection.close()
+    assert session["capabilities"][WEBSOCKET]["url"] == f"wss://{host}:{port}/jmap/ws"
+    account_id = session["primaryAccounts"][MAIL]
+    with connect(f"wss://{host}:{port}/jmap/ws", ssl=context, subprotocols=["jmap"], proxy=None,
+                 compression=None, additional_headers={"Authorization": basic()}) as ws:
+        enable_push(ws)
+        deliver(server, ALICE, subject="over tls")
+        assert "Email" in next_state_change(ws)["changed"][account_id]
+
+
+def test_sockets_per_account_are_limited(server):
+    """At most 16 WebSockets per account (as for event streams): the next upgrade is a
+    JSON 429 and no upgrade; closing one makes room again. Another account is not affected."""
+    sockets = [open_socket(server, BOB) for _ in range(16)]
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            open_socket(server, BOB)
+        assert refused.value.response.status_code == 429
+        assert json.loads(refused.value.response.body)["type"] == "limit"
+        with open_socket(server, ALICE) as ws:
+            assert ask(ws, [["Core/echo", {}, "c"]])["@type"] == "Response"
+        sockets.pop().close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                sockets.append(open_socket(server, BOB))
+                break
+            except InvalidStatus:
+                assert time.monotonic() < deadline, "the closed socket was never released"
+                time.sleep(0.05)
+    finally:
+        for ws in sockets:
+            ws.close()

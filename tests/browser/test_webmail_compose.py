@@ -339,3 +339,43 @@ def test_autosave_after_30_seconds_of_changes(server, pages):
     [saved] = emails_in(server, ALICE, "drafts", subject)
     alice.clock.run_for(61_000)
     assert [e["id"] for e in emails_in(server, ALICE, "drafts", subject)] == [saved["id"]]
+
+
+HELPERS = """async () => {
+  const m = await import("/webmail/compose-text.js");
+  const own = new Set(["alice@example.test"]);
+  const html = {subject: "Fwd: Re: Plan", from: [{name: null, email: "x@remote.test"}],
+    to: [{name: null, email: "alice@example.test"}], messageId: ["c@x"], inReplyTo: ["b@x"],
+    references: null, sentAt: "2026-01-02T03:04:05Z", textBody: [{partId: "1", type: "text/html"}],
+    bodyValues: {"1": {value: "<p>One <b>two</b></p><script>bad()</script><div>three</div>"}}};
+  const mine = {subject: "Sent by me", from: [{name: "Alice", email: "Alice@Example.test"}],
+    to: [{name: "Bob", email: "bob@example.test"}], messageId: ["d@x"], textBody: [], bodyValues: {}};
+  return {
+    parsed: m.parseAddresses('A B <a@x.org>, "Last, First" <b@y.com>; c@z.net, bad@, x y@z'),
+    formatted: m.formatAddress({name: "Last, First", email: "b@y.com"}),
+    re: [m.prefixed("RE: x", "Re: ", /^re:/i), m.prefixed("x", "Re: ", /^re:/i)],
+    htmlReply: m.initialFields("reply", html, own),
+    ownReply: m.initialFields("reply", mine, own).to,
+  };
+}"""
+
+
+def test_address_parsing_and_reply_text(open_webmail):
+    """compose-text.js, run in the browser: addresses split on , and ; outside quotes and
+    angle brackets, malformed ones reported; display names with specials quoted; "Re: "
+    added once (any case); an HTML-only message is quoted as its text (no script text);
+    In-Reply-To is the parent's Message-ID and References the parent's In-Reply-To plus
+    it (RFC 5322 3.6.4); replying to one's own message goes to its recipients."""
+    page = open_webmail(sign_in=False).page
+    got = page.evaluate(HELPERS)
+    assert got["parsed"] == {"list": [{"name": "A B", "email": "a@x.org"},
+                                      {"name": "Last, First", "email": "b@y.com"},
+                                      {"name": None, "email": "c@z.net"}],
+                             "bad": ["bad@", "x y@z"]}
+    assert got["formatted"] == '"Last, First" <b@y.com>'
+    assert got["re"] == ["RE: x", "Re: x"]
+    reply = got["htmlReply"]
+    assert reply["subject"] == "Re: Fwd: Re: Plan" and reply["to"] == [{"name": None, "email": "x@remote.test"}]
+    assert reply["inReplyTo"] == ["c@x"] and reply["references"] == ["b@x", "c@x"]
+    assert "x@remote.test wrote:\n> One two\n> three" in reply["body"] and "bad()" not in reply["body"]
+    assert got["ownReply"] == [{"name": "Bob", "email": "bob@example.test"}]

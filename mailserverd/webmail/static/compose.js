@@ -190,6 +190,18 @@ class Compose {
       event.preventDefault();
       if (!this.confirmBar.hidden) this.hideConfirm();
       else this.requestClose();
+    } else if (event.key === "Tab") {
+      // aria-modal: focus stays in the dialog (wraps at both ends)
+      const stops = [...this.form.querySelectorAll("input, select, textarea, button")]
+        .filter((node) => !node.disabled && node.offsetParent !== null);
+      const [first, last] = [stops[0], stops[stops.length - 1]];
+      if (event.shiftKey && document.activeElement === first) {
+        event.preventDefault();
+        last.focus();
+      } else if (!event.shiftKey && document.activeElement === last) {
+        event.preventDefault();
+        first.focus();
+      }
     }
     event.stopPropagation();  // the mail view's shortcuts stay out of the form
   }

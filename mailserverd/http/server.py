@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from ..outbound import metrics
+from ..jmap.websocket import render_metrics as websocket_metrics  # open JMAP WebSockets, push listeners
 from ..search.indexer import render_metrics as search_metrics  # index queue depth and lag (issue 12)
 from .request import REQUEST_TIMEOUT, LimitedRequest
 
@@ -64,7 +65,7 @@ class Root(resource.Resource):
 
     def _metrics(self, stats, request) -> bytes:
         request.setHeader(b"content-type", metrics.CONTENT_TYPE.encode())
-        return (metrics.render(stats, self.outbound.counters) + search_metrics()).encode()
+        return (metrics.render(stats, self.outbound.counters) + search_metrics() + websocket_metrics()).encode()
 
     def _healthz(self, stats, request) -> bytes:
         request.setHeader(b"content-type", JSON)

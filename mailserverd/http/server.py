@@ -39,18 +39,22 @@ class Root(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, outbound, jmap=None):
+    def __init__(self, outbound, jmap=None, webmail=None):
         super().__init__()
         self.outbound = outbound
         self.jmap = jmap
+        self.webmail = webmail  # mailserverd.webmail.WebmailResource when [http] webmail is on
         self.routes = {b"/metrics": self._metrics, b"/healthz": self._healthz}
 
     def render(self, request):
         handler = self.routes.get(request.path)
         is_jmap = (request.path == b"/.well-known/jmap" or request.path.startswith(b"/jmap/")
-                   or request.path.startswith(b"/v1/"))  # the REST API runs on the JMAP methods
+                   or request.path.startswith(b"/v1/")  # the REST API runs on the JMAP methods
+                   or request.path.startswith(b"/auth/"))  # browser sign-in (jmap/browser.py)
         if self.jmap is not None and is_jmap:
             return self.jmap.render(request)
+        if self.webmail is not None and self.webmail.handles(request.path):
+            return self.webmail.render(request)  # / and /webmail/<file>
         if handler is None:
             return error_body(request, 404, "notFound", "no resource at this path")
         if request.method not in ALLOWED:
@@ -114,6 +118,10 @@ def build_factory(mode: str, settings, store, authenticator, tls, outbound=None,
                              outbound=outbound, responder=responder)  # shares the per-account rate limit
     jmap = JMAPResource(store, authenticator, settings, reactor,
                         os.path.join(settings.server.data_dir, "jmap-uploads"), submitter=submitter)
-    site = LimitedSite(Root(outbound, jmap), jmap=jmap, reactor=reactor, timeout=IDLE_TIMEOUT)
+    webmail = None
+    if settings.http.webmail:
+        from ..webmail import WebmailResource
+        webmail = WebmailResource()
+    site = LimitedSite(Root(outbound, jmap, webmail), jmap=jmap, reactor=reactor, timeout=IDLE_TIMEOUT)
     site.displayTracebacks = False
     return site

@@ -1,0 +1,296 @@
+"""The webmail in headless chromium against the real daemon: sign-in, live
+updates over EventSource, reading, search, moving to Junk, HTML mail that can
+neither run script nor fetch anything, sign-out (issue 14)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.browser.conftest import ALICE, sign_in
+from tests.support.daemon import PASSWORD
+
+
+def http_get(server, path, headers=None):
+    connection = http.client.HTTPConnection(*server.address("http"), timeout=10)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def open_row(page, subject):
+    """Click the message-list row whose subject is `subject`; wait for the reader."""
+    row = page.locator("#message-list li", has=page.locator(".subject", has_text=subject))
+    row.first.click()
+    page.wait_for_selector("#reader:not([hidden]) #reader-subject")
+    return row
+
+
+def test_static_files_carry_strict_headers(webmail_server):
+    """/ is index.html and /webmail/<file> the modules, with a CSP that allows no
+    inline or foreign script, framing denied, nosniff, no referrer, the right
+    content types and an ETag that answers 304; unknown names and traversal are 404."""
+    status, headers, body = http_get(webmail_server, "/")
+    assert status == 200 and b'<script type="module" src="/webmail/app.js">' in body
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    csp = headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "unsafe-inline' " not in csp.split("script-src")[1].split(";")[0]
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp and "form-action 'none'" in csp
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
+    status, headers, body = http_get(webmail_server, "/webmail/jmap.js")
+    assert status == 200 and headers["content-type"] == "text/javascript; charset=utf-8"
+    assert b"export class JMAPClient" in body
+    status, again, _ = http_get(webmail_server, "/webmail/jmap.js", {"If-None-Match": headers["etag"]})
+    assert status == 304
+    for path in ("/webmail/../__init__.py", "/webmail/%2e%2e/__init__.py", "/webmail/__init__.py",
+                 "/webmail/nothing.js", "/index.html"):
+        status, _, _ = http_get(webmail_server, path)
+        assert status == 404, path
+
+
+def test_sign_in_shows_folders_and_rejects_a_wrong_password(open_webmail, screenshot):
+    """A wrong password keeps the sign-in screen with an error (no Basic dialog);
+    the right one shows the folders with special-use roles, inbox first."""
+    view = open_webmail(sign_in=False)
+    page = view.page
+    page.fill("#signin-username", ALICE)
+    page.fill("#signin-password", "wrong")
+    page.click("#signin-submit")
+    page.wait_for_selector("#signin-error:not([hidden])")
+    assert "Wrong address or password" in page.text_content("#signin-error")
+    screenshot(page, "signin")
+    sign_in(page, ALICE)
+    roles = page.eval_on_selector_all("#mailbox-list button", "bs => bs.map(b => b.dataset.role)")
+    assert roles[0] == "inbox" and {"sent", "trash", "junk", "drafts"} <= set(roles)
+    assert page.input_value("#signin-password") == ""
+
+
+def test_new_mail_appears_live_and_opens(webmail, deliver, screenshot):
+    """A message delivered over SMTP while the inbox is open appears within a few
+    seconds without a reload (EventSource push), marked unread with the folder's
+    unread count; opening it shows the text and marks it read."""
+    page = webmail.page
+    page.wait_for_timeout(300)  # let the EventSource connect
+    started = time.monotonic()
+    deliver(subject="Live delivery", body="Hello from SMTP.\nSecond line.")
+    row = page.locator("#message-list li.unread", has=page.locator(".subject", has_text="Live delivery"))
+    row.wait_for(timeout=5000)
+    latency = time.monotonic() - started
+    assert latency < 5, latency
+    inbox = page.locator("#mailbox-list button[data-role=inbox] .count")
+    assert int(inbox.text_content()) >= 1
+    screenshot(page, "inbox", readme=False)
+    open_row(page, "Live delivery")
+    body = page.locator("#conversation article.email:not(.collapsed) pre.text")
+    assert "Hello from SMTP." in body.text_content()
+    page.wait_for_selector("#message-list li:not(.unread) .subject:has-text('Live delivery')")
+    screenshot(page, "reader", readme=True)
+
+
+def test_search_finds_a_message(webmail, deliver):
+    """The search box runs Email/query with a text filter: a word of one message's
+    body finds it and not the others; clearing the search returns to the inbox."""
+    deliver(subject="Quarterly report", body="The zanzibar figures are attached.")
+    deliver(subject="Lunch", body="Pizza today?")
+    page = webmail.page
+    page.locator("#message-list .subject", has_text="Lunch").wait_for()
+    page.press("body", "/")
+    assert page.evaluate("document.activeElement.id") == "search"
+    page.fill("#search", "zanzibar")
+    page.press("#search", "Enter")
+    page.wait_for_selector("#list-title:has-text('Search: zanzibar')")
+    page.locator("#message-list .subject", has_text="Quarterly report").wait_for()
+    subjects = page.eval_on_selector_all("#message-list .subject", "xs => xs.map(x => x.textContent)")
+    assert subjects == ["Quarterly report"]
+    page.click("#mailbox-list button[data-role=inbox]")
+    page.locator("#message-list .subject", has_text="Lunch").wait_for()
+
+
+def test_flag_and_unread_markers(webmail, deliver):
+    """Flag and Mark unread (buttons and the s shortcut) set $flagged and clear
+    $seen, shown as markers in the list."""
+    deliver(subject="Flag me", body="x")
+    page = webmail.page
+    open_row(page, "Flag me")
+    page.click("#toggle-flag")
+    page.wait_for_selector("#message-list li:has(.subject:has-text('Flag me')) .flag")
+    page.click("#toggle-read")
+    page.wait_for_selector("#message-list li.unread:has(.subject:has-text('Flag me'))")
+    page.locator("#message-list").focus()
+    page.keyboard.press("s")
+    page.wait_for_selector("#message-list li:has(.subject:has-text('Flag me')) .flag", state="detached")
+
+
+class _Pixel(BaseHTTPRequestHandler):
+    hits: list = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        _Pixel.hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/gif")
+        self.end_headers()
+        self.wfile.write(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def pixel_server():
+    """A loopback HTTP server standing in for a tracker: it counts image requests."""
+    _Pixel.hits = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pixel)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_hostile_html_runs_nothing_and_loads_nothing(webmail, deliver, pixel_server, screenshot):
+    """An HTML message with a <script>, an onerror handler, a javascript: link, a
+    form and a remote image (plus a CSS background) is shown in a sandboxed iframe
+    with no script run (no console output, no page error, no "Blocked script"
+    notice: the sanitiser removed them) and no request to the remote host until
+    "Load images" is clicked; links open with rel=noopener noreferrer."""
+    html = (f"<html><head><style>body {{ background: url({pixel_server}/css.gif) }}</style></head><body>"
+            "<p id=visible>Hello <b>HTML</b></p>"
+            "<script>console.log('XSS-script'); parent.document.title='pwned'</script>"
+            f"<img src=\"{pixel_server}/track.gif\" onerror=\"console.log('XSS-onerror')\" alt=t>"
+            "<img src=x onerror=\"console.log('XSS-onerror2')\">"
+            "<a href=\"javascript:console.log('XSS-link')\">js</a> "
+            "<a id=ext href=\"https://example.org/\">site</a>"
+            "<form action=\"https://example.org/steal\"><input name=p></form>"
+            "<svg onload=\"console.log('XSS-svg')\"></svg>"
+            "<iframe src=\"https://example.org/\"></iframe></body></html>")
+    deliver(subject="Hostile HTML", html=html)
+    page = webmail.page
+    open_row(page, "Hostile HTML")
+    frame_element = page.wait_for_selector("#conversation iframe")
+    assert frame_element.get_attribute("sandbox") == "allow-popups allow-popups-to-escape-sandbox"
+    frame = frame_element.content_frame()
+    frame.wait_for_selector("#visible")
+    page.wait_for_selector(".images-blocked:not([hidden])")
+    page.wait_for_timeout(500)
+    source = frame.content()
+    for banned in ("<script", "onerror", "javascript:", "<form", "<input", "<svg", "<iframe", pixel_server):
+        assert banned not in source, banned
+    assert frame.get_attribute("#ext", "rel") == "noopener noreferrer"
+    assert frame.get_attribute("#ext", "target") == "_blank"
+    screenshot(page, "html-blocked")
+    assert not [text for _, text in webmail.console if "XSS" in text or "Blocked script" in text], webmail.console
+    assert webmail.errors == []
+    assert page.title() != "pwned"
+    assert _Pixel.hits == [] and not [url for url in webmail.requests if url.startswith(pixel_server)]
+    page.click(".images-blocked button")
+    deadline = time.monotonic() + 5
+    while "/track.gif" not in _Pixel.hits and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert "/track.gif" in _Pixel.hits  # only now, and still no script ran
+    assert not [text for _, text in webmail.console if "XSS" in text], webmail.console
+
+
+def test_keyboard_shortcuts_move_and_open(webmail, deliver):
+    """j/k move the selection in the list, Enter opens, u goes back, # deletes to Trash."""
+    deliver(subject="Key one", body="1")
+    deliver(subject="Key two", body="2")
+    page = webmail.page
+    page.locator("#message-list .subject", has_text="Key one").wait_for()
+    page.locator("#message-list").focus()
+    page.keyboard.press("j")
+    first = page.get_attribute("#message-list li[aria-selected=true]", "data-id")
+    page.keyboard.press("j")
+    second = page.get_attribute("#message-list li[aria-selected=true]", "data-id")
+    assert first != second
+    page.keyboard.press("k")
+    assert page.get_attribute("#message-list li[aria-selected=true]", "data-id") == first
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#reader:not([hidden]) #reader-subject")
+    subject = page.text_content("#reader-subject")
+    page.keyboard.press("#")
+    page.locator("#message-list .subject", has_text=subject).wait_for(state="detached")
+    page.click("#mailbox-list button[data-role=trash]")
+    page.locator("#message-list .subject", has_text=subject).wait_for()
+
+
+def test_phone_layout_shows_one_pane(open_webmail, deliver, screenshot):
+    """On a phone-sized screen the list fills the width; opening a message shows
+    only the reader, and Back returns to the list."""
+    deliver(subject="Phone", body="small screen")
+    view = open_webmail(viewport={"width": 390, "height": 800})
+    page = view.page
+    page.locator("#message-list .subject", has_text="Phone").wait_for()
+    assert not page.is_visible("#mailboxes")
+    open_row(page, "Phone")
+    assert not page.is_visible("#list-pane")
+    screenshot(page, "phone-reader")
+    page.click("#back")
+    assert page.is_visible("#list-pane")
+
+
+def test_sign_out_revokes_the_session(open_webmail, webmail_url):
+    """Sign out returns to the sign-in screen and the session is gone server-side:
+    the old cookie no longer opens the JMAP session resource, and a reload shows
+    the sign-in screen."""
+    view = open_webmail()
+    page = view.page
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    assert "msd_session" in cookies
+    page.click("#signout")
+    page.wait_for_selector("#signin:not([hidden])")
+    status, _, _ = _get_with_cookie(webmail_url, "/.well-known/jmap", cookies["msd_session"])
+    assert status == 401
+    page.reload()
+    page.wait_for_selector("#signin:not([hidden])")
+    assert page.is_hidden("#app")
+
+
+def _get_with_cookie(base, path, session):
+    host, port = base.split("//")[1].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("GET", path, headers={"Cookie": f"msd_session={session}"})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_session_survives_reload(webmail):
+    """A reload resumes the session from the cookie (GET /auth/session) without the
+    password, which the page never stores."""
+    page = webmail.page
+    page.reload()
+    page.wait_for_selector("#app:not([hidden])")
+    page.wait_for_selector("#mailbox-list button[data-role=inbox][aria-current=true]")
+    stored = page.evaluate("JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+    assert PASSWORD not in stored
+    assert json.loads(page.evaluate("JSON.stringify(document.cookie)")) == ""  # HttpOnly
+
+
+def test_move_to_junk_and_back(webmail, deliver):
+    """"Spam" moves the open message to the Junk folder (the server trains on the
+    move); in Junk the button reads "Not spam" and moves it back to the inbox."""
+    deliver(subject="Cheap pills", body="Buy now", sender="seller@pills.test")
+    page = webmail.page
+    open_row(page, "Cheap pills")
+    assert page.text_content("#spam") == "Spam"
+    page.click("#spam")
+    page.locator("#message-list .subject", has_text="Cheap pills").wait_for(state="detached")
+    page.click("#mailbox-list button[data-role=junk]")
+    open_row(page, "Cheap pills")
+    assert page.text_content("#spam") == "Not spam"
+    page.click("#spam")
+    page.locator("#message-list .subject", has_text="Cheap pills").wait_for(state="detached")
+    page.click("#mailbox-list button[data-role=inbox]")
+    page.locator("#message-list .subject", has_text="Cheap pills").wait_for()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import imaplib
 import json
+import socket
 import ssl
 import time
 
@@ -289,7 +290,7 @@ def test_closing_removes_every_push_listener(server):
         enable_push(ws)
     assert push_listeners(server) == before + 3
     sockets[0].close()
-    sockets[1].socket.close()  # the TCP connection dropped without a close frame
+    sockets[1].socket.shutdown(socket.SHUT_RDWR)  # the TCP connection dropped without a close frame
     sockets[2].send(json.dumps({"@type": "WebSocketPushDisable"}))
     assert ask(sockets[2], [["Core/echo", {}, "e"]])["@type"] == "Response"
     deadline = time.monotonic() + 10

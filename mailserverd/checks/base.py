@@ -118,6 +118,7 @@ class Recipient:
     accounts: tuple[Account, ...] = ()
     quarantine: bool = False
     headers: list = dataclasses.field(default_factory=list)  # from recipient-stage verdicts
+    forward: tuple[str, ...] = ()  # remote addresses an alias (or our SRS address) forwards to
 
 
 @dataclasses.dataclass

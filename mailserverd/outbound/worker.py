@@ -30,6 +30,7 @@ from ..store.api import DeliveryTarget
 from . import queue, queueadmin
 from .outcome import decide, orcpts
 from .queue import Claimed, NewMessage, Outcome, QueuedRecipient
+from .srs import SRS, SrsError, is_srs
 
 log = Logger(namespace="mailserverd.outbound")
 
@@ -394,6 +395,15 @@ class OutboundService(service.Service):
             self.counters[("bounces", kind)] += 1
         self.counters[("attempts", "total")] += 1
 
+    def _srs_original(self, sender: str) -> str:
+        """The original sender behind an SRS address of ours (outbound/srs.py), or ""."""
+        if not is_srs(sender.rpartition("@")[0]):
+            return ""
+        try:
+            return SRS.from_data_dir(self.settings.server.data_dir, self.clock).reverse(sender.rpartition("@")[0])
+        except (SrsError, OSError):
+            return ""
+
     @defer.inlineCallbacks
     def _route_dsn(self, item: Claimed, report: bytes, now: float):
         """Deliver the DSN to a local sender's INBOX now; for a remote sender return the
@@ -411,6 +421,9 @@ class OutboundService(service.Service):
                             id=item.message_id, sender=sender)
             return ()
         local_domain = yield self.store.is_local_domain(sender.rpartition("@")[2])
+        original = self._srs_original(sender) if local_domain else ""
+        if original:  # a forwarded copy (outbound/forward.py) bounced: report to whoever sent it to us
+            sender, local_domain = original, False
         if local_domain:
             log.warn("outbound: DSN for {id} dropped: local sender <{sender}> does not exist",
                      id=item.message_id, sender=sender)

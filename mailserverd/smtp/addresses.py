@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
+from ..outbound.srs import SrsError, is_srs
 from ..store.api import Account
 from . import replies
 from .replies import Reply
@@ -22,6 +24,7 @@ from .syntax import Path
 # Characters that route mail onwards in some MTAs' local parts: "a%b@local" (percent
 # hack), "b!a@local" (UUCP bang path), "a@b@local" and "\"a@b\"@local".
 _ROUTING_CHARACTERS = frozenset("%!@")
+log = Logger(namespace="mailserverd.smtp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +32,7 @@ class RecipientDecision:
     reply: Reply
     accounts: tuple[Account, ...] = ()
     address: str = ""  # the address that was resolved, for the log and the Received "for"
+    forward: tuple[str, ...] = ()  # remote targets of an alias, or the sender an SRS address reverses to
 
 
 def is_relay_trick(path: Path) -> bool:
@@ -47,12 +51,16 @@ def postmaster_candidates(hostname: str) -> list[str]:
 
 
 @defer.inlineCallbacks
-def decide_recipient(store, path: Path, hostname: str, submission: bool, outbound=None):
+def decide_recipient(store, path: Path, hostname: str, submission: bool, outbound=None, forwarder=None):
     """Deferred[RecipientDecision] for one RCPT (after syntax checks).
 
-    store: the AsyncStore (is_local_domain, resolve_recipient). outbound: the
-    OutboundService (is_suppressed) or None. A remote recipient accepted on
-    submission gets a decision with no accounts.
+    store: the AsyncStore (is_local_domain, resolve_recipient, resolve_targets).
+    outbound: the OutboundService (is_suppressed) or None. A remote recipient
+    accepted on submission gets a decision with no accounts. forwarder: the
+    outbound.forward.Forwarder, or None: then aliases reach local accounts only
+    and SRS addresses are unknown users. With it, an alias's remote targets
+    (admin-configured forwards) are in `forward`, and a bounce address of ours
+    (SRS) is accepted only with a valid hash and a fresh timestamp.
     """
     if not path.domain:  # a bare <Postmaster>
         for address in postmaster_candidates(hostname):
@@ -60,6 +68,11 @@ def decide_recipient(store, path: Path, hostname: str, submission: bool, outboun
             if accounts:
                 return RecipientDecision(replies.RECIPIENT_OK, tuple(accounts), address)
         return RecipientDecision(replies.UNKNOWN_USER)
+    if forwarder is not None and not path.is_literal and not path.route and is_srs(path.local):
+        local = yield store.is_local_domain(path.domain)
+        if local:
+            decision = yield _srs_return(store, forwarder, path)
+            return decision
     if is_relay_trick(path):
         return RecipientDecision(replies.RELAY_DENIED)
     # RFC 5321 C: a source route is ignored, but a route through a foreign domain is
@@ -79,10 +92,32 @@ def decide_recipient(store, path: Path, hostname: str, submission: bool, outboun
         if suppressed:
             return RecipientDecision(replies.RECIPIENT_SUPPRESSED, (), address)
         return RecipientDecision(replies.RECIPIENT_OK, (), address)
-    accounts = yield store.resolve_recipient(address)
-    if not accounts:
+    if forwarder is not None:
+        accounts, remote = yield store.resolve_targets(address)
+    else:
+        accounts, remote = (yield store.resolve_recipient(address)), []
+    if not accounts and not remote:
         return RecipientDecision(replies.UNKNOWN_USER, (), address)
-    return RecipientDecision(replies.RECIPIENT_OK, tuple(accounts), address)
+    return RecipientDecision(replies.RECIPIENT_OK, tuple(accounts), address, tuple(remote))
+
+
+@defer.inlineCallbacks
+def _srs_return(store, forwarder, path: Path):
+    """A bounce to SRS0=...@ourdomain goes back to the original sender (srs.py), local or
+    remote; a forged, tampered or expired address is an unknown user (550 5.1.1)."""
+    address = f"{path.local}@{path.domain}"
+    try:
+        original = forwarder.reverse(path.local)
+    except SrsError as exc:
+        log.info("smtp: rcpt <{rcpt}> refused: {reason}", rcpt=address, reason=str(exc))
+        return RecipientDecision(replies.UNKNOWN_USER, (), address)
+    local = yield store.is_local_domain(original.rpartition("@")[2])
+    if local:
+        accounts = yield store.resolve_recipient(original)
+        if not accounts:
+            return RecipientDecision(replies.UNKNOWN_USER, (), address)
+        return RecipientDecision(replies.RECIPIENT_OK, tuple(accounts), original)
+    return RecipientDecision(replies.RECIPIENT_OK, (), address, (original,))
 
 
 def owns_address(allowed: frozenset[str], address: str) -> bool:

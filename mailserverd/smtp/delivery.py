@@ -7,9 +7,12 @@ headers (the body blob is never rewritten). 250 only after that commit is
 durable; any store failure is a 4xx, never a 250.
 
 Remote recipients (submission only) go to the durable outbound queue with
-their DSN parameters (RFC 3461) before the 250. With local copies too, the
-queued message is held until the local commit is durable and only then
-released, so a 4xx never leaves half the recipients served.
+their DSN parameters (RFC 3461) before the 250, and so do the forwarded
+copies for aliases with remote targets and bounces to our SRS addresses
+(outbound/forward.py; forward_plan() below says what is not forwarded).
+With local copies too, or several queued copies, the queued messages are held
+until everything is durable and only then released, so a 4xx never leaves
+half the recipients served.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..checks.base import Envelope, Session
 from ..checks.authresults import remove_own as remove_own_results
 from ..mime.headers import iter_fields, split_header
 from ..mime.limits import MessageTooComplex, check_limits
+from ..outbound.forward import delivered_to
 from ..store.api import DeliveryTarget, OverQuota
 from . import replies
 from .addresses import owns_address
@@ -121,8 +125,9 @@ class DeliveryPolicy:
     """What delivery needs that does not change per message."""
 
     def __init__(self, store, chain, clock, max_header_size: int, max_mime_depth: int,
-                 submission: bool, outbound=None, responder=None):
+                 submission: bool, outbound=None, responder=None, forwarder=None):
         self.store = store
+        self.forwarder = forwarder  # outbound.forward.Forwarder: alias forwards, SRS bounces; or None
         self.responder = responder  # vacation.VacationResponder: told of each durable local delivery
         self.outbound = outbound  # OutboundService: enqueue/release/discard; None = no remote delivery
         self.chain = chain
@@ -158,7 +163,8 @@ def deliver_message(policy: DeliveryPolicy, session: Session, envelope: Envelope
     targets = []
     seen_accounts = set()
     # decide_recipient lets a recipient without accounts through only when it is remote
-    remote = [recipient for recipient in envelope.recipients if not recipient.accounts]
+    # (submission) or forwards (an alias with remote targets only, a bounce to our SRS address)
+    remote = [recipient for recipient in envelope.recipients if not recipient.accounts and not recipient.forward]
     for recipient in envelope.recipients:
         for account in recipient.accounts:
             if account.id in seen_accounts:  # one copy per account, however many RCPTs reach it
@@ -170,31 +176,53 @@ def deliver_message(policy: DeliveryPolicy, session: Session, envelope: Envelope
             junk = quarantine_all or recipient.quarantine
             targets.append(DeliveryTarget(account=account, mailbox="Junk" if junk else "INBOX",
                                           prepend=prepend))
-    held = bool(remote and targets)
+    forwards, looped = forward_plan(envelope, message, quarantine_all)
+    if looped and not (targets or remote or forwards):
+        return replies.FORWARDING_LOOP
+    queued = []  # (OutboundService, NewMessage), each durable before the 250
     if remote:
+        queued.append((policy.outbound, queued_message(policy, session, envelope, remote, message, now)))
+    for number, (recipient, addresses) in enumerate(forwards, 1):
+        prepend = (received_header(session, envelope, recipient.address, now)
+                   + b"".join(fold(name, value) for name, value in check_headers + recipient.headers))
         try:
-            yield policy.outbound.enqueue(queued_message(policy, session, envelope, remote, message, now),
-                                          held=held)
+            item = yield policy.forwarder.prepare(session, envelope, recipient.address, addresses, prepend,
+                                                  message, now, f"{envelope.id}F{number}")
         except Exception:
-            log.failure("queueing {id} for remote recipients failed", id=envelope.id)
+            log.failure("preparing the forwarded copy of {id} failed", id=envelope.id)
             return replies.STORE_FAILED
+        queued.append((policy.forwarder.outbound, item))
+    # several queued copies, or local ones too: held until all are durable, then released
+    held = bool(queued and (targets or len(queued) > 1))
+    enqueued = []
+    for outbound, item in queued:
+        try:
+            yield outbound.enqueue(item, held=held)
+        except Exception:
+            log.failure("queueing {id} for remote recipients failed", id=item.id)
+            for done_outbound, done_id in enqueued:
+                yield _discard_held(done_outbound, done_id)
+            return replies.STORE_FAILED
+        enqueued.append((outbound, item.id))
     if targets:
         try:
             yield policy.store.deliver(message, targets)
         except Exception as exc:
             if held:
-                yield _discard_held(policy, envelope.id)
+                for done_outbound, done_id in enqueued:
+                    yield _discard_held(done_outbound, done_id)
             if isinstance(exc, OverQuota):
                 return replies.MAILBOX_FULL
             log.failure("delivery of {id} failed", id=envelope.id)
             return replies.STORE_FAILED
     if held:
-        try:
-            yield policy.outbound.release(envelope.id)
-        except Exception:
-            # the local copies are in, the remote ones would never go: the client must retry
-            log.failure("releasing queued {id} failed", id=envelope.id)
-            return replies.STORE_FAILED
+        for done_outbound, done_id in enqueued:
+            try:
+                yield done_outbound.release(done_id)
+            except Exception:
+                # the local copies are in, the remote ones would never go: the client must retry
+                log.failure("releasing queued {id} failed", id=done_id)
+                return replies.STORE_FAILED
     if targets and policy.responder is not None:  # RFC 3834 auto-replies; never delays or fails the 250
         policy.responder.delivered(envelope.mail_from, message, targets)
     if policy.submission and sent_copy:
@@ -227,9 +255,38 @@ def queued_message(policy: DeliveryPolicy, session: Session, envelope: Envelope,
         ret=getattr(params, "ret", None), envid=getattr(params, "envid", None))
 
 
+def forward_plan(envelope: Envelope, message: bytes, quarantined: bool):
+    """([(recipient, remote targets)], [looping aliases]): the forwards to queue.
+
+    Policy (docs/checks.md "Forwarding"): a message the checks quarantine is not
+    forwarded (its local targets get it in Junk; a forward-only alias drops it
+    with a log line): we do not send spam on under our name. An alias whose
+    Delivered-To is already in the message is a forwarding loop (the copy we
+    sent came back): not forwarded again; Received counting (check.hops) bounds
+    loops that lose Delivered-To."""
+    plan, looped = [], []
+    seen = None
+    for recipient in envelope.recipients:
+        if not recipient.forward:
+            continue
+        if quarantined or recipient.quarantine:
+            log.info("forward: {id} for <{alias}> not forwarded to {targets}: quarantined by the checks",
+                     id=envelope.id, alias=recipient.address, targets=",".join(recipient.forward))
+            continue
+        if seen is None:
+            seen = delivered_to(message)
+        if recipient.address.lower() in seen:
+            log.info("forward: {id} for <{alias}> not forwarded: forwarding loop (Delivered-To present)",
+                     id=envelope.id, alias=recipient.address)
+            looped.append(recipient.address)
+            continue
+        plan.append((recipient, recipient.forward))
+    return plan, looped
+
+
 @defer.inlineCallbacks
-def _discard_held(policy: DeliveryPolicy, message_id: str):
+def _discard_held(outbound, message_id: str):
     try:
-        yield policy.outbound.discard(message_id)
+        yield outbound.discard(message_id)
     except Exception:  # the worker purges stale held messages on its next start
         log.failure("discarding held {id} failed", id=message_id)

@@ -106,4 +106,5 @@ STORE_FAILED = Reply(451, "4.3.0", "Temporary storage failure; try again later")
 MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
 MESSAGE_TOO_COMPLEX = Reply(554, "5.6.0", "Message structure exceeds safety limits")
 TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops (mail loop?)")
+FORWARDING_LOOP = Reply(554, "5.4.6", "Mail forwarding loop")  # RFC 3463 3.5: routing loop detected
 CHECK_TEMPFAIL = Reply(451, "4.7.0", "Temporary failure in message checks; try again later")

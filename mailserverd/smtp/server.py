@@ -290,14 +290,14 @@ def add_recipient(factory: "SMTPFactory", session: Session, envelope: Envelope, 
     """Deferred[Reply] for RCPT TO: the recipient decision and the recipient-stage checks;
     an accepted recipient is appended to envelope.recipients."""
     decision = yield decide_recipient(factory.store, path, factory.hostname, factory.submission,
-                                      factory.outbound)
+                                      factory.outbound, factory.forwarder)
     if not decision.reply.positive:
         log.info("smtp {mode}: rcpt <{rcpt}> from {ip} refused: {reply}", mode=factory.mode,
                  rcpt=path.address if path.domain else "Postmaster",
                  ip=session.remote_ip, reply=str(decision.reply))
         return decision.reply
     address = path.address if path.domain else decision.address
-    recipient = Recipient(address=address, params=params, accounts=decision.accounts)
+    recipient = Recipient(address=address, params=params, accounts=decision.accounts, forward=decision.forward)
     verdict = yield factory.chain.run_recipient(session, envelope, recipient)
     if verdict.rejected:
         return _verdict_reply(verdict)
@@ -323,6 +323,11 @@ class SMTPFactory(protocol.ServerFactory):
         self.chain = chain
         self.clock = clock
         self.outbound = outbound if self.submission else None  # the MX never relays
+        # ...but forwards for admin-configured aliases and routes bounces to our SRS addresses
+        self.forwarder = None
+        if outbound is not None:
+            from ..outbound.forward import Forwarder
+            self.forwarder = Forwarder(settings.server.data_dir, settings.server.hostname, outbound, store, clock)
         self.hostname = settings.server.hostname
         self.timeout = settings.smtp.timeout
         limits = settings.limits
@@ -336,7 +341,7 @@ class SMTPFactory(protocol.ServerFactory):
         self.account_rate = _ACCOUNT_LIMITERS[store]
         self.delivery = DeliveryPolicy(store, chain, clock, limits.max_header_size, limits.max_mime_depth,
                                        submission=self.submission, outbound=self.outbound,
-                                       responder=responder)
+                                       responder=responder, forwarder=self.forwarder)
 
     def machine_config(self, secure: bool, plaintext_ok: bool) -> MachineConfig:
         limits = self.settings.limits

@@ -110,6 +110,8 @@ class MailStore:
       is_local_domain(domain) -> bool
       resolve_recipient(address) -> list[Account]   aliases and catch-all expanded;
                                                     [] for an unknown user
+      resolve_targets(address) -> (list[Account], list[str])  the same, and the
+                                                    remote addresses its aliases forward to
       sender_addresses(account) -> frozenset[str]   own address + aliases that
                                                     deliver only to it (lower case)
     Mail (account-scoped: an Account can only reach its own rows):

@@ -192,6 +192,8 @@ class Directory:
         if not normalized:
             raise StoreError("an alias needs at least one target address")
         domain = alias.rpartition("@")[2]
+        if alias in normalized:
+            raise StoreError(f"alias {alias} cannot point to itself (a forwarding loop)")
         with self.engine.begin() as conn:
             if not conn.execute(select(schema.domains.c.name)
                                 .where(schema.domains.c.name == domain)).first():
@@ -199,6 +201,10 @@ class Directory:
             if conn.execute(select(schema.accounts.c.id)
                             .where(schema.accounts.c.address == alias)).first():
                 raise StoreError(f"{alias} is an account, not an alias")
+            loop = _alias_path_to(conn, normalized, alias)
+            if loop:
+                raise StoreError(f"alias {alias} would make a forwarding loop: "
+                                 + " -> ".join([alias] + loop))
             try:
                 conn.execute(insert(schema.aliases).values(address=alias, domain=domain,
                                                            targets=",".join(normalized)))
@@ -218,30 +224,49 @@ class Directory:
         with self.engine.connect() as conn:
             return [(row.address, row.targets.split(",")) for row in conn.execute(query)]
 
-    def resolve_recipient(self, address: str, depth: int = 0) -> list[Account]:
+    def resolve_recipient(self, address: str) -> list[Account]:
         """The accounts mail to `address` reaches: the account itself, else an
         alias's targets (followed up to 5 levels), else the domain's catch-all."""
+        return self.resolve_targets(address)[0]
+
+    def resolve_targets(self, address: str) -> tuple[list[Account], list[str]]:
+        """(accounts, remote addresses) that mail to `address` reaches through aliases.
+
+        A remote address (outside our domains) is reached only as an alias target:
+        an admin-configured forward, never the address asked for itself. Each
+        address is followed once (an alias pointing back is not followed again)."""
+        accounts: dict[int, Account] = {}
+        remote: list[str] = []
+        self._resolve(address, 0, accounts, remote, set())
+        return list(accounts.values()), remote
+
+    def _resolve(self, address: str, depth: int, accounts: dict, remote: list, seen: set) -> None:
         try:
             address = normalize_address(address)
         except StoreError:
-            return []
+            return
+        if address in seen:
+            return
+        seen.add(address)
         domain = address.rpartition("@")[2]
         with self.engine.connect() as conn:
             row = conn.execute(select(schema.accounts).where(schema.accounts.c.address == address)).first()
             if row:
-                return [_account(row)]
+                accounts.setdefault(row.id, _account(row))
+                return
+            if not conn.execute(select(schema.domains.c.name).where(schema.domains.c.name == domain)).first():
+                if depth > 0 and address not in remote:
+                    remote.append(address)
+                return
             alias = conn.execute(select(schema.aliases.c.targets)
                                  .where(schema.aliases.c.address == address)).scalar()
             if alias is None:
                 alias = conn.execute(select(schema.aliases.c.targets)
                                      .where(schema.aliases.c.address == "@" + domain)).scalar()
         if alias is None or depth >= 5:
-            return []
-        found: dict[int, Account] = {}
+            return
         for target in alias.split(","):
-            for account in self.resolve_recipient(target, depth + 1):
-                found.setdefault(account.id, account)
-        return list(found.values())
+            self._resolve(target, depth + 1, accounts, remote, seen)
 
     def sender_addresses(self, account: Account) -> frozenset[str]:
         """The account's own address and every alias that delivers only to it."""
@@ -252,9 +277,25 @@ class Directory:
             for row in candidates:
                 if row.address.startswith("@"):
                     continue
-                if [a.id for a in self.resolve_recipient(row.address)] == [account.id]:
+                accounts, remote = self.resolve_targets(row.address)
+                if [a.id for a in accounts] == [account.id] and not remote:
                     allowed.add(row.address)
         return frozenset(allowed)
+
+
+def _alias_path_to(conn, targets: list[str], alias: str, depth: int = 0) -> list[str]:
+    """The chain of existing aliases from `targets` back to `alias`, or [] when none loops."""
+    if depth >= 5:
+        return []
+    for target in targets:
+        if target == alias:
+            return [target]
+        row = conn.execute(select(schema.aliases.c.targets).where(schema.aliases.c.address == target)).scalar()
+        if row:
+            rest = _alias_path_to(conn, row.split(","), alias, depth + 1)
+            if rest:
+                return [target] + rest
+    return []
 
 
 def _account(row) -> Account:

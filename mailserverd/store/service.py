@@ -260,6 +260,10 @@ class AsyncStore(service.Service):
     def resolve_recipient(self, address: str) -> defer.Deferred:
         return self._cached_directory_read(self.store.directory.resolve_recipient, address)
 
+    def resolve_targets(self, address: str) -> defer.Deferred:
+        """Deferred[(accounts, remote addresses)]: alias forwards to remote targets too."""
+        return self._cached_directory_read(self.store.directory.resolve_targets, address)
+
     def sender_addresses(self, account: Account) -> defer.Deferred:
         return self._read(self.store.directory.sender_addresses, account)
 

@@ -231,3 +231,30 @@ def test_sessions_survive_a_restart(server):
     status, _h, _b = call(server, "POST", "/jmap/api", api_body(),
                           headers={"Cookie": cookie, "X-CSRF-Token": answer["csrfToken"]})
     assert status == 200
+
+
+def test_ticket_and_cookie_open_the_websocket(server):
+    """GET /jmap/ws accepts a Bearer-less ticket once (a second upgrade with it is refused)
+    and the same-origin session cookie; a cookie from a foreign Origin is refused."""
+    websockets = pytest.importorskip("websockets", reason="the websockets client: pip install -e '.[test]'")
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+    host, port = server.address("http")
+    cookie, answer, _ = login(server)
+    status, _h, body = call(server, "POST", "/jmap/ticket",
+                            headers={"Cookie": cookie, "X-CSRF-Token": answer["csrfToken"]})
+    url = f"ws://{host}:{port}/jmap/ws?ticket={json.loads(body)['ticket']}"
+
+    def open_ws(url, headers=None):
+        return connect(url, subprotocols=["jmap"], additional_headers=headers or {}, proxy=None, open_timeout=10)
+    with open_ws(url) as ws:
+        ws.send(json.dumps({"@type": "Request", "id": "1", "using": [CORE], "methodCalls": [["Core/echo", {}, "c"]]}))
+        assert json.loads(ws.recv(timeout=10))["methodResponses"][0][0] == "Core/echo"
+    with pytest.raises(InvalidStatus) as refused:
+        open_ws(url).close()
+    assert refused.value.response.status_code == 401
+    with open_ws(f"ws://{host}:{port}/jmap/ws", {"Cookie": cookie, "Origin": f"http://{host}:{port}"}):
+        pass
+    with pytest.raises(InvalidStatus) as refused:
+        open_ws(f"ws://{host}:{port}/jmap/ws", {"Cookie": cookie, "Origin": "https://evil.example"}).close()
+    assert refused.value.response.status_code == 403

@@ -60,7 +60,11 @@ def imap_messages(server, user, subject) -> list:
     with imaplib.IMAP4(*server.address("imap"), timeout=10) as imap:
         imap.login(user, PASSWORD)
         imap.select("INBOX", readonly=True)
-        _status, data = imap.uid("SEARCH", "CHARSET", "UTF-8", "SUBJECT", f'"{subject}"')
+        if subject.isascii():
+            _status, data = imap.uid("SEARCH", "CHARSET", "UTF-8", "SUBJECT", f'"{subject}"')
+        else:
+            imap.literal = subject.encode("utf-8")  # RFC 3501 4.3: the search string as a literal
+            _status, data = imap.uid("SEARCH", "CHARSET", "UTF-8", "SUBJECT")
         found = []
         for uid in data[0].split():
             _status, fetched = imap.uid("FETCH", uid, "(BODY.PEEK[])")
@@ -137,21 +141,23 @@ def open_folder(page, role):
 def test_compose_and_send_arrives_in_the_other_webmail(server, pages, screenshot):
     """A new message composed and sent with Ctrl+Enter from alice's webmail appears in
     bob's open inbox (another browser context) without reload within seconds; alice's copy
-    is in Sent without $draft and nothing stays in Drafts."""
+    is in Sent without $draft and nothing stays in Drafts. Non-ASCII subject and body
+    arrive intact."""
     alice, bob = pages(ALICE, BOB)
-    subject = subject_for("Hello Bob")
+    subject = subject_for("Grüße, Bob")
     alice.get_by_role("button", name="Compose").click()
     expect(alice.locator("form.compose")).to_be_visible()
     field(alice, "To").fill(f"Bob <{BOB}>")
     field(alice, "Subject").fill(subject)
-    field(alice, "Message").fill("Hi Bob,\nlunch at noon?\n")
+    field(alice, "Message").fill("Hi Bob,\nlunch at noon? 🍜 café\n")
     screenshot(alice, "compose-new")
     field(alice, "Message").press("Control+Enter")
     expect(alice.locator("form.compose")).to_have_count(0)
     expect(bob.locator("#message-list").get_by_text(subject)).to_be_visible()
     [received] = imap_messages(server, BOB, subject)
     assert received["From"].addresses[0].addr_spec == ALICE
-    assert "lunch at noon?" in received.get_body(("plain",)).get_content()
+    assert received["Subject"] == subject
+    assert "lunch at noon? 🍜 café" in received.get_body(("plain",)).get_content()
     [sent] = emails_in(server, ALICE, "sent", subject)
     assert "$draft" not in sent["keywords"]
     assert emails_in(server, ALICE, "drafts", subject) == []

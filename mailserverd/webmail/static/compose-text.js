@@ -132,7 +132,9 @@ export function initialFields(mode, email, own) {
   if (mode === "forward") {
     fields.subject = prefixed(email.subject, "Fwd: ", /^(fwd?|fw):/i);
     fields.body = forwarded(email);
-    fields.attachments = (email.attachments || []).map(attachmentOf);
+    // a plain-text forward: inline parts (cid images) travel as ordinary attachments
+    fields.attachments = (email.attachments || []).map((part) => ({...attachmentOf(part),
+      disposition: "attachment", cid: null}));
     return fields;
   }
   let to = email.replyTo && email.replyTo.length ? email.replyTo : email.from || [];

@@ -267,7 +267,10 @@ class Compose {
         return this.showError(`Not an email address: ${bad.join(", ")}`), null;
       }
       input.removeAttribute("aria-invalid");
-      if (prop === "bcc" && identity.bcc) list.push(...identity.bcc);
+      if (prop === "bcc" && identity.bcc) {  // the Identity's bcc (RFC 8621 6.1), once
+        const known = new Set(list.map((a) => a.email.toLowerCase()));
+        list.push(...identity.bcc.filter((a) => !known.has(a.email.toLowerCase())));
+      }
       if (list.length) spec[prop] = list;
     }
     if (this.inReplyTo && this.inReplyTo.length) spec.inReplyTo = this.inReplyTo;

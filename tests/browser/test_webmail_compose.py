@@ -166,7 +166,7 @@ def test_compose_and_send_arrives_in_the_other_webmail(server, pages, screenshot
 def test_reply_with_uploaded_attachment(server, pages, screenshot):
     """Reply to a message: To is its Reply-To/From, the subject gets "Re: " once, the body
     quotes "On DATE, NAME wrote:" with "> " lines, and an attachment uploaded from a file
-    input arrives at the other account with its name and content, with In-Reply-To and
+    input arrives at the other account with its (non-ASCII) name and content, with In-Reply-To and
     References naming the original."""
     subject = subject_for("Re: Figures")
     original_id = send_mail(server, BOB, [ALICE], subject, body="Can you send the figures?\n")
@@ -182,8 +182,8 @@ def test_reply_with_uploaded_attachment(server, pages, screenshot):
     field(alice, "Message").type("Here they are.")
     data = b"month,total\r\njan,3\r\nfeb,5\r\n"
     alice.locator("form.compose input[type=file]").set_input_files(
-        files=[{"name": "figures.csv", "mimeType": "text/csv", "buffer": data}])
-    expect(alice.locator(".compose-attachments li")).to_contain_text("figures.csv")
+        files=[{"name": "Zahlen-für-Jänner.csv", "mimeType": "text/csv", "buffer": data}])
+    expect(alice.locator(".compose-attachments li")).to_contain_text("Zahlen-für-Jänner.csv")
     expect(alice.locator(".compose-attachments li")).not_to_contain_text("uploading")
     screenshot(alice, "compose-reply")
     alice.get_by_role("button", name="Send", exact=True).click()
@@ -194,7 +194,7 @@ def test_reply_with_uploaded_attachment(server, pages, screenshot):
     assert reply["Subject"] == subject
     assert reply["In-Reply-To"] == original_id and original_id in reply["References"]
     assert reply.get_body(("plain",)).get_content().startswith("Here they are.")
-    assert attachments_of(reply) == {"figures.csv": data.decode()}
+    assert attachments_of(reply) == {"Zahlen-für-Jänner.csv": data.decode()}
     [original] = emails_in(server, ALICE, "inbox", subject)
     assert original["keywords"].get("$answered") is True
 
@@ -381,7 +381,8 @@ def test_address_parsing_and_reply_text(open_webmail):
     assert got["formatted"] == '"Last, First" <b@y.com>'
     assert got["re"] == ["RE: x", "Re: x"]
     reply = got["htmlReply"]
-    assert reply["subject"] == "Re: Fwd: Re: Plan" and reply["to"] == [{"name": None, "email": "x@remote.test"}]
+    assert reply["subject"] == "Re: Fwd: Re: Plan"
+    assert reply["to"] == [{"name": None, "email": "x@remote.test"}]
     assert reply["inReplyTo"] == ["c@x"] and reply["references"] == ["b@x", "c@x"]
     assert "x@remote.test wrote:\n> One two\n> three" in reply["body"] and "bad()" not in reply["body"]
     assert got["ownReply"] == [{"name": "Bob", "email": "bob@example.test"}]

@@ -403,7 +403,7 @@ class Compose {
 
 export async function openCompose(app, options = {}) {
   if (current) {
-    current.form.querySelector("input, textarea").focus();
+    if (current.form) current.form.querySelector("input, textarea").focus();
     if (app.notify) app.notify("Finish or close the message being written first");
     return current;
   }

@@ -7,9 +7,16 @@ the request a mail list sends (Email/query inMailbox INBOX, sort receivedAt
 desc, limit 50, + Email/get of those ids by back-reference with the list
 properties) at 1, 16 and 64 concurrent clients (threads, keep-alive
 connections), Email/get of one full message with bodyValues, and the push
-latency from an SMTP 250 to the EventSource "state" event. Bounded in time.
+latency from an SMTP 250 to the EventSource "state" event. Measures once the
+daemon's search indexer has indexed the fill. Bounded in time.
 
     .venv/bin/python bench/jmap.py [--messages 10000] [--seconds 5] [--levels 1,16,64]
+                                   [--push-samples 20] [--index-wait 600] [--py-spy FILE]
+
+--py-spy FILE samples the daemon with py-spy (needs ptrace) during the
+16-client level (or the first level) and writes collapsed stacks to FILE;
+bench/profile.py-style buckets are not computed, read the file with e.g.
+flamegraph.pl or sort the lines by count.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import http.client
 import json
 import os
 import smtplib
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -79,6 +88,23 @@ def list_request(account_id, inbox):
                            "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"}}, "g"]]
 
 
+def wait_indexed(server: MailServer, limit: float) -> float:
+    """Seconds until the daemon's search indexer has drained the queue the fill left
+    (it would otherwise share the CPU with the measured requests); at most limit."""
+    import sqlite3
+    began = time.monotonic()
+    paths = [os.path.join(server.data_dir, f"shard-{n}.sqlite3") for n in range(2)]
+    while time.monotonic() - began < limit:
+        pending = 0
+        for path in paths:
+            with sqlite3.connect(path, timeout=30) as db:
+                pending += db.execute("SELECT count(*) FROM search_queue").fetchone()[0]
+        if not pending:
+            break
+        time.sleep(1)
+    return time.monotonic() - began
+
+
 def run_level(address, calls, clients: int, seconds: float):
     latencies: list[float] = []
     lock = threading.Lock()
@@ -131,6 +157,9 @@ def main():
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--levels", default="1,16,64")
     parser.add_argument("--push-samples", type=int, default=20)
+    parser.add_argument("--index-wait", type=float, default=600.0,
+                        help="seconds to wait at most for the search indexer before measuring")
+    parser.add_argument("--py-spy", default=None, help="collapsed py-spy stacks of the daemon go here")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         server = MailServer(directory, listeners=("smtp", "http"))
@@ -141,6 +170,7 @@ def main():
         print(f"filled {options.messages} messages in {time.monotonic() - began:.1f} s")
         server.start()
         try:
+            print(f"search indexer drained its queue in {wait_indexed(server, options.index_wait):.0f} s")
             client = Client(server.address("http"))
             session_calls = [["Mailbox/query", {"accountId": "a1", "filter": {"role": "inbox"}}, "m"]]
             connection = http.client.HTTPConnection(*server.address("http"), timeout=10)
@@ -149,8 +179,18 @@ def main():
             session_calls[0][1]["accountId"] = account_id
             inbox = client.post(session_calls)[0][1]["ids"][0]
             calls = list_request(account_id, inbox)
-            for level in (int(x) for x in options.levels.split(",")):
+            levels = [int(x) for x in options.levels.split(",")]
+            for level in levels:
+                spy = None
+                if options.py_spy and level == (16 if 16 in levels else levels[0]):
+                    spy = subprocess.Popen(
+                        [shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy"),
+                         "record", "--format", "raw", "--threads", "--rate", "200", "--nonblocking",
+                         "--duration", str(int(options.seconds)), "--pid", str(server.process.pid),
+                         "--output", options.py_spy], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 rate, p50, p99 = run_level(server.address("http"), calls, level, options.seconds)
+                if spy is not None:
+                    spy.wait(timeout=options.seconds + 30)
                 print(f"query+get (50 of {options.messages}), {level:>2} clients: "
                       f"{rate:7.1f} req/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
             first = client.post(calls)[0][1]["ids"][0]

@@ -11,7 +11,7 @@ copy, move, expunge), each durable before the answer.
 from __future__ import annotations
 
 from ..store import jmapreads
-from . import state
+from . import headercache, state
 from .api import MethodError, method
 from .blobs import message_blob_id
 from .core import (check_account, check_known, get_ids, max_changes, parse_id, query_window,
@@ -88,34 +88,44 @@ async def get(ctx, args):
     ids = get_ids(ctx, args)
     props = ["id"] + [p for p in checked_properties(args, "properties", PROPERTIES, DEFAULT) if p != "id"]
     body_props, fetch, max_bytes = body_arguments(args)
-    needs_raw = any(p in BODY or p in HEADER_PROPS or _header_prop(p) for p in props)
-    raws = {}
+    # the message itself is read for the body and header:... properties; the usual
+    # header properties of a mail list come from headercache when it knows them
+    cached = [p for p in props if p in HEADER_PROPS]
+    mode = ("raw" if any(p in BODY or _header_prop(p) for p in props)
+            else "headers" if cached else "none")
+    raws, headers = {}, {}
     if ids is None:
         states, found = await state.read(ctx, jmapreads.emails, None)
         if len(found) > ctx.limits["maxObjectsInGet"]:
             raise MethodError("requestTooLarge", "too many emails for ids: null; pass ids")
         wanted = [email_id(n) for n in sorted(found)]
-        if needs_raw and found:
-            raws = await ctx.store.read_messages(ctx.account, list(found))
+        if mode != "none" and found:
+            _found, raws, headers = await ctx.store.run_read(headercache.read_for_get, ctx.account,
+                                                             list(found), mode, cached, HEADER_PROPS)
     else:
         wanted = list(dict.fromkeys(ids))
         numbers = [n for n in (parse_id(i, "e") for i in wanted) if n is not None]
-        if numbers:  # the state, the rows and the raw messages in one trip to the read pool
-            states, (found, raws) = await state.read(ctx, jmapreads.emails_and_raws, numbers, needs_raw)
+        if numbers:  # the state, the rows and the messages in one trip to the read pool
+            states, (found, raws, headers) = await state.read(ctx, headercache.read_for_get, numbers,
+                                                              mode, cached, HEADER_PROPS)
         else:
             states, found = await state.current(ctx), {}
     now = states["Email"]
     listed, not_found = [], []
     for jid in wanted:
         number = parse_id(jid, "e")
-        if number not in found or (needs_raw and number not in raws):
+        if number not in found or (mode == "raw" and number not in raws) \
+                or (mode == "headers" and number not in headers):
             not_found.append(jid)
             continue
-        listed.append(render(found[number], raws.get(number), props, body_props, fetch, max_bytes))
+        listed.append(render(found[number], raws.get(number), props, body_props, fetch, max_bytes,
+                             headers=headers.get(number)))
     return {"accountId": ctx.account_id, "state": now, "list": listed, "notFound": not_found}
 
 
-def render(item, raw, props, body_props, fetch, max_bytes, blob_of=message_blob_id) -> dict:
+def render(item, raw, props, body_props, fetch, max_bytes, blob_of=message_blob_id, headers=None) -> dict:
+    """An Email object (RFC 8621 4.1) of props; the HEADER_PROPS from headers
+    ({prop: value}, headercache) when given, else parsed from raw."""
     number = item["id"]
     out = {}
     header = top_header(raw) if raw is not None else []
@@ -141,7 +151,8 @@ def render(item, raw, props, body_props, fetch, max_bytes, blob_of=message_blob_
         elif prop == "preview":
             out[prop] = item["preview"] or ""
         elif prop in HEADER_PROPS:
-            out[prop] = header_value(header, *HEADER_PROPS[prop], False)
+            out[prop] = (headercache.copied(headers[prop]) if headers is not None
+                         else header_value(header, *HEADER_PROPS[prop], False))
         elif prop == "headers":
             out[prop] = [{"name": n, "value": v.decode("utf-8", "replace")} for n, v in header]
         elif prop == "bodyStructure":

@@ -24,10 +24,36 @@ def _chunks(items: list, size: int = _IN_LIMIT):
         yield items[start:start + size]
 
 
+_FLAG_ITEMS = tuple(FLAG_COLUMNS.items())
+
+
+def _member_columns():
+    """A membership row as _flags reads it: message, mailbox, uid, keywords, flag columns."""
+    mm = schema.mailbox_messages
+    return (mm.c.message_id, mm.c.mailbox_id, mm.c.uid, mm.c.keywords) + tuple(mm.c[c] for _f, c in _FLAG_ITEMS)
+
+
 def _flags(row) -> frozenset:
-    flags = {flag for flag, column in FLAG_COLUMNS.items() if getattr(row, column)}
-    flags.update(k for k in row.keywords.split(" ") if k)
+    flags = {flag for (flag, _column), on in zip(_FLAG_ITEMS, row[4:]) if on}
+    if row[3]:
+        flags.update(k for k in row[3].split(" ") if k)
     return frozenset(flags)
+
+
+def _rows_by_id(conn, account, columns, message_ids, where=None) -> list:
+    """Rows of the account's messages among message_ids (columns, then account_id).
+
+    The ids are looked up by primary key and the account is checked here: with
+    "account_id = ? AND id IN (...)" SQLite's planner (no statistics) walks an
+    (account_id, ...) index over every message of the account instead."""
+    msgs = schema.messages
+    rows = []
+    for chunk in _chunks(sorted(set(message_ids))):
+        query = select(*columns, msgs.c.account_id).where(msgs.c.id.in_(chunk))
+        if where is not None:
+            query = query.where(where)
+        rows.extend(row for row in conn.execute(query) if row[-1] == account.id)
+    return rows
 
 
 def states(mail, account) -> dict:
@@ -58,13 +84,6 @@ def with_states(mail, account, fn, *args):
     """(states(), fn(mail, account, *args)): the state first, then the data it goes
     with, in one trip to the read pool (jmap/state.py read)."""
     return states(mail, account), fn(mail, account, *args)
-
-
-def emails_and_raws(mail, account, message_ids, raw: bool):
-    """(emails(message_ids), {id: prepend + body} of those found, or {} unless raw):
-    Email/get's two reads in one trip to the read pool."""
-    found = emails(mail, account, message_ids)
-    return found, (mail.read_messages(account, list(found)) if raw and found else {})
 
 
 def _restricted(query, account, mailbox_id, flags):
@@ -113,26 +132,53 @@ def emails(mail, account, message_ids=None) -> dict[int, dict]:
     "mailboxes" {mailbox id: (uid, flags frozenset)}."""
     msgs, mm = schema.messages, schema.mailbox_messages
     columns = [msgs.c[name] for name in SUMMARY_COLUMNS]
-    found: dict[int, dict] = {}
+    members_of = select(*_member_columns())
     with mail.engine(account).connect() as conn:
         if message_ids is None:
             rows = conn.execute(select(*columns).where(msgs.c.account_id == account.id)).all()
-            members = conn.execute(select(mm).where(mm.c.account_id == account.id)).all()
+            members = conn.execute(members_of.where(mm.c.account_id == account.id)).all()
         else:
-            rows, members = [], []
-            for chunk in _chunks(sorted(set(message_ids))):
-                rows.extend(conn.execute(select(*columns).where(
-                    msgs.c.account_id == account.id, msgs.c.id.in_(chunk))).all())
-                members.extend(conn.execute(select(mm).where(
+            rows, members = _rows_by_id(conn, account, columns, message_ids), []
+            for chunk in _chunks([row[0] for row in rows]):
+                members.extend(conn.execute(members_of.where(
                     mm.c.account_id == account.id, mm.c.message_id.in_(chunk))).all())
+    found: dict[int, dict] = {}
     for row in rows:
-        item = {name: getattr(row, name) for name in SUMMARY_COLUMNS}
+        item = dict(zip(SUMMARY_COLUMNS, row))
         item["mailboxes"] = {}
-        found[row.id] = item
+        found[row[0]] = item
     for row in members:
-        if row.message_id in found:
-            found[row.message_id]["mailboxes"][row.mailbox_id] = (row.uid, _flags(row))
+        if row[0] in found:
+            found[row[0]]["mailboxes"][row[1]] = (row[2], _flags(row))
     return found
+
+
+def raw_keys(mail, account, message_ids) -> dict[int, tuple[str, bytes]]:
+    """{message id: (blob id, prepend)} of the account's messages among message_ids:
+    what a message's bytes are made of, never changed once stored (rows by
+    primary key, _rows_by_id)."""
+    msgs = schema.messages
+    with mail.engine(account).connect() as conn:
+        rows = _rows_by_id(conn, account, (msgs.c.id, msgs.c.blob_id, msgs.c.prepend), message_ids)
+    return {row[0]: (row[1], bytes(row[2])) for row in rows}
+
+
+def raws_of(mail, account, keys: dict) -> dict[int, bytes]:
+    """{message id: prepend + body} for raw_keys() output, as MailStore.read_messages
+    gives them: a message expunged since comes from the expunged cache or is absent."""
+    blobs = mail.blobs.get_many(sorted({blob_id for blob_id, _prepend in keys.values()}))
+    found = {}
+    for message_id, (blob_id, prepend) in keys.items():
+        blob = blobs.get(blob_id)
+        data = prepend + blob if blob is not None else mail.expunged.get(account, message_id)
+        if data is not None:
+            found[message_id] = data
+    return found
+
+
+def raw_messages(mail, account, message_ids) -> dict[int, bytes]:
+    """prepend + body of the account's messages among message_ids (raw_keys, raws_of)."""
+    return raws_of(mail, account, raw_keys(mail, account, message_ids))
 
 
 def _thread_key():
@@ -153,10 +199,11 @@ def threads(mail, account, thread_ids=None) -> dict[int, list[int]]:
     with mail.engine(account).connect() as conn:
         if thread_ids is None:
             rows = conn.execute(base).all()
-        else:
+        else:  # two lookups: an OR of both would be a walk over all the account's mail
             for chunk in _chunks(sorted(set(thread_ids))):
-                rows.extend(conn.execute(base.where(
-                    msgs.c.thread_id.in_(chunk) | (msgs.c.thread_id.is_(None) & msgs.c.id.in_(chunk)))).all())
+                rows.extend(conn.execute(base.where(msgs.c.thread_id.in_(chunk))).all())
+            rows.extend(_rows_by_id(conn, account, (key, msgs.c.id, msgs.c.received_at), thread_ids,
+                                    msgs.c.thread_id.is_(None)))
     found: dict[int, list] = {}
     for row in sorted(rows, key=lambda r: (r.received_at, r.id)):
         found.setdefault(row.thread, []).append(row.id)
@@ -166,12 +213,8 @@ def threads(mail, account, thread_ids=None) -> dict[int, list[int]]:
 def thread_of(mail, account, message_ids) -> dict[int, int]:
     """{message id: thread id} of the account's live messages among message_ids."""
     msgs = schema.messages
-    found = {}
     with mail.engine(account).connect() as conn:
-        for chunk in _chunks(sorted(set(message_ids))):
-            found.update(conn.execute(select(msgs.c.id, _thread_key()).where(
-                msgs.c.account_id == account.id, msgs.c.id.in_(chunk))).all())
-    return found
+        return {row[0]: row[1] for row in _rows_by_id(conn, account, (msgs.c.id, _thread_key()), message_ids)}
 
 
 def thread_changes(mail, account, since: int, max_changes: int | None):
@@ -254,8 +297,7 @@ def email_changes(mail, account, since: int, max_changes: int | None):
             first.update(conn.execute(select(ch.c.object_id, func.min(ch.c.modseq)).where(
                 ch.c.account_id == account.id, ch.c.kind == "Email", ch.c.object_id.in_(chunk))
                 .group_by(ch.c.object_id)).all())
-            alive.update(conn.execute(select(msgs.c.id).where(
-                msgs.c.account_id == account.id, msgs.c.id.in_(chunk))).scalars())
+            alive.update(row[0] for row in _rows_by_id(conn, account, (msgs.c.id,), chunk))
     created, updated, destroyed = [], [], []
     for object_id in ids:
         new = first.get(object_id, 0) > since

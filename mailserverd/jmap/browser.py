@@ -59,6 +59,7 @@ RENEW_INTERVAL = 60.0  # the sliding expiry is written at most this often per se
 MAX_CACHED = 10_000
 TICKET_LIFETIME = 60.0  # seconds
 MAX_TICKETS = 10_000
+TICKETS_PER_ACCOUNT = 16
 TICKET_PATHS = (b"/jmap/eventsource", b"/jmap/ws")
 SAFE_METHODS = (b"GET", b"HEAD")
 CORS_METHODS = b"GET, HEAD, POST, PATCH, DELETE"
@@ -147,34 +148,59 @@ def preflight_headers(request, allowed: tuple) -> dict:
 # -- tickets -------------------------------------------------------------------
 
 class Tickets:
-    """Single-use push tickets in memory (see the module docstring for why)."""
+    """Single-use push tickets in memory (see the module docstring for why).
 
-    def __init__(self, clock, lifetime: float = TICKET_LIFETIME, limit: int = MAX_TICKETS):
+    Each account holds at most `per_account` unused tickets (a new one ends its
+    oldest), so no account can crowd the others out of the `limit`."""
+
+    def __init__(self, clock, lifetime: float = TICKET_LIFETIME, limit: int = MAX_TICKETS,
+                 per_account: int = TICKETS_PER_ACCOUNT):
         self.clock = clock
         self.lifetime = lifetime
         self.limit = limit
+        self.per_account = per_account
         self._tickets: dict[str, tuple[float, object]] = {}  # SHA-256 of ticket -> (expires, account)
+        self._held: dict[object, int] = {}  # account id -> unused tickets
 
-    def issue(self, account) -> tuple[str, float]:
-        now = self.clock.seconds()
+    @staticmethod
+    def _owner(account):
+        return getattr(account, "id", account)
+
+    def _drop(self, key: str) -> tuple[float, object] | None:
+        entry = self._tickets.pop(key, None)
+        if entry is not None:
+            owner = self._owner(entry[1])
+            self._held[owner] -= 1
+            if not self._held[owner]:
+                del self._held[owner]
+        return entry
+
+    def issue(self, account) -> tuple[str, float] | None:
+        """(ticket, expiry), or None when the table is full of live tickets."""
+        now, owner = self.clock.seconds(), self._owner(account)
+        if len(self._tickets) >= self.limit or self._held.get(owner, 0) >= self.per_account:
+            for key in [k for k, v in self._tickets.items() if v[0] <= now]:
+                self._drop(key)
+        if self._held.get(owner, 0) >= self.per_account:
+            self._drop(next(k for k, v in self._tickets.items() if self._owner(v[1]) == owner))
         if len(self._tickets) >= self.limit:
-            self._tickets = {k: v for k, v in self._tickets.items() if v[0] > now}
-            while len(self._tickets) >= self.limit:  # bounded memory whatever the clients do
-                self._tickets.pop(next(iter(self._tickets)))
+            return None
         ticket = secrets.token_urlsafe(32)
         expires = now + self.lifetime
         self._tickets[hashlib.sha256(ticket.encode()).hexdigest()] = (expires, account)
+        self._held[owner] = self._held.get(owner, 0) + 1
         return ticket, expires
 
     def redeem(self, ticket: str):
         """The ticket's account, once; None if unknown, used or expired."""
-        entry = self._tickets.pop(hashlib.sha256(ticket.encode("utf-8", "replace")).hexdigest(), None)
+        entry = self._drop(hashlib.sha256(ticket.encode("utf-8", "replace")).hexdigest())
         if entry is None or entry[0] <= self.clock.seconds():
             return None
         return entry[1]
 
     def clear(self) -> None:
         self._tickets.clear()
+        self._held.clear()
 
 
 # -- sessions --------------------------------------------------------------------
@@ -350,7 +376,11 @@ async def route(resource, request) -> bool:
     if path == b"/jmap/ticket":
         resource._allow(request, (b"POST",))
         account = await resource._authenticate(request)
-        ticket, expires = resource.tickets.issue(account)
+        issued = resource.tickets.issue(account)
+        if issued is None:
+            raise HTTPError(503, "serviceUnavailable", "too many unused tickets; try again in a minute",
+                            headers={b"retry-after": b"60"})
+        ticket, expires = issued
         send_json(request, 201, {"ticket": ticket, "expiresAt": utc_date(expires)})
         return True
     return False
@@ -384,5 +414,8 @@ async def _login(resource, request) -> None:
         secret, session = await resource.sessions.create(account)
     except (AuthFailed, StoreError):
         raise HTTPError(401, "unauthorized", "wrong address or password") from None
+    previous = session_cookie(request)
+    if previous:  # a new sign-in ends the session this browser held (no fixation, no leftovers)
+        await resource.sessions.revoke(previous)
     send_json(request, 200, session_answer(session, secret, _account_id(account)),
               headers={b"set-cookie": cookie_header(secret, request.isSecure())})

@@ -121,7 +121,8 @@ def test_foreign_origin_with_cookie_is_403(server):
 
 def test_logout_revokes_the_session(server):
     """POST /auth/logout with the CSRF token answers 204 and clears the cookie; the old
-    cookie is then 401 everywhere, without a WWW-Authenticate that would pop up a dialog."""
+    cookie is then 401 everywhere, without a WWW-Authenticate that would pop up a dialog.
+    Signing in again with a cookie held ends that older session (no session fixation)."""
     cookie, answer, _ = login(server)
     status, _h, _b = call(server, "POST", "/auth/logout", headers={"Cookie": cookie})
     assert status == 403  # logout needs the CSRF token too
@@ -132,6 +133,11 @@ def test_logout_revokes_the_session(server):
         status, headers, body = call(server, method, path, headers={"Cookie": cookie})
         assert status == 401 and json.loads(body)["type"] == "unauthorized"
         assert "www-authenticate" not in headers
+    held, _answer, _ = login(server)
+    status, headers, _b = call(server, "POST", "/auth/login", {"username": ALICE, "password": PASSWORD},
+                               headers={"Cookie": held})
+    assert status == 200 and headers["set-cookie"].split(";")[0] != held
+    assert call(server, "GET", "/auth/session", headers={"Cookie": held})[0] == 401  # no fixation
 
 
 def test_wrong_password_pays_the_penalty_and_is_logged(server):

@@ -138,6 +138,25 @@ def test_tickets_are_single_use_and_expire():
     assert len(tickets._tickets) <= 5
 
 
+def test_tickets_per_account_cap():
+    """An account holding TICKETS_PER_ACCOUNT unused tickets loses its oldest to a new one,
+    so it cannot fill the table; a full table of live tickets refuses (None), never evicts others."""
+    clock = task.Clock()
+    tickets = browser.Tickets(clock, limit=20, per_account=4)
+    first = tickets.issue("mallory")[0]
+    for _ in range(10):
+        tickets.issue("mallory")
+    assert tickets.redeem(first) is None and len(tickets._tickets) == 4
+    others = [tickets.issue(name)[0] for name in "abcdefghijklmnop"]
+    assert tickets.issue("late") is None
+    assert all(tickets.redeem(ticket) is not None for ticket in others[:8])
+    clock.advance(61)  # the rest expire unused and make room
+    assert tickets.issue("late") is not None
+    for _ in range(20):
+        tickets.issue("x")
+    assert tickets._held == {"late": 1, "x": 4} and len(tickets._tickets) == 5
+
+
 def test_csrf_token_is_bound_to_the_session():
     """The CSRF token differs per session, is not the secret, and compares exactly."""
     one, two = "a" * 43, "b" * 43

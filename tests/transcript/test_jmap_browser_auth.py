@@ -242,7 +242,7 @@ def test_sessions_survive_a_restart(server):
 def test_ticket_and_cookie_open_the_websocket(server):
     """GET /jmap/ws accepts a Bearer-less ticket once (a second upgrade with it is refused)
     and the same-origin session cookie; a cookie from a foreign Origin is refused."""
-    websockets = pytest.importorskip("websockets", reason="the websockets client: pip install -e '.[test]'")
+    pytest.importorskip("websockets", reason="the websockets client: pip install -e '.[test]'")
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
     host, port = server.address("http")

@@ -29,6 +29,8 @@ does not answer within AUTO_PING_TIMEOUT.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections import defaultdict
 
@@ -70,6 +72,13 @@ def _header_tokens(request, name: bytes) -> list[str]:
     return [t.strip().lower() for v in values for t in v.decode("latin-1").split(",") if t.strip()]
 
 
+def _valid_key(value: bytes | None) -> bool:
+    try:
+        return value is not None and len(base64.b64decode(value.strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
 class Hub:
     """The WebSockets of one JMAPResource (owner): the autobahn factory and who is connected."""
 
@@ -92,8 +101,15 @@ class Hub:
         if "websocket" not in _header_tokens(request, b"upgrade"):
             raise HTTPError(426, "upgradeRequired", "this is a WebSocket endpoint (RFC 8887)",
                             headers={b"upgrade": b"websocket", b"connection": b"Upgrade"})
+        if _header_tokens(request, b"sec-websocket-version") != ["13"]:  # RFC 6455 4.4
+            raise HTTPError(426, "upgradeRequired", "WebSocket version 13 (RFC 6455) is required",
+                            headers={b"sec-websocket-version": b"13"})
+        if not _valid_key(request.getHeader(b"sec-websocket-key")):  # RFC 6455 4.2.1 item 5
+            raise HTTPError(400, "badRequest", "Sec-WebSocket-Key is not 16 octets in base64")
         if SUBPROTOCOL not in _header_tokens(request, b"sec-websocket-protocol"):
             raise HTTPError(400, "badRequest", 'the "jmap" WebSocket subprotocol is required (RFC 8887 4.2)')
+        if getattr(request, "_disconnected", False) or request.channel.transport is None:
+            return  # the client left while it was being authenticated
         if len(self.sockets[account.id]) >= MAX_SOCKETS_PER_ACCOUNT:
             if not self.sockets[account.id]:
                 del self.sockets[account.id]

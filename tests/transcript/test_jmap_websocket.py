@@ -84,13 +84,27 @@ def next_state_change(ws, timeout=PUSH_DEADLINE) -> dict:
             return message
 
 
-def push_listeners(server) -> int:
+def metric(server, name: str) -> int:
     status, _headers, body = Client(server).request("GET", "/metrics", auth=False)
     assert status == 200
     for line in body.decode().splitlines():
-        if line.startswith("mailserverd_jmap_websocket_push_listeners "):
+        if line.startswith(name + " "):
             return int(line.split()[1])
-    raise AssertionError("no mailserverd_jmap_websocket_push_listeners in /metrics")
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def push_listeners(server) -> int:
+    return metric(server, "mailserverd_jmap_websocket_push_listeners")
+
+
+def settles_at(server, name: str, value: int, timeout: float = 10.0) -> bool:
+    """The gauge reaches value within timeout (the server notices closes asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while metric(server, name) != value:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_request_response_with_request_id(server):
@@ -293,10 +307,7 @@ def test_closing_removes_every_push_listener(server):
     sockets[1].socket.shutdown(socket.SHUT_RDWR)  # the TCP connection dropped without a close frame
     sockets[2].send(json.dumps({"@type": "WebSocketPushDisable"}))
     assert ask(sockets[2], [["Core/echo", {}, "e"]])["@type"] == "Response"
-    deadline = time.monotonic() + 10
-    while push_listeners(server) != before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert push_listeners(server) == before
+    assert settles_at(server, "mailserverd_jmap_websocket_push_listeners", before)
     sockets[2].close()
 
 
@@ -375,3 +386,21 @@ def test_sockets_per_account_are_limited(server):
     finally:
         for ws in sockets:
             ws.close()
+
+
+@pytest.mark.parametrize("headers,status", [
+    ({"Sec-WebSocket-Version": "8"}, 426),
+    ({"Sec-WebSocket-Key": "short"}, 400),
+    ({"Sec-WebSocket-Key": None}, 400),
+])
+def test_bad_handshakes_are_json_and_leave_nothing(server, headers, status):
+    """A handshake that RFC 6455 4.2.1 refuses (wrong version, missing or malformed key)
+    is a JSON error before any upgrade, and no connection is counted."""
+    base = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": "jmap"}
+    base.update(headers)
+    status_got, answer_headers, body = Client(server).request(
+        "GET", "/jmap/ws", headers={k: v for k, v in base.items() if v is not None})
+    assert status_got == status and answer_headers["content-type"] == "application/json"
+    assert json.loads(body)["type"] in ("badRequest", "upgradeRequired")
+    assert settles_at(server, "mailserverd_jmap_websocket_connections", 0)

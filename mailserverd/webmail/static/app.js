@@ -8,7 +8,8 @@
 //   app.refresh()              reload folders and the list (also done on every push)
 //   app.notify(text)           a short status message (aria-live)
 //   app.currentEmail()         the full Email open in the reader, or null
-// `email` is that full Email (FULL_PROPERTIES of reader.js with bodyValues).
+// `email` is that full Email (FULL_PROPERTIES of reader.js with bodyValues); opening an
+// Email with $draft from the list calls openCompose(app, {mode: "draft", email}) instead.
 
 import {JMAPClient} from "./jmap.js";
 import {FULL_PROPERTIES, renderConversation} from "./reader.js";
@@ -280,7 +281,7 @@ class App {
   async open() {
     const item = this.items[this.selected];
     if (!item) return;
-    const accountId = this.client.accountId;
+    if (item.email.keywords.$draft) return this.compose("draft", item.email);  // continue writing it
     let ids = [item.email.id];
     if (this.threads) {
       const thread = await this.call("Thread/get", {ids: [item.email.threadId]});
@@ -301,7 +302,6 @@ class App {
     if (unread.length) {
       await this.setKeyword(unread, "$seen", true, {quiet: true});
     }
-    void accountId;
   }
 
   focusEmail(id) {
@@ -406,8 +406,8 @@ class App {
     else await this.moveTo(junk.id, "Spam: moved");
   }
 
-  async compose(mode) {
-    const email = mode === "new" ? null : this.currentEmail();
+  async compose(mode, draft = null) {
+    const email = mode === "new" ? null : draft || this.currentEmail();
     if (mode !== "new" && !email) return;
     let module;
     try {

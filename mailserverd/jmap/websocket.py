@@ -108,6 +108,7 @@ class Hub:
             raise HTTPError(400, "badRequest", "Sec-WebSocket-Key is not 16 octets in base64")
         if SUBPROTOCOL not in _header_tokens(request, b"sec-websocket-protocol"):
             raise HTTPError(400, "badRequest", 'the "jmap" WebSocket subprotocol is required (RFC 8887 4.2)')
+        self._check_origin(request)
         if getattr(request, "_disconnected", False) or request.channel.transport is None:
             return  # the client left while it was being authenticated
         if len(self.sockets[account.id]) >= MAX_SOCKETS_PER_ACCOUNT:
@@ -121,6 +122,24 @@ class Hub:
         log.info("jmap websocket: open user={user} rip={ip}", user=account.address,
                  ip=getattr(request.getClientAddress(), "host", ""))
         _take_over(request, protocol)
+
+    def _check_origin(self, request) -> None:
+        """Cross-site WebSocket hijacking: a browser sends the Basic credentials it has
+        cached with any page's WebSocket (no CORS check applies), so a Basic upgrade
+        whose Origin is neither this server's nor a configured CORS origin is refused.
+        Cookies are checked in _authenticate (browser.py); Bearer tokens and tickets
+        are never ambient, and clients outside a browser send no Origin."""
+        from . import browser
+        from .web import HTTPError
+        origin = request.getHeader(b"origin")
+        scheme = (request.getHeader(b"authorization") or b"").partition(b" ")[0].lower()
+        if origin is None or scheme != b"basic":
+            return
+        origin = browser.normalize_origin(origin.decode("ascii", "replace"))
+        if origin in self.owner.settings.http.cors_origins or origin in browser.own_origins(self.owner, request):
+            return
+        raise HTTPError(403, "forbidden", "a Basic-authenticated WebSocket is accepted only from this "
+                        "server's own origin or a configured CORS origin")
 
     def gone(self, protocol) -> None:
         sockets = self.sockets.get(protocol.account.id)

@@ -404,3 +404,17 @@ def test_bad_handshakes_are_json_and_leave_nothing(server, headers, status):
     assert status_got == status and answer_headers["content-type"] == "application/json"
     assert json.loads(body)["type"] in ("badRequest", "upgradeRequired")
     assert settles_at(server, "mailserverd_jmap_websocket_connections", 0)
+
+
+def test_basic_upgrade_from_a_foreign_origin_is_refused(server):
+    """Cross-site WebSocket hijacking with a browser's cached Basic credentials: a Basic
+    upgrade from another Origin is a 403 and no upgrade; from the server's own origin
+    it is accepted (clients outside a browser send no Origin: tested above)."""
+    host, port = server.address("http")
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url(server), subprotocols=["jmap"], proxy=None, origin="http://evil.example",
+                additional_headers={"Authorization": basic()})
+    assert refused.value.response.status_code == 403
+    with connect(url(server), subprotocols=["jmap"], proxy=None, origin=f"http://{host}:{port}",
+                 additional_headers={"Authorization": basic()}) as ws:
+        assert ask(ws, [["Core/echo", {}, "c"]])["@type"] == "Response"

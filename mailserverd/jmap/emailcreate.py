@@ -13,6 +13,7 @@ bodyStructure and header:... properties are not accepted yet
 from __future__ import annotations
 
 import datetime
+import email.errors
 import email.utils
 from email import policy
 from email.headerregistry import Address
@@ -43,7 +44,7 @@ def _addresses(value, prop: str) -> list:
             raise _bad(f"{prop} holds EmailAddress objects", prop)
         try:
             out.append(Address(display_name=item.get("name") or "", addr_spec=item["email"]))
-        except (ValueError, IndexError, TypeError):
+        except (ValueError, IndexError, TypeError, email.errors.MessageError):  # HeaderParseError
             raise _bad(f"{item['email']!r} is not an address", prop)
     return out
 
@@ -150,6 +151,6 @@ async def create(ctx, spec: dict, names: dict) -> dict:
     received_at = received_at_of(spec.get("receivedAt"))
     try:
         data = await compose(ctx, spec)
-    except (ValueError, TypeError, LookupError) as exc:  # the email package refused a value
+    except (ValueError, TypeError, LookupError, email.errors.MessageError) as exc:  # email refused a value
         raise SetError("invalidProperties", f"cannot compose this Email: {exc}")
     return await store_message(ctx, data, keywords, mailboxes, received_at, names)

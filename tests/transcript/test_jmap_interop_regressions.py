@@ -1,0 +1,69 @@
+"""Regressions found by real clients and fuzzers (jmap-jam, schemathesis against
+/v1/openapi.json), replayed over HTTP against the daemon: each request once drew a
+500 or a wrong answer."""
+
+from __future__ import annotations
+
+import base64
+from http.client import HTTPConnection
+import json
+
+import pytest
+
+from tests.support.daemon import PASSWORD, MailServer
+
+ALICE = "alice@example.test"
+USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail", "urn:ietf:params:jmap:submission"]
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory):
+    """One daemon (http) for the module; tests only add messages of their own."""
+    server = MailServer(tmp_path_factory.mktemp("mailserver"), ("http",))
+    server.copy_data_from(request.getfixturevalue("mailserver_seed_data"))
+    server.start()
+    yield server
+    server.stop()
+    print(f"--- {server.conf_path}\n{server.log_tail(200)}")
+
+
+def http(server, method, path, body=None, headers=None):
+    """(status, headers, parsed JSON or raw bytes) of one request as Alice (Basic)."""
+    connection = HTTPConnection(*server.address("http"), timeout=10)
+    auth = base64.b64encode(f"{ALICE}:{PASSWORD}".encode()).decode()
+    sent = {"Authorization": "Basic " + auth, **(headers or {})}
+    if body is not None and not isinstance(body, bytes):
+        body, sent["Content-Type"] = json.dumps(body).encode(), "application/json"
+    connection.request(method, path, body=body, headers=sent)
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    kind = response.getheader("Content-Type") or ""
+    return response.status, response, json.loads(data) if "json" in kind and data else data
+
+
+def jmap(server, calls, created_ids=None):
+    request = {"using": USING, "methodCalls": calls}
+    if created_ids is not None:
+        request["createdIds"] = created_ids
+    status, _r, answer = http(server, "POST", "/jmap/api", request)
+    assert status == 200, answer
+    return answer
+
+
+def roles(server) -> dict:
+    boxes = jmap(server, [["Mailbox/get", {"accountId": "a1", "properties": ["role"]}, "0"]])
+    return {box["role"]: box["id"] for box in boxes["methodResponses"][0][1]["list"] if box["role"]}
+
+
+def test_unparseable_address_is_invalid_properties_not_server_fail(server):
+    """An EmailAddress whose email the email package cannot parse (":x", found by schemathesis
+    through POST /v1/messages bcc) is an invalidProperties SetError in Email/set create
+    (RFC 8621 4.6) and a 400 from /v1/messages, never a 500 serverFail."""
+    drafts = roles(server)["drafts"]
+    answer = jmap(server, [["Email/set", {"accountId": "a1", "create": {"d": {
+        "mailboxIds": {drafts: True}, "bcc": [{"email": ":\u00df5{~"}], "subject": "x"}}}, "0"]])
+    error = answer["methodResponses"][0][1]["notCreated"]["d"]
+    assert error["type"] == "invalidProperties" and error["properties"] == ["bcc"]
+    status, _r, body = http(server, "POST", "/v1/messages", {"to": ALICE, "bcc": ":\u00df5{~", "text": "x"})
+    assert status == 400 and body["type"] == "invalidProperties"

@@ -94,7 +94,7 @@ def test_new_mail_appears_live_and_opens(webmail, deliver, screenshot):
     body = page.locator("#conversation article.email:not(.collapsed) pre.text")
     assert "Hello from SMTP." in body.text_content()
     page.wait_for_selector("#message-list li:not(.unread) .subject:has-text('Live delivery')")
-    screenshot(page, "reader", readme=True)
+    screenshot(page, "reader")
 
 
 def test_search_finds_a_message(webmail, deliver):
@@ -200,7 +200,7 @@ def test_hostile_html_runs_nothing_and_loads_nothing(webmail, deliver, pixel_ser
     assert not [text for _, text in webmail.console if "XSS" in text], webmail.console
 
 
-def test_keyboard_shortcuts_move_and_open(webmail, deliver):
+def test_keyboard_shortcuts_move_and_open(webmail, deliver, screenshot):
     """j/k move the selection in the list, Enter opens, u goes back, # deletes to Trash."""
     deliver(subject="Key one", body="1")
     deliver(subject="Key two", body="2")
@@ -217,6 +217,7 @@ def test_keyboard_shortcuts_move_and_open(webmail, deliver):
     page.keyboard.press("Enter")
     page.wait_for_selector("#reader:not([hidden]) #reader-subject")
     subject = page.text_content("#reader-subject")
+    screenshot(page, "conversation", readme=True)  # several messages in the list: the README picture
     page.keyboard.press("#")
     page.locator("#message-list .subject", has_text=subject).wait_for(state="detached")
     page.click("#mailbox-list button[data-role=trash]")

@@ -13,7 +13,7 @@
 
 import {JMAPClient} from "./jmap.js";
 import {FULL_PROPERTIES, renderConversation} from "./reader.js";
-import {el, $, addressText, shortDate, longDate, ROLE_ICONS, FOLDER_ICON, ROLE_ORDER} from "./util.js";
+import {el, $, addressText, shortDate, longDate, ROLE_ORDER} from "./util.js";
 
 const PAGE = 40;
 const LIST_PROPERTIES = ["id", "threadId", "mailboxIds", "keywords", "from", "to", "subject", "preview",
@@ -171,7 +171,7 @@ class App {
                       "aria-current": current ? "true" : "false",
                       "aria-label": `${mailbox.name}${unread ? `, ${unread} unread` : ""}`,
                       onclick: () => this.selectMailbox(mailbox.id)},
-          el("span", {class: "icon", "aria-hidden": "true"}, ROLE_ICONS[mailbox.role] || FOLDER_ICON),
+          el("span", {class: mailbox.role ? `icon role-${mailbox.role}` : "icon", "aria-hidden": "true"}),
           el("span", {class: "name"}, mailbox.name),
           unread ? el("span", {class: "count"}, unread) : null));
     }));
@@ -334,6 +334,8 @@ class App {
     const update = {};
     for (const id of ids) update[id] = {[`keywords/${keyword}`]: on ? true : null};
     const result = await this.call("Email/set", {update});
+    await this.loadMailboxes();  // the unread counts, without waiting for the push
+    this.renderMailboxes();
     for (const email of this.conversation.concat(this.items.map((item) => item.email))) {
       if (ids.includes(email.id)) {
         if (on) email.keywords[keyword] = true;

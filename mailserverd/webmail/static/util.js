@@ -61,11 +61,5 @@ export function formatSize(bytes) {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
-// Special-use icons (RFC 6154 roles as JMAP names them, RFC 8621 2).
-export const ROLE_ICONS = {
-  inbox: "\u{1F4E5}", drafts: "\u{1F4DD}", sent: "\u{1F4E4}", junk: "\u{26A0}\u{FE0F}",
-  trash: "\u{1F5D1}\u{FE0F}", archive: "\u{1F4E6}", flagged: "\u{2B50}", important: "\u{2757}",
-  all: "\u{1F4DA}",
-};
-export const FOLDER_ICON = "\u{1F4C1}";
+// Folders with these roles (RFC 8621 2, RFC 6154) come first, in this order; icons are in style.css.
 export const ROLE_ORDER = ["inbox", "drafts", "sent", "archive", "junk", "trash"];

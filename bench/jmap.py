@@ -6,9 +6,11 @@ before the daemon starts), then measures requests/s and p50/p99 latency of
 the request a mail list sends (Email/query inMailbox INBOX, sort receivedAt
 desc, limit 50, + Email/get of those ids by back-reference with the list
 properties) at 1, 16 and 64 concurrent clients (threads, keep-alive
-connections), Email/get of one full message with bodyValues, and the push
-latency from an SMTP 250 to the EventSource "state" event. Measures once the
-daemon's search indexer has indexed the fill. Bounded in time.
+connections) with the daemon's CPU time per request (disturbed less than the
+rate by the other users of a shared machine), Email/get of one full message
+with bodyValues, and the push latency from an SMTP 250 to the EventSource
+"state" event. Measures once the daemon's search indexer has indexed the
+fill. Bounded in time.
 
     .venv/bin/python bench/jmap.py [--messages 10000] [--seconds 5] [--levels 1,16,64]
                                    [--push-samples 20] [--index-wait 600] [--py-spy FILE]
@@ -105,6 +107,16 @@ def wait_indexed(server: MailServer, limit: float) -> float:
     return time.monotonic() - began
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc; 0 where there is none."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_level(address, calls, clients: int, seconds: float):
     latencies: list[float] = []
     lock = threading.Lock()
@@ -188,11 +200,13 @@ def main():
                          "record", "--format", "raw", "--threads", "--rate", "200", "--nonblocking",
                          "--duration", str(int(options.seconds)), "--pid", str(server.process.pid),
                          "--output", options.py_spy], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                cpu = cpu_seconds(server.process.pid)
                 rate, p50, p99 = run_level(server.address("http"), calls, level, options.seconds)
+                cpu = (cpu_seconds(server.process.pid) - cpu) / (rate * options.seconds) * 1000
                 if spy is not None:
                     spy.wait(timeout=options.seconds + 30)
                 print(f"query+get (50 of {options.messages}), {level:>2} clients: "
-                      f"{rate:7.1f} req/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")
+                      f"{rate:7.1f} req/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  daemon CPU {cpu:.2f} ms/req")
             first = client.post(calls)[0][1]["ids"][0]
             full = [["Email/get", {"accountId": account_id, "ids": [first], "fetchAllBodyValues": True}, "g"]]
             rate, p50, p99 = run_level(server.address("http"), full, 1, options.seconds)

@@ -57,12 +57,12 @@ def read_for_get(mail, account, numbers, mode: str, props: list[str], forms: dic
     properties wanted); {id: {prop: value}} of the cached header props when mode
     is "headers", reading only the messages not remembered yet. A message whose
     bytes cannot be read is absent from raws / headers (notFound)."""
-    found = jmapreads.emails(mail, account, numbers)
+    found = jmapreads.emails(mail, account, numbers, with_keys=mode == "headers")
     if mode == "none" or not found:
         return found, {}, {}
     if mode == "raw":
         return found, jmapreads.raw_messages(mail, account, list(found)), {}
-    keys = jmapreads.raw_keys(mail, account, list(found))
+    keys = {n: item.pop("raw_key") for n, item in found.items()}
     headers = {n: CACHE.values(key, None, props, forms) for n, key in keys.items()}
     missing = {n: keys[n] for n, value in headers.items() if value is None}
     raws = jmapreads.raws_of(mail, account, missing) if missing else {}

@@ -52,7 +52,7 @@ def _rows_by_id(conn, account, columns, message_ids, where=None) -> list:
         query = select(*columns, msgs.c.account_id).where(msgs.c.id.in_(chunk))
         if where is not None:
             query = query.where(where)
-        rows.extend(row for row in conn.execute(query) if row[-1] == account.id)
+        rows.extend(row for row in conn.execute(query).all() if row[-1] == account.id)
     return rows
 
 
@@ -60,13 +60,13 @@ def states(mail, account) -> dict:
     """{"all": the account's modseq, "Email": the modseq of its last Email change};
     0 where nothing was logged. The newest Email row is found walking the
     primary key (account_id, modseq) backwards, so this costs no scan."""
-    ch = schema.changes
-    with mail.engine(account).connect() as conn:
-        modseq = conn.execute(select(schema.account_state.c.modseq).where(
-            schema.account_state.c.account_id == account.id)).scalar() or 0
-        email = conn.execute(select(ch.c.modseq).where(ch.c.account_id == account.id, ch.c.kind == "Email")
-                             .order_by(ch.c.modseq.desc()).limit(1)).scalar() or 0
-    return {"all": modseq, "Email": email}
+    ch, state = schema.changes, schema.account_state
+    modseq = select(state.c.modseq).where(state.c.account_id == account.id).scalar_subquery()
+    email = (select(ch.c.modseq).where(ch.c.account_id == account.id, ch.c.kind == "Email")
+             .order_by(ch.c.modseq.desc()).limit(1).scalar_subquery())
+    with mail.engine(account).connect() as conn:  # one statement: both read from one snapshot
+        row = conn.execute(select(modseq, email)).first()
+    return {"all": row[0] or 0, "Email": row[1] or 0}
 
 
 def create_indexes(conn) -> None:
@@ -126,12 +126,13 @@ def mailbox_page(mail, account, mailbox_id, sort_column: str, ascending: bool, o
     return ids, count
 
 
-def emails(mail, account, message_ids=None) -> dict[int, dict]:
+def emails(mail, account, message_ids=None, with_keys: bool = False) -> dict[int, dict]:
     """Summary columns and memberships of the account's messages (all when
     message_ids is None), by id: each dict has SUMMARY_COLUMNS and
-    "mailboxes" {mailbox id: (uid, flags frozenset)}."""
+    "mailboxes" {mailbox id: (uid, flags frozenset)}; with_keys, also "raw_key"
+    (blob id, prepend) as raw_keys() gives it."""
     msgs, mm = schema.messages, schema.mailbox_messages
-    columns = [msgs.c[name] for name in SUMMARY_COLUMNS]
+    columns = [msgs.c[name] for name in SUMMARY_COLUMNS] + ([msgs.c.prepend] if with_keys else [])
     members_of = select(*_member_columns())
     with mail.engine(account).connect() as conn:
         if message_ids is None:
@@ -146,6 +147,8 @@ def emails(mail, account, message_ids=None) -> dict[int, dict]:
     for row in rows:
         item = dict(zip(SUMMARY_COLUMNS, row))
         item["mailboxes"] = {}
+        if with_keys:
+            item["raw_key"] = (item["blob_id"], bytes(row[len(SUMMARY_COLUMNS)]))
         found[row[0]] = item
     for row in members:
         if row[0] in found:

@@ -418,3 +418,23 @@ def test_basic_upgrade_from_a_foreign_origin_is_refused(server):
     with connect(url(server), subprotocols=["jmap"], proxy=None, origin=f"http://{host}:{port}",
                  additional_headers={"Authorization": basic()}) as ws:
         assert ask(ws, [["Core/echo", {}, "c"]])["@type"] == "Response"
+
+
+def test_concurrent_requests_are_limited(server):
+    """maxConcurrentRequests holds over the WebSocket too: 200 Requests that read the
+    store, written in one burst, each get exactly one answer (by requestId): a Response,
+    or a RequestError limit naming maxConcurrentRequests once 64 are in flight."""
+    account_id = Client(server).session()["primaryAccounts"][MAIL]
+    count = 200
+    with open_socket(server) as ws:
+        for i in range(count):  # framed by the client's own protocol, sent as one write
+            ws.protocol.send_text(json.dumps({
+                "@type": "Request", "id": f"r{i}", "using": [CORE, MAIL],
+                "methodCalls": [["Mailbox/get", {"accountId": account_id}, "m"]]}).encode())
+        ws.socket.sendall(b"".join(ws.protocol.data_to_send()))
+        answers = [receive(ws) for _ in range(count)]
+    assert sorted(a["requestId"] for a in answers) == sorted(f"r{i}" for i in range(count))
+    limited = [a for a in answers if a["@type"] == "RequestError"]
+    assert all(a["type"] == "urn:ietf:params:jmap:error:limit" and a["limit"] == "maxConcurrentRequests"
+               for a in limited)
+    assert limited and len(limited) <= count - 64

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from mailserverd.mailfiles import iter_source
-from mailserverd.spam import classifier
+from mailserverd.spam import classifier, families
 from mailserverd.spam.classifier import Counts
 from mailserverd.spam.tokenizer import auth_from_header, auth_summary, message_digest, tokenize
 
@@ -48,15 +48,48 @@ def test_robinson_probability_shrinks_rare_evidence_towards_one_half():
 
 
 def test_score_is_near_one_for_spam_evidence_and_near_zero_for_ham_evidence():
-    """Fisher combining: agreeing clues give confident scores in both directions."""
-    counts = {f"s{i}": Counts(40, 0) for i in range(20)}
-    counts.update({f"h{i}": Counts(0, 40) for i in range(20)})
+    """Fisher combining: agreeing clues give confident scores in both directions.
+    (Distinct counts per token: tokens with the very same counts are one clue, below.)"""
+    counts = {f"s{i}": Counts(40 + i, 0) for i in range(20)}
+    counts.update({f"h{i}": Counts(0, 40 + i) for i in range(20)})
     spam_value, clues = classifier.score({f"s{i}" for i in range(20)}, counts, 50, 50)
     ham_value, _ = classifier.score({f"h{i}" for i in range(20)}, counts, 50, 50)
     assert spam_value > 0.99 and ham_value < 0.01
     assert len(clues) == 20
     mixed, _ = classifier.score({"s1", "s2", "h1", "h2"}, counts, 50, 50)
     assert 0.2 < mixed < 0.8  # contradicting evidence is unsure
+
+
+
+def test_one_clue_per_family_a_lists_header_fields_count_once():
+    """The fields a list manager adds together (RFC 2369, RFC 2919) and one domain at
+    several depths are one clue each (the strongest), not one per token."""
+    list_tokens = ["header:list-id:1", "header:list-post:1", "header:list-help:1", "precedence:bulk",
+                   "header:x-beenthere:1"]
+    url_tokens = ["url:example.org", "url:lists.example.org", "url:www.lists.example.org"]
+    counts = {token: Counts(2, 40 + i) for i, token in enumerate(list_tokens + url_tokens)}
+    counts.update({"free": Counts(30, 1), "money": Counts(31, 1)})
+    _value, clues = classifier.score(set(counts), counts, 50, 50)
+    taken = [token for token, _prob in clues]
+    assert sum(token in list_tokens for token in taken) == 1
+    assert sum(token in url_tokens for token in taken) == 1
+    assert {"free", "money"} <= set(taken)
+    assert families.token_family("received:216.136") == "received:216.136"  # IP prefixes stay apart
+    _value, clues = classifier.score(set(counts), counts, 50, 50,
+                                     classifier.Options(one_clue_per_family=False, same_counts_min=0))
+    assert len(clues) == len(counts)
+
+
+def test_common_tokens_with_identical_counts_are_one_block_of_boilerplate():
+    """A footer's words occur in the same trained messages: tokens seen in at least
+    same_counts_min messages with exactly the counts of a stronger clue add nothing;
+    rare tokens with equal counts (hapaxes) still count apart."""
+    counts = {f"footer{i}": Counts(1, 98) for i in range(6)}
+    counts.update({f"rare{i}": Counts(3, 0) for i in range(4)})
+    _value, clues = classifier.score(set(counts), counts, 50, 100)
+    taken = [token for token, _prob in clues]
+    assert sum(token.startswith("footer") for token in taken) == 1
+    assert sum(token.startswith("rare") for token in taken) == 4
 
 
 def test_tokenizer_mines_headers_body_urls_and_html():

@@ -9,7 +9,7 @@ properties) at 1, 16 and 64 concurrent clients (threads, keep-alive
 connections) with the daemon's CPU time per request (disturbed less than the
 rate by the other users of a shared machine), Email/get of one full message
 with bodyValues, and the push latency from an SMTP 250 to the EventSource
-"state" event. Measures once the daemon's search indexer has indexed the
+"state" event and to the WebSocket StateChange. Measures once the daemon's search indexer has indexed the
 fill. Bounded in time.
 
     .venv/bin/python bench/jmap.py [--messages 10000] [--seconds 5] [--levels 1,16,64]
@@ -163,6 +163,28 @@ def push_latency(server, account_id, samples: int) -> list[float]:
     return sorted(found)
 
 
+def websocket_push_latency(server, account_id, samples: int) -> list[float]:
+    """The same deliveries, timed to the StateChange on one JMAP WebSocket (RFC 8887)
+    with push enabled; a Core/echo round trip first, so the push baseline is taken."""
+    from websockets.sync.client import connect  # the test extra's client
+    host, port = server.address("http")
+    found = []
+    with connect(f"ws://{host}:{port}/jmap/ws", subprotocols=["jmap"], proxy=None,
+                 additional_headers={"Authorization": Client(server.address("http")).auth}) as ws:
+        ws.send(json.dumps({"@type": "WebSocketPushEnable", "dataTypes": ["Email"]}))
+        ws.send(json.dumps({"@type": "Request", "id": "sync", "using": USING,
+                            "methodCalls": [["Core/echo", {}, "e"]]}))
+        assert json.loads(ws.recv(timeout=10))["requestId"] == "sync"
+        for n in range(samples):
+            with smtplib.SMTP(*server.address("smtp"), timeout=10) as smtp:
+                smtp.sendmail("c@remote.test", ["alice@example.test"], f"Subject: ws push {n}\r\n\r\nx\r\n")
+                accepted = time.perf_counter()  # sendmail returns after the 250 to DATA
+                while json.loads(ws.recv(timeout=10)).get("@type") != "StateChange":
+                    pass
+                found.append((time.perf_counter() - accepted) * 1000)
+    return sorted(found)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=10000)
@@ -214,6 +236,9 @@ def main():
                   f"p50 {p50:.1f} ms  p99 {p99:.1f} ms")
             pushes = push_latency(server, account_id, options.push_samples)
             print(f"push SMTP 250 -> EventSource state event ({len(pushes)} samples): "
+                  f"p50 {statistics.median(pushes):.1f} ms  max {pushes[-1]:.1f} ms")
+            pushes = websocket_push_latency(server, account_id, options.push_samples)
+            print(f"push SMTP 250 -> WebSocket StateChange ({len(pushes)} samples): "
                   f"p50 {statistics.median(pushes):.1f} ms  max {pushes[-1]:.1f} ms")
         finally:
             server.stop()

@@ -7,8 +7,8 @@ RFC 8617 5.2), or "fail"; "temperror" when a key lookup failed temporarily
 `oldest_pass` the lowest instance whose AMS still verifies (RFC 8617 7.2,
 header.oldest-pass), 0 when all do.
 
-Sealing mail we forward is not done: the server has no forwarding to remote
-targets yet (aliases resolve to local accounts only).
+Sealing the mail we forward (aliases with remote targets) is
+outbound/forward.py's, with dkimpy's arc_sign; its cv= is this result.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ made old MTAs relay: the percent hack, bang paths, source routes, quoted or
 doubled "@", and address literals. Submission accepts remote recipients for
 the outbound queue, except addresses that hard-bounced recently (550 5.1.1);
 without an outbound queue it refuses them with a temporary error.
+Forwarding is not relaying: an alias the admin made may have remote targets
+(forwarded by outbound/forward.py), and a bounce to one of our SRS addresses
+goes back to the sender it stands for, only when its hash and age verify.
 """
 
 from __future__ import annotations

@@ -113,27 +113,60 @@ def _test(item: dict, condition: dict) -> bool:
     return True
 
 
-@method("EmailSubmission/query", SUBMISSION)
-async def query(ctx, args):
-    check_account(ctx, args)
-    check_known(args, {"filter", "sort", "position", "anchor", "anchorOffset", "limit", "calculateTotal"})
-    position, anchor, offset, limit, total = query_window(args)
+def _query_ids(args, found: list) -> list[str]:
+    """The ids of the live records among found matching args' filter, in its sort
+    order (ties: creation order)."""
     condition = parse_filter(args.get("filter"), FILTERS)
     sort = parse_sort(args.get("sort"), ("emailId", "threadId", "sentAt"))
-    found = await _rows(ctx)
     items = [(row, as_object(row)) for row in found if not row.destroyed]
     for prop, ascending in reversed(sort):
         column = {"emailId": "email_id", "threadId": "thread_id", "sentAt": "send_at"}[prop]
         items.sort(key=lambda pair, c=column: getattr(pair[0], c), reverse=not ascending)
-    ids = [item["id"] for _row, item in items if matches(condition, lambda c, i=item: _test(i, c))]
+    return [item["id"] for _row, item in items if matches(condition, lambda c, i=item: _test(i, c))]
+
+
+@method("EmailSubmission/query", SUBMISSION)
+async def query(ctx, args):
+    """RFC 8621 7.3. Sort keys and every filtered property but undoStatus never change,
+    and any change to a record (destroy included) gives it a new modseq, so
+    /queryChanges is exact: canCalculateChanges is true."""
+    check_account(ctx, args)
+    check_known(args, {"filter", "sort", "position", "anchor", "anchorOffset", "limit", "calculateTotal"})
+    position, anchor, offset, limit, total = query_window(args)
+    found = await _rows(ctx)
+    ids = _query_ids(args, found)
     page, start = window(ids, position, anchor, offset, limit)
     answer = {"accountId": ctx.account_id, "queryState": str(rows_and_state(found)),
-              "canCalculateChanges": False, "position": start, "ids": page}
+              "canCalculateChanges": True, "position": start, "ids": page}
     if total:
         answer["total"] = len(ids)
     if limit is not None:
         answer["limit"] = limit
     return answer
+
+
+@method("EmailSubmission/queryChanges", SUBMISSION)
+async def query_changes(ctx, args):
+    """RFC 8621 7.4, RFC 8620 5.6: every record created, changed or destroyed after
+    sinceQueryState (its modseq is larger) is removed, and those of them in the
+    current results added back at their index; records are never dropped from the
+    log (destroyed ones stay as tombstones), so any state this server gave can be
+    answered. upToId is accepted and not used (5.6: an optimisation)."""
+    from .querychanges import _answer, _since  # the same answer shape and maxChanges rule
+    check_account(ctx, args)
+    check_known(args, {"filter", "sort", "sinceQueryState", "maxChanges", "upToId", "calculateTotal"})
+    old, most = _since(args), max_changes(args)
+    if args.get("upToId") is not None and not isinstance(args["upToId"], str):
+        raise MethodError("invalidArguments", "upToId must be null or an id")
+    found = await _rows(ctx)
+    ids = _query_ids(args, found)
+    now = rows_and_state(found)
+    if not old.isdigit() or len(old) > 18 or int(old) > now:
+        raise MethodError("cannotCalculateChanges", "this state was not given by this server")
+    changed = [f"s{row.id}" for row in found if row.modseq > int(old)]
+    wanted = set(changed)
+    added = [{"id": jid, "index": index} for index, jid in enumerate(ids) if jid in wanted]
+    return _answer(ctx, args, old, str(now), changed, added, len(ids), most)
 
 
 # -- sending ---------------------------------------------------------------------------

@@ -56,6 +56,7 @@ ARGUMENTS = {  # the arguments each method knows, so most calls get past the unk
     "Quota/get": GET, "Quota/changes": CHANGES, "Quota/query": QUERY, "Quota/queryChanges": QUERY_CHANGES,
     "Identity/get": GET, "Identity/changes": CHANGES, "Identity/set": SET,
     "EmailSubmission/get": GET, "EmailSubmission/changes": CHANGES, "EmailSubmission/query": QUERY,
+    "EmailSubmission/queryChanges": QUERY_CHANGES,
     "EmailSubmission/set": SET + ["onSuccessUpdateEmail", "onSuccessDestroyEmail"],
     "VacationResponse/get": GET, "VacationResponse/set": SET}
 

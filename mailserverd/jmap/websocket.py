@@ -101,6 +101,8 @@ class Hub:
         if "websocket" not in _header_tokens(request, b"upgrade"):
             raise HTTPError(426, "upgradeRequired", "this is a WebSocket endpoint (RFC 8887)",
                             headers={b"upgrade": b"websocket", b"connection": b"Upgrade"})
+        if "upgrade" not in _header_tokens(request, b"connection"):  # RFC 6455 4.2.1 item 4
+            raise HTTPError(400, "badRequest", "a WebSocket handshake has Connection: Upgrade")
         if _header_tokens(request, b"sec-websocket-version") != ["13"]:  # RFC 6455 4.4
             raise HTTPError(426, "upgradeRequired", "WebSocket version 13 (RFC 6455) is required",
                             headers={b"sec-websocket-version": b"13"})
@@ -121,7 +123,11 @@ class Hub:
         COUNTS["connections"] += 1
         log.info("jmap websocket: open user={user} rip={ip}", user=account.address,
                  ip=getattr(request.getClientAddress(), "host", ""))
-        _take_over(request, protocol)
+        try:
+            _take_over(request, protocol)
+        except Exception:
+            self.gone(protocol)
+            raise
 
     def _check_origin(self, request) -> None:
         """Cross-site WebSocket hijacking: a browser sends the Basic credentials it has

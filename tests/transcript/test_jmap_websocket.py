@@ -392,9 +392,11 @@ def test_sockets_per_account_are_limited(server):
     ({"Sec-WebSocket-Version": "8"}, 426),
     ({"Sec-WebSocket-Key": "short"}, 400),
     ({"Sec-WebSocket-Key": None}, 400),
+    ({"Connection": "keep-alive"}, 400),
 ])
 def test_bad_handshakes_are_json_and_leave_nothing(server, headers, status):
-    """A handshake that RFC 6455 4.2.1 refuses (wrong version, missing or malformed key)
+    """A handshake that RFC 6455 4.2.1 refuses (wrong version, missing or malformed key,
+    no Connection: Upgrade)
     is a JSON error before any upgrade, and no connection is counted."""
     base = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": "jmap"}

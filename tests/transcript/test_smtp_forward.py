@@ -13,6 +13,7 @@ from __future__ import annotations
 import mailbox
 import smtplib
 import socket
+import ssl
 import threading
 import time
 
@@ -23,7 +24,7 @@ from mailserverd.config import load_settings
 from mailserverd.outbound.dkim import keygen
 from mailserverd.store import open_store
 from tests.support import mailauth
-from tests.support.daemon import MailServer, free_port
+from tests.support.daemon import PASSWORD, MailServer, free_port
 from tests.support.dnsserver import DnsServer
 
 SINK_HOST = "127.0.0.4"
@@ -83,9 +84,16 @@ class Sink:
                 current = {"mail_from": command.split(":", 1)[1].split()[0].strip("<>"), "rcpts": []}
                 say("250 2.1.0 ok")
             elif verb == "RCPT":
-                current["rcpts"].append(command.split(":", 1)[1].split()[0].strip("<>"))
+                rcpt = command.split(":", 1)[1].split()[0].strip("<>")
+                if rcpt.startswith("gone@"):
+                    say("550 5.1.1 no such user")
+                    continue
+                current["rcpts"].append(rcpt)
                 say("250 2.1.5 ok")
             elif verb == "DATA":
+                if not current.get("rcpts"):
+                    say("554 5.5.1 no valid recipients")
+                    continue
                 say("354 go on")
                 body = b""
                 while (chunk := stream.readline()) not in (b".\r\n", b""):
@@ -121,7 +129,7 @@ def world(request, tmp_path_factory):
     sink_port = free_port(SINK_HOST)
     sink = Sink(SINK_HOST, sink_port)
     dns_server = DnsServer(ZONE).start()
-    daemon = MailServer(tmp_path_factory.mktemp("forward"), ("smtp",), {
+    daemon = MailServer(tmp_path_factory.mktemp("forward"), ("smtp", "submission"), {
         "dns": {"nameservers": dns_server.nameservers},
         "checks": {"chain": "check.hops, check.auth"},
         "outbound": {"port": str(sink_port)},
@@ -134,6 +142,7 @@ def world(request, tmp_path_factory):
         store.directory.add_alias("me@example.test", ["me@remote.example"])
         store.directory.add_alias("team@example.test", ["bob@example.test", "friend@remote.example"])
         store.directory.add_alias("shop@example.test", ["bob@example.test", "shopper@remote.example"])
+        store.directory.add_alias("gone@example.test", ["gone@remote.example"])
     finally:
         store.close()
     zone = dict(ZONE)
@@ -238,10 +247,19 @@ def test_bounce_to_srs_address_goes_back_to_the_original_sender(world):
     assert back["mail_from"] == "" and b"mailbox full" in back["body"]
 
 
-def _wait_subject(sink, subject: bytes):
+def test_forwarded_copy_refused_at_the_next_hop_bounces_to_the_original_sender(world):
+    """The target's MX refuses the forwarded copy (550): our DSN, addressed to the SRS
+    sender, goes to the original sender (null reverse-path), not into a local void."""
+    daemon, sink, _ = world
+    send(daemon, signed("to a gone target", to="gone@example.test"), "alice@sender.test", "gone@example.test")
+    report = _wait_subject(sink, b"to a gone target", rcpt="alice@sender.test")[0]
+    assert report["mail_from"] == "" and b"gone@remote.example" in report["body"]
+
+
+def _wait_subject(sink, subject: bytes, rcpt: str = ""):
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        found = [t for t in sink.transactions if subject in t["body"]]
+        found = [t for t in sink.transactions if subject in t["body"] and (not rcpt or rcpt in t["rcpts"])]
         if found:
             return found
         time.sleep(0.05)
@@ -296,3 +314,24 @@ def test_quarantined_mail_is_not_forwarded(world, tmp_path):
         time.sleep(0.05)
     assert "quarantined by the checks" in daemon.log
     assert not [t for t in sink.transactions if "shopper@remote.example" in t["rcpts"]]
+
+
+def test_submitted_mail_to_a_forwarding_alias_keeps_our_sender_and_is_sealed(world):
+    """A local user's submitted mail to a forwarding alias keeps the user's own envelope
+    sender (SPF passes for our domain already: no SRS) and is sealed from an
+    Authentication-Results recording the SMTP AUTH (RFC 8601 2.7.4)."""
+    daemon, sink, dnsfunc = world
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # self-signed
+    raw = (b"From: Alice <alice@example.test>\r\nTo: me@example.test\r\nSubject: from inside\r\n"
+           b"Date: Sat, 05 Dec 2026 10:00:00 +0000\r\nMessage-ID: <in@example.test>\r\n\r\nHello.\r\n")
+    with smtplib.SMTP(*daemon.address("submission"), timeout=20) as client:
+        client.starttls(context=context)
+        client.login("alice@example.test", PASSWORD)
+        client.sendmail("alice@example.test", ["me@example.test"], raw)
+    delivered = _wait_subject(sink, b"from inside", rcpt="me@remote.example")[0]
+    assert delivered["mail_from"] == "alice@example.test"
+    body = delivered["body"]
+    assert "auth=pass smtp.auth=alice@example.test" in header_values(body, "ARC-Authentication-Results")[0]
+    assert dkim.arc_verify(body, dnsfunc=dnsfunc)[0] == dkim.CV_Pass
+    assert dkim.verify(body, dnsfunc=dnsfunc)  # the transport's own DKIM signature for example.test

@@ -8,7 +8,7 @@ the account, so another account's ids are simply absent.
 from __future__ import annotations
 
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 
 from . import schema
 from .rows import FLAG_COLUMNS
@@ -40,32 +40,44 @@ def _flags(row) -> frozenset:
     return frozenset(flags)
 
 
-def _rows_by_id(conn, account, columns, message_ids, where=None) -> list:
+_BY_ID: dict[tuple, object] = {}  # (columns, extra condition) -> statement, built once per call site
+
+
+def _rows_by_id(conn, account, columns, message_ids, where=None, key=None) -> list:
     """Rows of the account's messages among message_ids (columns, then account_id).
 
     The ids are looked up by primary key and the account is checked here: with
     "account_id = ? AND id IN (...)" SQLite's planner (no statistics) walks an
-    (account_id, ...) index over every message of the account instead."""
+    (account_id, ...) index over every message of the account instead. key names
+    the (columns, where) pair so its statement is built once."""
     msgs = schema.messages
-    rows = []
-    for chunk in _chunks(sorted(set(message_ids))):
-        query = select(*columns, msgs.c.account_id).where(msgs.c.id.in_(chunk))
+    query = _BY_ID.get(key) if key is not None else None
+    if query is None:
+        query = select(*columns, msgs.c.account_id).where(msgs.c.id.in_(bindparam("ids", expanding=True)))
         if where is not None:
             query = query.where(where)
-        rows.extend(row for row in conn.execute(query).all() if row[-1] == account.id)
+        if key is not None:
+            _BY_ID[key] = query
+    rows = []
+    for chunk in _chunks(sorted(set(message_ids))):
+        rows.extend(row for row in conn.execute(query, {"ids": chunk}).all() if row[-1] == account.id)
     return rows
+
+
+_STATES = select(
+    select(schema.account_state.c.modseq).where(schema.account_state.c.account_id == bindparam("a"))
+    .scalar_subquery(),
+    select(schema.changes.c.modseq).where(schema.changes.c.account_id == bindparam("a"),
+                                          schema.changes.c.kind == "Email")
+    .order_by(schema.changes.c.modseq.desc()).limit(1).scalar_subquery())
 
 
 def states(mail, account) -> dict:
     """{"all": the account's modseq, "Email": the modseq of its last Email change};
     0 where nothing was logged. The newest Email row is found walking the
     primary key (account_id, modseq) backwards, so this costs no scan."""
-    ch, state = schema.changes, schema.account_state
-    modseq = select(state.c.modseq).where(state.c.account_id == account.id).scalar_subquery()
-    email = (select(ch.c.modseq).where(ch.c.account_id == account.id, ch.c.kind == "Email")
-             .order_by(ch.c.modseq.desc()).limit(1).scalar_subquery())
     with mail.engine(account).connect() as conn:  # one statement: both read from one snapshot
-        row = conn.execute(select(modseq, email)).first()
+        row = conn.execute(_STATES, {"a": account.id}).first()
     return {"all": row[0] or 0, "Email": row[1] or 0}
 
 
@@ -86,22 +98,41 @@ def with_states(mail, account, fn, *args):
     return states(mail, account), fn(mail, account, *args)
 
 
-def _restricted(query, account, mailbox_id, flags):
-    """The account's messages, in one mailbox (unless None) and with/without the flag
-    columns. Correlated EXISTS, not IN (subquery): the planner then walks the sort
-    index and probes ix_mm_message_mailbox per row, stopping at LIMIT, instead of
-    first listing every member of the mailbox."""
+def _restricted(query, in_mailbox: bool, flags):
+    """The account's messages (bind parameter "a"), in mailbox "box" when in_mailbox
+    and with/without the flag columns. Correlated EXISTS, not IN (subquery): the
+    planner then walks the sort index and probes ix_mm_message_mailbox per row,
+    stopping at LIMIT, instead of first listing every member of the mailbox."""
     msgs, mm = schema.messages, schema.mailbox_messages
-    query = query.where(msgs.c.account_id == account.id)
-    if mailbox_id is not None:
+    query = query.where(msgs.c.account_id == bindparam("a"))
+    if in_mailbox:
         query = query.where(select(mm.c.message_id).where(
-            mm.c.message_id == msgs.c.id, mm.c.mailbox_id == mailbox_id,
-            mm.c.account_id == account.id).exists())
+            mm.c.message_id == msgs.c.id, mm.c.mailbox_id == bindparam("box"),
+            mm.c.account_id == bindparam("a")).exists())
     for column, present in flags:  # a flag counts if any membership has it (JMAP keywords)
-        flagged = select(mm.c.message_id).where(mm.c.message_id == msgs.c.id, mm.c.account_id == account.id,
+        flagged = select(mm.c.message_id).where(mm.c.message_id == msgs.c.id, mm.c.account_id == bindparam("a"),
                                                 mm.c[column].is_(True)).exists()
         query = query.where(flagged if present else ~flagged)
     return query
+
+
+_PAGES: dict[tuple, tuple] = {}  # statement shape -> (page statement, count statement), built once
+
+
+def _page_statements(in_mailbox: bool, flags: tuple, sort_column: str, ascending: bool, limited: bool):
+    key = (in_mailbox, flags, sort_column, ascending, limited)
+    found = _PAGES.get(key)
+    if found is None:
+        msgs = schema.messages
+        column = msgs.c[sort_column]
+        page = _restricted(select(msgs.c.id), in_mailbox, flags)
+        page = page.order_by(column.asc() if ascending else column.desc(), msgs.c.id.asc())
+        page = page.offset(bindparam("offset", literal_execute=False))
+        if limited:
+            page = page.limit(bindparam("limit", literal_execute=False))
+        count = _restricted(select(func.count()).select_from(msgs), in_mailbox, flags)
+        found = _PAGES[key] = (page, count)
+    return found
 
 
 def mailbox_page(mail, account, mailbox_id, sort_column: str, ascending: bool, offset: int,
@@ -110,20 +141,18 @@ def mailbox_page(mail, account, mailbox_id, sort_column: str, ascending: bool, o
     mailbox_id is None; flags: (flag column, present) pairs) ordered by a messages
     column, ties by ascending id: the common Email/query done in SQL with
     LIMIT/OFFSET instead of in Python."""
-    msgs = schema.messages
-    column = msgs.c[sort_column]
-    query = _restricted(select(msgs.c.id), account, mailbox_id, flags)
-    order = column.asc() if ascending else column.desc()
-    query = query.order_by(order, msgs.c.id.asc()).offset(offset)
-    if limit is not None:
-        query = query.limit(limit)
+    page, count_of = _page_statements(mailbox_id is not None, tuple(flags), sort_column, ascending,
+                                      limit is not None)
+    params = {"a": account.id, "box": mailbox_id, "offset": offset, "limit": limit}
     with mail.engine(account).connect() as conn:
-        ids = list(conn.execute(query).scalars())
-        count = None
-        if total:
-            count = conn.execute(_restricted(select(func.count()).select_from(msgs), account,
-                                             mailbox_id, flags)).scalar()
+        ids = list(conn.execute(page, params).scalars())
+        count = conn.execute(count_of, params).scalar() if total else None
     return ids, count
+
+
+_MEMBERS = select(*_member_columns()).where(
+    schema.mailbox_messages.c.account_id == bindparam("a"),
+    schema.mailbox_messages.c.message_id.in_(bindparam("ids", expanding=True)))
 
 
 def emails(mail, account, message_ids=None, with_keys: bool = False) -> dict[int, dict]:
@@ -139,10 +168,10 @@ def emails(mail, account, message_ids=None, with_keys: bool = False) -> dict[int
             rows = conn.execute(select(*columns).where(msgs.c.account_id == account.id)).all()
             members = conn.execute(members_of.where(mm.c.account_id == account.id)).all()
         else:
-            rows, members = _rows_by_id(conn, account, columns, message_ids), []
+            rows = _rows_by_id(conn, account, columns, message_ids, key=("emails", with_keys))
+            members = []
             for chunk in _chunks([row[0] for row in rows]):
-                members.extend(conn.execute(members_of.where(
-                    mm.c.account_id == account.id, mm.c.message_id.in_(chunk))).all())
+                members.extend(conn.execute(_MEMBERS, {"a": account.id, "ids": chunk}).all())
     found: dict[int, dict] = {}
     for row in rows:
         item = dict(zip(SUMMARY_COLUMNS, row))
@@ -162,7 +191,8 @@ def raw_keys(mail, account, message_ids) -> dict[int, tuple[str, bytes]]:
     primary key, _rows_by_id)."""
     msgs = schema.messages
     with mail.engine(account).connect() as conn:
-        rows = _rows_by_id(conn, account, (msgs.c.id, msgs.c.blob_id, msgs.c.prepend), message_ids)
+        rows = _rows_by_id(conn, account, (msgs.c.id, msgs.c.blob_id, msgs.c.prepend), message_ids,
+                           key=("raw_keys",))
     return {row[0]: (row[1], bytes(row[2])) for row in rows}
 
 
@@ -217,7 +247,8 @@ def thread_of(mail, account, message_ids) -> dict[int, int]:
     """{message id: thread id} of the account's live messages among message_ids."""
     msgs = schema.messages
     with mail.engine(account).connect() as conn:
-        return {row[0]: row[1] for row in _rows_by_id(conn, account, (msgs.c.id, _thread_key()), message_ids)}
+        rows = _rows_by_id(conn, account, (msgs.c.id, _thread_key()), message_ids, key=("thread_of",))
+    return {row[0]: row[1] for row in rows}
 
 
 def thread_changes(mail, account, since: int, max_changes: int | None):

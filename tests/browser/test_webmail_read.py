@@ -131,6 +131,59 @@ def test_flag_and_unread_markers(webmail, deliver):
     page.wait_for_selector("#message-list li:has(.subject:has-text('Flag me')) .flag", state="detached")
 
 
+def test_attachments_listed_and_downloadable(webmail, deliver):
+    """An attachment is listed under the message with its name and size and its
+    link downloads the exact bytes (JMAP download URL, cookie-authenticated); an
+    inline cid: image of an HTML body is shown inside the frame as a data: URL."""
+    boundary = "b-attach"
+    pixel = "R0lGODlhAQABAAAAACw="  # a 1x1 GIF
+    raw = ("From: Carol <carol@remote.test>\r\nTo: alice@example.test\r\nSubject: With files\r\n"
+           "MIME-Version: 1.0\r\n"
+           f"Content-Type: multipart/mixed; boundary={boundary}\r\n\r\n"
+           f"--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+           "<p>See the report <img id=logo src=\"cid:logo@x\" alt=logo></p>\r\n"
+           f"--{boundary}\r\nContent-Type: image/gif\r\nContent-ID: <logo@x>\r\n"
+           "Content-Disposition: inline\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           f"{pixel}\r\n"
+           f"--{boundary}\r\nContent-Type: text/csv; name=report.csv\r\n"
+           "Content-Disposition: attachment; filename=report.csv\r\n\r\n"
+           "a,b\r\n1,2\r\n"
+           f"--{boundary}--\r\n")
+    deliver(raw=raw)
+    page = webmail.page
+    open_row(page, "With files")
+    link = page.locator("#conversation .attachments a", has_text="report.csv")
+    link.wait_for()
+    href = link.get_attribute("href")
+    assert href.startswith("/jmap/download/") and link.get_attribute("download") == "report.csv"
+    data = page.evaluate("url => fetch(url, {credentials: 'same-origin'}).then(r => r.text())", href)
+    assert data.replace("\r\n", "\n") == "a,b\n1,2"  # the CRLF before a boundary is the boundary's
+    frame = page.wait_for_selector("#conversation iframe").content_frame()
+    frame.wait_for_selector("#logo[src^='data:image/gif']")
+
+
+def test_conversation_view_groups_a_thread(webmail, deliver):
+    """With Conversations on, a reply (In-Reply-To/References) joins its thread: one
+    row with the count, and the reader shows both messages; with it off, two rows."""
+    first = deliver(subject="Trip plans", body="Shall we go to Lisbon?")
+    page = webmail.page
+    page.locator("#message-list .subject", has_text="Trip plans").wait_for()
+    reply = ("From: Dan <dan@remote.test>\r\nTo: alice@example.test\r\nSubject: Re: Trip plans\r\n"
+             f"In-Reply-To: {first}\r\nReferences: {first}\r\nMIME-Version: 1.0\r\n"
+             "Content-Type: text/plain\r\n\r\nYes, in May.\r\n")
+    deliver(raw=reply, sender="dan@remote.test")
+    row = page.locator("#message-list li", has=page.locator(".subject", has_text="Re: Trip plans"))
+    row.locator(".thread-count", has_text="(2)").wait_for()
+    assert page.locator("#message-list .subject", has_text="Trip plans").count() == 1
+    open_row(page, "Re: Trip plans")
+    articles = page.locator("#conversation article.email")
+    assert articles.count() == 2
+    assert "Lisbon" in page.text_content("#conversation")
+    page.uncheck("#threads-toggle")
+    page.locator("#message-list .subject", has_text="Trip plans").nth(1).wait_for()
+    assert page.locator("#message-list .subject", has_text="Trip plans").count() == 2
+
+
 class _Pixel(BaseHTTPRequestHandler):
     hits: list = []
 

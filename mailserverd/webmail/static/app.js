@@ -89,7 +89,7 @@ class App {
     this.renderMailboxes();
     await this.loadList();
     this.unsubscribe = this.client.onStateChange((changed) => {
-      if (changed.Email || changed.Mailbox || changed.Thread) this.scheduleRefresh();
+      if (changed.connected || changed.Email || changed.Mailbox || changed.Thread) this.scheduleRefresh();
     });
     $("message-list").focus();
   }

@@ -16,7 +16,8 @@
 //   await upload(blob, type)          -> {blobId, type, size}
 //   downloadUrl(blobId, name, type)   -> a same-origin URL
 //   onStateChange(callback)           -> unsubscribe function; callback(changedStates)
-//                                        with {Email: "...", Mailbox: "...", ...} of this account
+//                                        with {Email: "...", Mailbox: "...", ...} of this account,
+//                                        or {connected: true} when the stream (re)opens (refetch)
 
 export const USING = [
   "urn:ietf:params:jmap:core",
@@ -249,6 +250,12 @@ export class JMAPClient {
     const url = sameOrigin(this.session.eventSourceUrl
       .replace("{types}", "*").replace("{closeafter}", "no").replace("{ping}", "60"));
     const source = new EventSource(url, {withCredentials: false});
+    // (re)connected: whatever changed while there was no stream is caught up by the listeners
+    source.addEventListener("open", () => {
+      for (const callback of this._listeners) {
+        try { callback({connected: true}); } catch (e) { console.error(e); }
+      }
+    });
     source.addEventListener("state", (event) => {
       let data;
       try {

@@ -156,7 +156,8 @@ class Compose {
     this.backdrop = el("div", {class: "compose-backdrop"}, this.form);
     for (const item of fields.attachments) this.addAttachment(item);
     document.body.append(this.backdrop);
-    (this.mode === "reply" || this.mode === "replyAll" ? this.body : this.to).focus();
+    // a reply (or a draft that has recipients) starts in the body, anything else at To
+    (this.mode.startsWith("reply") || (this.mode === "draft" && this.to.value) ? this.body : this.to).focus();
     if (this.mode === "reply" || this.mode === "replyAll") this.body.setSelectionRange(0, 0);
     this.timer = setInterval(() => { if (this.dirty && !this.busy && !this.uploads) this.save(true); },
       this.autosaveMs);

@@ -12,7 +12,7 @@ store. Authentication is the JMAP resource's (Basic or Bearer). Errors are
     GET    /v1/folders/{id}/messages   ?limit=&page_token=&is_read=  newest first
     GET    /v1/messages/{id}           one message with its text, HTML and attachments
     PATCH  /v1/messages/{id}           {"is_read", "is_flagged", "folder_id" (move), "folder_ids"}
-    DELETE /v1/messages/{id}
+    DELETE /v1/messages/{id}            to Trash; from Trash, for good
     GET    /v1/search?q=               words, from:, to:, cc:, bcc:, subject:, body:, is:unread|read|flagged,
                                        in:FOLDER, has:attachment, before:/after:YYYY-MM-DD
     GET    /v1/openapi.json            this API as OpenAPI 3.0
@@ -37,6 +37,12 @@ _FOLDER_MESSAGES = re.compile(rb"^/v1/folders/([A-Za-z0-9_-]{1,40})/messages$")
 _PAGE = re.compile(r"^p(\d{1,15})$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # SetError and method error types that are the caller's fault but not a bad request
+# the routes with their methods; openapi.py documents exactly these (tests/unit/test_rest_openapi.py)
+ROUTES = {"/v1/messages": ("POST",), "/v1/folders": ("GET", "HEAD"),
+          "/v1/folders/{id}/messages": ("GET", "HEAD"),
+          "/v1/messages/{id}": ("GET", "HEAD", "PATCH", "DELETE"), "/v1/search": ("GET", "HEAD")}
+SEND_FIELDS = ("from", "to", "cc", "bcc", "subject", "text", "html", "attachments", "in_reply_to")
+PATCH_FIELDS = ("is_read", "is_flagged", "folder_id", "folder_ids")
 _STATUS = {"notFound": 404, "forbiddenFrom": 403, "forbiddenMailFrom": 403, "forbiddenToSend": 403,
            "forbidden": 403, "tooLarge": 413, "overQuota": 507, "requestTooLarge": 413}
 
@@ -70,11 +76,15 @@ def _addresses(value) -> list:
 
 
 def summary(email: dict) -> dict:
+    """from is the first From address ({name, email}) or null; folder_id the message's folder
+    (the first of folder_ids when it is in several)."""
     keywords = email.get("keywords") or {}
+    folder_ids = sorted(email.get("mailboxIds") or {})
     return {"id": email["id"], "thread_id": email.get("threadId"),
-            "folder_ids": sorted(email.get("mailboxIds") or {}), "is_read": "$seen" in keywords,
+            "folder_id": folder_ids[0] if folder_ids else None,
+            "folder_ids": folder_ids, "is_read": "$seen" in keywords,
             "is_flagged": "$flagged" in keywords, "is_draft": "$draft" in keywords,
-            "subject": email.get("subject"), "from": _addresses(email.get("from")),
+            "subject": email.get("subject"), "from": (_addresses(email.get("from")) or [None])[0],
             "to": _addresses(email.get("to")), "cc": _addresses(email.get("cc")),
             "received_at": email.get("receivedAt"), "size": email.get("size"),
             "preview": email.get("preview"), "has_attachment": bool(email.get("hasAttachment"))}
@@ -88,10 +98,12 @@ def full(email: dict, account_id: str) -> dict:
         found = [values[p["partId"]]["value"] for p in parts or [] if p.get("type") == kind
                  and p.get("partId") in values]
         return "".join(found) if found else None
-    out.update(bcc=_addresses(email.get("bcc")), reply_to=_addresses(email.get("replyTo")),
+    out.update(user_id=account_id, bcc=_addresses(email.get("bcc")),
+               reply_to=_addresses(email.get("replyTo")),
                sent_at=email.get("sentAt"), message_id=(email.get("messageId") or [None])[0],
                in_reply_to=email.get("inReplyTo"),
                text=text_of(email.get("textBody"), "text/plain"),
+               body=text_of(email.get("textBody"), "text/plain"),
                html=text_of(email.get("htmlBody"), "text/html"),
                attachments=[{"blob_id": a.get("blobId"), "name": a.get("name"), "type": a.get("type"),
                              "size": a.get("size"),
@@ -172,7 +184,7 @@ def _set_outcome(result: dict, key: str, message_id: str) -> None:
 
 async def patch_message(ctx, message_id: str, body) -> tuple[int, dict]:
     if (not isinstance(body, dict) or not body
-            or set(body) - {"is_read", "is_flagged", "folder_id", "folder_ids"}):
+            or set(body) - set(PATCH_FIELDS)):
         raise RestError(400, "invalidArguments", "a PATCH holds is_read, is_flagged, folder_id or folder_ids")
     if "folder_id" in body and "folder_ids" in body:
         raise RestError(400, "invalidArguments", "folder_id (a move) or folder_ids, not both")
@@ -193,7 +205,17 @@ async def patch_message(ctx, message_id: str, body) -> tuple[int, dict]:
 
 
 async def delete_message(ctx, message_id: str) -> tuple[int, dict | None]:
-    result = await call(ctx, "Email/set", {"destroy": [message_id]})
+    """A message outside Trash moves to Trash; one in Trash (or an account without
+    one) is destroyed for good."""
+    found = await call(ctx, "Email/get", {"ids": [message_id], "properties": ["mailboxIds"]})
+    if not found["list"]:
+        raise RestError(404, "notFound", "no such message")
+    boxes = (await call(ctx, "Mailbox/get", {"ids": None, "properties": ["role"]}))["list"]
+    trash = next((b["id"] for b in boxes if b["role"] == "trash"), None)
+    if trash is None or trash in found["list"][0]["mailboxIds"]:
+        result = await call(ctx, "Email/set", {"destroy": [message_id]})
+    else:
+        result = await call(ctx, "Email/set", {"update": {message_id: {"mailboxIds": {trash: True}}}})
     _set_outcome(result, message_id, message_id)
     return 204, None
 
@@ -277,8 +299,7 @@ async def send_message(ctx, body) -> tuple[int, dict]:
     refused submission leaves no draft behind."""
     if not isinstance(body, dict):
         raise RestError(400, "invalidArguments", "the body is a JSON object")
-    unknown = sorted(set(body) - {"from", "to", "cc", "bcc", "subject", "text", "html", "attachments",
-                                  "in_reply_to"})
+    unknown = sorted(set(body) - set(SEND_FIELDS))
     if unknown:
         raise RestError(400, "invalidArguments", f"unknown field {unknown[0]}")
     to, cc, bcc = (_recipients(body, n) for n in ("to", "cc", "bcc"))
@@ -332,21 +353,21 @@ async def route(ctx, request, read_body) -> tuple[int, dict | None]:
     """(status, JSON answer) of one /v1 request; RestError for a refusal."""
     path, method = request.path, request.method
     if path == b"/v1/messages":
-        _allow(method, (b"POST",))
+        _allow(method, "/v1/messages")
         return await send_message(ctx, _json(read_body()))
     if path == b"/v1/folders":
-        _allow(method, (b"GET", b"HEAD"))
+        _allow(method, "/v1/folders")
         return await folders(ctx, request)
     if path == b"/v1/search":
-        _allow(method, (b"GET", b"HEAD"))
+        _allow(method, "/v1/search")
         return await search(ctx, request)
     match = _FOLDER_MESSAGES.match(path)
     if match:
-        _allow(method, (b"GET", b"HEAD"))
+        _allow(method, "/v1/folders/{id}/messages")
         return await folder_messages(ctx, request, match.group(1).decode())
     match = _MESSAGE.match(path)
     if match:
-        _allow(method, (b"GET", b"HEAD", b"PATCH", b"DELETE"))
+        _allow(method, "/v1/messages/{id}")
         message_id = match.group(1).decode()
         if method == b"PATCH":
             return await patch_message(ctx, message_id, _json(read_body()))
@@ -356,10 +377,10 @@ async def route(ctx, request, read_body) -> tuple[int, dict | None]:
     raise RestError(404, "notFound", "no resource at this path")
 
 
-def _allow(method: bytes, methods: tuple) -> None:
-    if method not in methods:
-        raise RestError(405, "methodNotAllowed", "allowed: " + ", ".join(m.decode() for m in methods),
-                        allow=", ".join(m.decode() for m in methods))
+def _allow(method: bytes, route: str) -> None:
+    methods = ROUTES[route]
+    if method.decode("latin-1") not in methods:
+        raise RestError(405, "methodNotAllowed", "allowed: " + ", ".join(methods), allow=", ".join(methods))
 
 
 def _json(body: bytes):

@@ -49,7 +49,7 @@ def test_sent_message_reaches_another_user(server):
     """POST /v1/messages (To, Cc, Bcc) as Alice: 201, Bob delivered; Alice's copy is in
     Sent. Bob finds it unread in his inbox, reads it, marks it read, finds it by search
     (from:, subject:, is:read / is:unread), pages with limit and page_token, moves it to
-    Archive and deletes it. Sending from Bob's address is 403 forbiddenFrom."""
+    Archive, deletes it to Trash and then for good. Sending from Bob's address is 403 forbiddenFrom."""
     alice, bob = Client(server), Client(server, BOB)
     status, sent, _h = rest(alice, "POST", "/v1/messages", {
         "to": [{"name": "Bob", "email": BOB}], "cc": ALICE, "bcc": [BOB],
@@ -71,7 +71,7 @@ def test_sent_message_reaches_another_user(server):
     page = rest(bob, "GET", f"/v1/folders/{inbox}/messages?is_read=false")[1]
     assert page["total"] == 1 and page["next_page_token"] is None
     summary = page["messages"][0]
-    assert summary["subject"] == "quarterly figures" and summary["from"][0]["email"] == ALICE
+    assert summary["subject"] == "quarterly figures" and summary["from"]["email"] == ALICE
     assert summary["is_read"] is False
     message_id = summary["id"]
     status, message, _h = rest(bob, "GET", f"/v1/messages/{message_id}")
@@ -97,6 +97,10 @@ def test_sent_message_reaches_another_user(server):
     status, message, _h = rest(bob, "PATCH", f"/v1/messages/{message_id}", {"folder_id": archive})
     assert status == 200 and message["folder_ids"] == [archive]
     status, _answer, _h = rest(bob, "DELETE", f"/v1/messages/{message_id}")
-    assert status == 204
+    assert status == 204  # to Trash
+    trash = next(f["id"] for f in rest(bob, "GET", "/v1/folders")[1]["folders"] if f["role"] == "trash")
+    assert rest(bob, "GET", f"/v1/messages/{message_id}")[1]["folder_ids"] == [trash]
+    status, _answer, _h = rest(bob, "DELETE", f"/v1/messages/{message_id}")
+    assert status == 204  # from Trash: for good
     assert rest(bob, "GET", f"/v1/messages/{message_id}")[0] == 404
     assert rest(alice, "GET", f"/v1/messages/{sent['id']}")[0] == 200  # Alice's copy stays

@@ -332,6 +332,31 @@ def test_session_survives_reload(webmail):
     assert json.loads(page.evaluate("JSON.stringify(document.cookie)")) == ""  # HttpOnly
 
 
+def test_search_language_matches_the_rest_api(webmail, deliver):
+    """The search box understands the /v1/search words (from:, subject:, is:unread,
+    in:FOLDER, has:attachment, before:/after:, "quoted phrase") and builds the same
+    JMAP filter; a from: + is:unread search lists only the matching unread mail."""
+    page = webmail.page
+    parsed = page.evaluate("""async () => {
+      const {parseSearch} = await import("/webmail/search.js");
+      const boxes = [{id: "m9", name: "Work", role: null}, {id: "m1", name: "INBOX", role: "inbox"}];
+      return [parseSearch('from:carol "big plan" is:unread in:work has:attachment after:2026-01-02', boxes),
+              parseSearch("in:inbox", boxes), parseSearch("   ", boxes), parseSearch("is:flagged", boxes)];
+    }""")
+    assert parsed[0] == {"operator": "AND", "conditions": [
+        {"from": "carol"}, {"text": "big plan"}, {"notKeyword": "$seen"}, {"inMailbox": "m9"},
+        {"hasAttachment": True}, {"after": "2026-01-02T00:00:00Z"}]}
+    assert parsed[1:] == [{"inMailbox": "m1"}, None, {"hasKeyword": "$flagged"}]
+    deliver(subject="From Erin", body="hello", sender="erin@remote.test")
+    page.locator("#message-list .subject", has_text="From Erin").wait_for()
+    page.fill("#search", "from:erin is:unread")
+    page.press("#search", "Enter")
+    page.wait_for_selector("#list-title:has-text('Search: from:erin is:unread')")
+    page.locator("#message-list .subject", has_text="From Erin").wait_for()
+    subjects = page.eval_on_selector_all("#message-list .subject", "xs => xs.map(x => x.textContent)")
+    assert subjects == ["From Erin"]
+
+
 def test_move_to_junk_and_back(webmail, deliver):
     """"Spam" moves the open message to the Junk folder (the server trains on the
     move); in Junk the button reads "Not spam" and moves it back to the inbox."""

@@ -13,6 +13,7 @@
 
 import {JMAPClient} from "./jmap.js";
 import {FULL_PROPERTIES, renderConversation} from "./reader.js";
+import {parseSearch} from "./search.js";
 import {el, $, addressText, shortDate, longDate, ROLE_ORDER} from "./util.js";
 
 const PAGE = 40;
@@ -195,7 +196,8 @@ class App {
 
   // --- message list ---
   listFilter() {
-    return this.search ? {text: this.search} : {inMailbox: this.mailboxId};
+    const filter = this.search ? parseSearch(this.search, this.mailboxes) : null;
+    return filter || {inMailbox: this.mailboxId};
   }
 
   async loadList({append = false, keep = false} = {}) {

@@ -386,3 +386,34 @@ def test_address_parsing_and_reply_text(open_webmail):
     assert reply["inReplyTo"] == ["c@x"] and reply["references"] == ["b@x", "c@x"]
     assert "x@remote.test wrote:\n> One two\n> three" in reply["body"] and "bad()" not in reply["body"]
     assert got["ownReply"] == [{"name": "Bob", "email": "bob@example.test"}]
+
+
+DROP = """([name, text]) => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([text], name, {type: "text/plain"}));
+  const form = document.querySelector("form.compose");
+  form.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+  form.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+}"""
+
+
+def test_dropped_file_attached_and_removed_one_not_sent(server, pages):
+    """A file dropped on the form is uploaded and listed; an attachment removed with its
+    Remove button is not sent; the message arrives with the dropped file only."""
+    subject = subject_for("Dropped")
+    alice = pages(ALICE)
+    alice.get_by_role("button", name="Compose").click()
+    field(alice, "To").fill(BOB)
+    field(alice, "Subject").fill(subject)
+    alice.locator("form.compose input[type=file]").set_input_files(
+        files=[{"name": "unwanted.txt", "mimeType": "text/plain", "buffer": b"no\n"}])
+    expect(alice.locator(".compose-attachments li")).not_to_contain_text("uploading")
+    alice.evaluate(DROP, ["dropped.txt", "dropped content\n"])
+    expect(alice.locator(".compose-attachments li")).to_have_count(2)
+    expect(alice.locator(".compose-attachments li").nth(1)).not_to_contain_text("uploading")
+    alice.get_by_role("button", name="Remove unwanted.txt").click()
+    expect(alice.locator(".compose-attachments li")).to_have_count(1)
+    field(alice, "Message").press("Control+Enter")
+    expect(alice.locator("form.compose")).to_have_count(0)
+    [received] = wait_for_messages(server, BOB, subject)
+    assert attachments_of(received) == {"dropped.txt": "dropped content\n"}

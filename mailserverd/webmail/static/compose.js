@@ -124,7 +124,11 @@ class Compose {
     this.inReplyTo = fields.inReplyTo;
     this.references = fields.references;
     this.fileInput = el("input", {id: id("files"), type: "file", multiple: true, class: "compose-file",
-      onchange: () => this.addFiles()});
+      onchange: () => {
+        const files = [...this.fileInput.files];
+        this.fileInput.value = "";
+        this.addFiles(files);
+      }});
     this.list = el("ul", {class: "compose-attachments", "aria-label": "Attachments"});
     this.error = el("p", {id: id("error"), class: "compose-error", role: "alert"});
     this.status = el("p", {class: "compose-status", role: "status", "aria-live": "polite"});
@@ -140,7 +144,13 @@ class Compose {
     this.form = el("form", {class: "compose", role: "dialog", "aria-modal": "true", "aria-labelledby": id("title"),
       novalidate: true, onsubmit: (event) => { event.preventDefault(); this.send(); },
       onkeydown: (event) => this.key(event), oninput: () => { this.dirty = true; },
-      onchange: () => { this.dirty = true; }},
+      onchange: () => { this.dirty = true; },
+      ondragover: (event) => { if (event.dataTransfer.types.includes("Files")) event.preventDefault(); },
+      ondrop: (event) => {  // files dropped anywhere on the form are attached
+        if (!event.dataTransfer.files.length) return;
+        event.preventDefault();
+        this.addFiles([...event.dataTransfer.files]);
+      }},
     el("header", {class: "compose-head"},
       el("h2", {id: id("title"), text: titles[this.mode] || titles.new}),
       el("button", {type: "button", class: "compose-close", "aria-label": "Close compose", text: "×",
@@ -159,6 +169,8 @@ class Compose {
     // a reply (or a draft that has recipients) starts in the body, anything else at To
     (this.mode.startsWith("reply") || (this.mode === "draft" && this.to.value) ? this.body : this.to).focus();
     if (this.mode === "reply" || this.mode === "replyAll") this.body.setSelectionRange(0, 0);
+    this.unload = (event) => { if (this.dirty || this.uploads) event.preventDefault(); };
+    window.addEventListener("beforeunload", this.unload);  // leaving the page asks too
     this.timer = setInterval(() => { if (this.dirty && !this.busy && !this.uploads) this.save(true); },
       this.autosaveMs);
   }
@@ -223,9 +235,7 @@ class Compose {
     return entry;
   }
 
-  async addFiles() {
-    const files = [...this.fileInput.files];
-    this.fileInput.value = "";
+  async addFiles(files) {
     await Promise.all(files.map(async (file) => {
       const entry = this.addAttachment({blobId: null, type: file.type || "application/octet-stream",
         name: file.name, size: file.size, disposition: "attachment"});
@@ -395,6 +405,7 @@ class Compose {
 
   close() {
     clearInterval(this.timer);
+    window.removeEventListener("beforeunload", this.unload);
     this.backdrop.remove();
     if (current === this) current = null;
     this.emit("closed");

@@ -362,6 +362,7 @@ HELPERS = """async () => {
     re: [m.prefixed("RE: x", "Re: ", /^re:/i), m.prefixed("x", "Re: ", /^re:/i)],
     htmlReply: m.initialFields("reply", html, own),
     ownReply: m.initialFields("reply", mine, own).to,
+    oldIds: m.initialFields("reply", {...html, references: ["no-at-sign", "b@x"]}, own).references,
   };
 }"""
 
@@ -371,7 +372,8 @@ def test_address_parsing_and_reply_text(open_webmail):
     angle brackets, malformed ones reported; display names with specials quoted; "Re: "
     added once (any case); an HTML-only message is quoted as its text (no script text);
     In-Reply-To is the parent's Message-ID and References the parent's In-Reply-To plus
-    it (RFC 5322 3.6.4); replying to one's own message goes to its recipients."""
+    it (RFC 5322 3.6.4), without ids lacking "@"; replying to one's own message goes to its
+    recipients."""
     page = open_webmail(sign_in=False).page
     got = page.evaluate(HELPERS)
     assert got["parsed"] == {"list": [{"name": "A B", "email": "a@x.org"},
@@ -386,6 +388,7 @@ def test_address_parsing_and_reply_text(open_webmail):
     assert reply["inReplyTo"] == ["c@x"] and reply["references"] == ["b@x", "c@x"]
     assert "x@remote.test wrote:\n> One two\n> three" in reply["body"] and "bad()" not in reply["body"]
     assert got["ownReply"] == [{"name": "Bob", "email": "bob@example.test"}]
+    assert got["oldIds"] == ["b@x", "c@x"]  # an id the server would refuse is left out
 
 
 DROP = """([name, text]) => {

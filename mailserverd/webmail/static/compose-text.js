@@ -146,10 +146,13 @@ export function initialFields(mode, email, own) {
   }
   fields.subject = prefixed(email.subject, "Re: ", /^re:/i);
   fields.body = quote(email);
-  if (email.messageId && email.messageId.length) {
+  // RFC 5322 3.6.4; ids not of the form left@right (old software) are left out, as the
+  // server refuses them in a created Email
+  const valid = (id) => /^[^<>\s]*@[^<>\s]*$/.test(id);
+  if (email.messageId && email.messageId.length && valid(email.messageId[0])) {
     fields.inReplyTo = email.messageId.slice(0, 1);
     const parent = email.references || (email.inReplyTo && email.inReplyTo.length === 1 ? email.inReplyTo : []);
-    fields.references = [...parent.filter((id) => id !== email.messageId[0]), email.messageId[0]];
+    fields.references = [...parent.filter((id) => id !== email.messageId[0] && valid(id)), email.messageId[0]];
   }
   const addressed = [...(email.to || []), ...(email.cc || [])].find(mine);
   fields.from = addressed || null;

@@ -14,6 +14,7 @@
 import {JMAPClient} from "./jmap.js";
 import {FULL_PROPERTIES, renderConversation} from "./reader.js";
 import {parseSearch} from "./search.js";
+import {shortcut} from "./keys.js";
 import {el, $, addressText, shortDate, longDate, ROLE_ORDER} from "./util.js";
 
 const PAGE = 40;
@@ -485,35 +486,11 @@ class App {
       const open = $("mailboxes").classList.toggle("open");
       $("nav-toggle").setAttribute("aria-expanded", String(open));
     });
-    document.addEventListener("keydown", (e) => this.shortcut(e));
-  }
-
-  shortcut(event) {
-    if ($("app").hidden || event.ctrlKey || event.metaKey || event.altKey) return;
-    const target = event.target;
-    if (target.closest && target.closest("input, textarea, select, [contenteditable], dialog, .compose")) return;
-    const actions = {
-      j: () => { this.select(Math.min(this.selected + 1, this.items.length - 1)); if (!$("reader").hidden) this.open(); },
-      k: () => { this.select(Math.max(this.selected - 1, 0)); if (!$("reader").hidden) this.open(); },
-      Enter: () => this.open(),
-      o: () => this.open(),
-      u: () => this.closeReader(),
-      Escape: () => this.closeReader(),
-      r: () => this.compose("reply"),
-      a: () => this.compose("replyAll"),
-      f: () => this.compose("forward"),
-      c: () => this.compose("new"),
-      s: () => this.toggleFlag(),
-      "#": () => this.remove(),
-      Delete: () => this.remove(),
-      "!": () => this.spam(),
-      "/": () => $("search").focus(),
-    };
-    if (event.key === "Enter" && target.tagName === "BUTTON") return;
-    const action = actions[event.key];
-    if (!action) return;
-    event.preventDefault();
-    Promise.resolve(action()).catch((e) => this.notify(e.message));
+    document.addEventListener("keydown", (e) => shortcut(this, e));
+    // compose.js announces sent and saved messages: show them without waiting for the push
+    document.addEventListener("webmail:compose", (e) => {
+      if (e.detail && e.detail.action !== "closed") this.scheduleRefresh();
+    });
   }
 }
 

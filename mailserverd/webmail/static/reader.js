@@ -76,8 +76,7 @@ function renderHTML(app, email, body, notice) {
   const source = htmlSource(email);
   let loadImages = false;
   let cids = new Map();
-  const frame = el("iframe", {sandbox: SANDBOX, title: "Message body", referrerpolicy: "no-referrer",
-                              loading: "lazy"});
+  const frame = el("iframe", {sandbox: SANDBOX, title: "Message body", referrerpolicy: "no-referrer"});
   const draw = () => {
     const clean = sanitize(source, {loadImages, cid: (cid) => cids.get(decodeURIComponent(cid))});
     frame.srcdoc = frameDocument(clean.html, loadImages);

@@ -19,7 +19,8 @@ pass or fail: RFC 8617 5.1.1, 4.1.3); the ARC-Authentication-Results copies
 our Authentication-Results. Not sealed, and said in the log: no DKIM key for
 the domain, no Authentication-Results of ours (check.auth not in the chain),
 a chain whose validation had a temporary DNS error (a cv= we cannot state),
-or more than 50 sets. The previous sets stay as they are either way.
+more than 50 sets, or a chain whose newest seal already says cv=fail (RFC 8617
+5.1: it cannot be extended). The previous sets stay as they are either way.
 """
 
 from __future__ import annotations
@@ -62,13 +63,32 @@ def delivered_to(message: bytes) -> set[str]:
     return found
 
 
+_ARC_SEAL = re.compile(rb"^arc-seal[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.I | re.M)
+_TAG = re.compile(rb"(?:^|;)\s*(i|cv)\s*=\s*([A-Za-z0-9]+)", re.I)
+
+
+def chain_terminated(message: bytes) -> bool:
+    """True when the highest-instance ARC-Seal says cv=fail: RFC 8617 5.1 step 1, the chain
+    already failed and no further ARC set is added."""
+    highest, cv = 0, b""
+    for match in _ARC_SEAL.finditer(_header(message)):
+        tags = {name.lower(): value for name, value in _TAG.findall(b" ".join(match.group(1).split()))}
+        try:
+            instance = int(tags.get(b"i", b"0"))
+        except ValueError:
+            continue
+        if instance > highest:
+            highest, cv = instance, tags.get(b"cv", b"").lower()
+    return cv == b"fail"
+
+
 def arc_seal(message: bytes, domain: str, selector: str, private_key: bytes, authserv_id: str,
              timestamp: int) -> bytes:
     """The message with a new ARC set on top (RFC 8617 5.1), or unchanged when dkimpy makes
     none (no Authentication-Results of `authserv_id`, a chain it will not extend).
     Blocking CPU work: run it off the reactor. Raises dkim.DKIMException on bad input."""
     present = {name.decode("ascii").lower() for name in _FIELD_NAME.findall(_header(message))}
-    if "from" not in present:  # RFC 6376 5.4 via RFC 8617 4.1.2: From must be signed
+    if "from" not in present or chain_terminated(message):  # From must be signed (RFC 6376 5.4)
         return message
     include = [name.encode("ascii") for name in ARC_SIGNED_HEADERS if name in present]
     headers = dkim.arc_sign(message, selector.encode("ascii"), domain.encode("ascii"), private_key,
@@ -175,7 +195,7 @@ class Forwarder:
                      domain=signing, error=f"{exc.__class__.__name__}: {exc}"[:200])
             return body, "unsealed (error)"
         if len(sealed) == len(body):
-            return body, "unsealed (no Authentication-Results to seal)"
+            return body, "unsealed (no From, no Authentication-Results of ours, or a chain ended by cv=fail)"
         return sealed, f"sealed d={signing} cv={cv}"
 
 

@@ -91,3 +91,13 @@ def test_arc_seal_of_a_forwarded_copy():
     assert dkim.verify(sealed, dnsfunc=dnsfunc)
     unsealed = b"Delivered-To: me@example.test\r\n" + raw
     assert arc_seal(unsealed, "example.test", "s1", private, "mx.example.test", 1_796_000_000) == unsealed
+
+
+def test_a_chain_ended_by_cv_fail_is_not_extended():
+    """RFC 8617 5.1: when the newest ARC-Seal says cv=fail the chain is over; we add no set."""
+    private, _record = mailauth.rsa_key("fwd")
+    first = mailauth.arc_seal(mailauth.message(), "one.test", "mx.one.test")
+    failed = mailauth.arc_seal(first, "two.test", "mx.two.test", results="arc=fail")
+    assert b"cv=fail" in failed.split(b"\r\n", 1)[0]
+    ours = b"Authentication-Results: mx.example.test; arc=fail\r\n" + failed
+    assert arc_seal(ours, "example.test", "s1", private, "mx.example.test", 1_796_000_000) == ours

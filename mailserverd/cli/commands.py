@@ -74,7 +74,7 @@ def build_parser() -> Parser:
     alias = verbs.add_parser("alias", help="aliases and catch-alls").add_subparsers(dest="verb", required=True)
     add = alias.add_parser("add")
     add.add_argument("alias", help="local@domain, or @domain for a catch-all")
-    add.add_argument("targets", help="TARGET[,TARGET...]")
+    add.add_argument("targets", help="TARGET[,TARGET...]: local accounts or aliases; remote addresses are forwarded (SRS, ARC-sealed)")
     alias.add_parser("remove").add_argument("alias")
     alias.add_parser("list").add_argument("domain", nargs="?")
 

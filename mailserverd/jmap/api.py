@@ -92,6 +92,10 @@ class Context:
     submitter: object = None  # smtp.server.SMTPFactory in submission mode (EmailSubmission sends through it)
     remote_ip: str = ""  # the HTTP client, for Received and the logs of a submission
     implicit: list = dataclasses.field(default_factory=list)  # (name, arguments) answered after a call (7.5)
+    call_id: str = ""  # of the call running now
+    call_index: int = 0  # its place in methodCalls
+    next_call: list | None = None  # the [name, arguments, call id] after it, for a read-ahead (email.py)
+    prefetched: tuple | None = None  # (call index, ...) read ahead by that call for the next one only
 
     @property
     def account_id(self) -> str:
@@ -279,7 +283,12 @@ async def process(ctx: Context, body, session_state: str) -> tuple[int, dict]:
     if created is not None:
         ctx.created_ids.update(created)
     responses: list = []
-    for name, args, call_id in request["methodCalls"]:
+    calls = request["methodCalls"]
+    for index, (name, args, call_id) in enumerate(calls):
+        ctx.call_id, ctx.call_index = call_id, index
+        ctx.next_call = calls[index + 1] if index + 1 < len(calls) else None
+        if ctx.prefetched is not None and ctx.prefetched[0] != index - 1:
+            ctx.prefetched = None  # a read-ahead serves the call right after the one that made it
         try:
             name, result = await run_call(ctx, name, args, responses)
             responses.append([name, result, call_id])

@@ -15,7 +15,7 @@ from . import headercache, state
 from .api import MethodError, method
 from .blobs import message_blob_id
 from .core import (check_account, check_known, get_ids, max_changes, parse_id, query_window,
-                   since_state, unsigned, window)
+                   parse_utc_date, since_state, unsigned, window)
 from .emailparse import (body_part, body_value, classify, header_property, header_value, top_header,
                          tree, utc_date)
 from .emailset import set_emails, union_keywords
@@ -88,11 +88,7 @@ async def get(ctx, args):
     ids = get_ids(ctx, args)
     props = ["id"] + [p for p in checked_properties(args, "properties", PROPERTIES, DEFAULT) if p != "id"]
     body_props, fetch, max_bytes = body_arguments(args)
-    # the message itself is read for the body and header:... properties; the usual
-    # header properties of a mail list come from headercache when it knows them
-    cached = [p for p in props if p in HEADER_PROPS]
-    mode = ("raw" if any(p in BODY or _header_prop(p) for p in props)
-            else "headers" if cached else "none")
+    mode, cached = _get_mode(props)
     raws, headers = {}, {}
     if ids is None:
         states, found = await state.read(ctx, jmapreads.emails, None)
@@ -105,7 +101,10 @@ async def get(ctx, args):
     else:
         wanted = list(dict.fromkeys(ids))
         numbers = [n for n in (parse_id(i, "e") for i in wanted) if n is not None]
-        if numbers:  # the state, the rows and the messages in one trip to the read pool
+        ahead, ctx.prefetched = ctx.prefetched, None
+        if ahead is not None and ahead[1:3] == (numbers, (mode, cached)):  # read by the Email/query before
+            states, (found, raws, headers) = await state.current(ctx), ahead[3]
+        elif numbers:  # the state, the rows and the messages in one trip to the read pool
             states, (found, raws, headers) = await state.read(ctx, headercache.read_for_get, numbers,
                                                               mode, cached, HEADER_PROPS)
         else:
@@ -121,6 +120,31 @@ async def get(ctx, args):
         listed.append(render(found[number], raws.get(number), props, body_props, fetch, max_bytes,
                              headers=headers.get(number)))
     return {"accountId": ctx.account_id, "state": now, "list": listed, "notFound": not_found}
+
+
+def _get_mode(props) -> tuple[str, list]:
+    """How Email/get reads: "raw" (the message itself: body and header:... properties),
+    "headers" (the usual header properties, headercache) or "none"; and those
+    header properties."""
+    cached = [p for p in props if p in HEADER_PROPS]
+    mode = "raw" if any(p in BODY or _header_prop(p) for p in props) else "headers" if cached else "none"
+    return mode, cached
+
+
+def _read_ahead(ctx):
+    """(mode, header properties) of the Email/get right after this Email/query that
+    takes its ids by reference to /ids (RFC 8620 3.7): the query then reads them in
+    the same trip to the read pool (api.Context.prefetched). None otherwise."""
+    upcoming = ctx.next_call
+    if not upcoming or upcoming[0] != "Email/get" or "ids" in upcoming[1]:
+        return None
+    if upcoming[1].get("#ids") != {"resultOf": ctx.call_id, "name": "Email/query", "path": "/ids"}:
+        return None
+    try:
+        props = checked_properties(upcoming[1], "properties", PROPERTIES, DEFAULT)
+    except MethodError:
+        return None
+    return _get_mode(["id"] + [p for p in props if p != "id"])
 
 
 def render(item, raw, props, body_props, fetch, max_bytes, blob_of=message_blob_id, headers=None) -> dict:
@@ -205,12 +229,10 @@ FILTERS = {"inMailbox": (str,), "inMailboxOtherThan": LIST, "before": (str,), "a
 
 
 def _utc(value: str) -> float:
-    import datetime
-    try:
-        moment = datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
+    moment = parse_utc_date(value)
+    if moment is None:
         raise MethodError("invalidArguments", f"{value!r} is not a UTCDate")
-    return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return moment
 
 
 def _test(item: dict, condition: dict) -> bool:
@@ -344,8 +366,14 @@ async def query(ctx, args):
     if simple is not False and anchor is None and position >= 0 and len(sort) <= 1 \
             and (not sort or sort[0][0] in SQL_SORT) and not collapsed:
         column, ascending = (SQL_SORT[sort[0][0]], sort[0][1]) if sort else ("id", True)
-        states, (ids, count) = await state.read(ctx, jmapreads.mailbox_page, simple[0], column,
-                                                ascending, position, limit, total, simple[1])
+        page = (simple[0], column, ascending, position, limit, total, simple[1])
+        ahead = _read_ahead(ctx)
+        if ahead is None:
+            states, (ids, count) = await state.read(ctx, jmapreads.mailbox_page, *page)
+        else:
+            states, (ids, count, got) = await state.read(ctx, headercache.page_and_get, page, *ahead,
+                                                         HEADER_PROPS)
+            ctx.prefetched = (ctx.call_index, ids, ahead, got)
         answer.update(queryState=states["Email"], position=position, ids=[email_id(i) for i in ids])
         if total:
             answer["total"] = count

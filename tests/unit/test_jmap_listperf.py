@@ -130,3 +130,40 @@ def test_mailbox_page_agrees_with_sorting_in_python(env):
     seen = [i for i in numbers if "\\Seen" in next(iter(found[i]["mailboxes"].values()))[1]]
     unseen = jmapreads.mailbox_page(mail, alice, None, "id", True, 0, None, True, (("seen", False),))
     assert unseen == ([i for i in numbers if i not in seen], len(numbers) - len(seen))
+
+
+def test_query_then_get_by_reference_reads_ahead_with_the_same_answer(env, monkeypatch):
+    """Email/query followed by Email/get of its /ids (RFC 8620 3.7) answers what the two
+    calls answer apart; the read-ahead serves only that next call: a get after
+    an Email/set in between sees the change."""
+    store, accounts = env
+    alice = accounts["alice@example.test"]
+    for n in range(4):
+        deliver(store, alice, MESSAGE % (n, n, n), at=1_700_000_000 + n)
+    session = Session(store, alice)
+    inbox = session.ok("Mailbox/query", {"filter": {"role": "inbox"}})["ids"][0]
+    query = {"accountId": session.account_id, "filter": {"inMailbox": inbox},
+             "sort": [{"property": "receivedAt", "isAscending": False}], "limit": 3}
+    reference = {"resultOf": "q", "name": "Email/query", "path": "/ids"}
+    reads = []
+    real = headercache.page_and_get
+    monkeypatch.setattr(headercache, "page_and_get", lambda *a: reads.append(a) or real(*a))
+    for props in (LIST, ["id", "keywords"], ["subject", "textBody"]):
+        get = {"accountId": session.account_id, "properties": props}
+        _status, together = session.request([["Email/query", query, "q"],
+                                              ["Email/get", dict(get, **{"#ids": reference}), "g"]])
+        ids = together["methodResponses"][0][1]["ids"]
+        apart = session.ok("Email/get", dict(get, ids=ids))
+        assert together["methodResponses"][1][1] == apart
+    assert len(reads) == 3
+    first = together["methodResponses"][0][1]["ids"][0]
+    _status, answer = session.request([
+        ["Email/query", query, "q"],
+        ["Email/set", {"accountId": session.account_id, "update": {first: {"keywords/$flagged": True}}}, "s"],
+        ["Email/get", {"accountId": session.account_id, "properties": ["keywords"], "#ids": reference}, "g"]])
+    assert answer["methodResponses"][2][1]["list"][0]["keywords"] == {"$flagged": True}
+    _status, answer = session.request([
+        ["Email/query", query, "q"],
+        ["Email/get", {"accountId": session.account_id, "properties": ["bogus"], "#ids": reference}, "g"]])
+    assert answer["methodResponses"][1] == ["error", {"type": "invalidArguments",
+                                                      "description": "unknown property bogus"}, "g"]

@@ -264,8 +264,9 @@ class App {
       el("span", {class: "from"}, who || "(no sender)",
          threadSize > 1 && this.threads ? el("span", {class: "thread-count"}, `(${threadSize})`) : null,
          where ? el("span", {class: "where"}, where) : null),
-      el("span", {class: "date"}, flagged ? el("span", {class: "flag", title: "Flagged"}, "\u2691 ") : null,
-         email.hasAttachment ? "\u{1F4CE} " : "", shortDate(email.receivedAt)),
+      el("span", {class: "date"}, flagged ? el("span", {class: "glyph flag", title: "Flagged"}) : null,
+         email.hasAttachment ? el("span", {class: "glyph clip", title: "Has attachments"}) : null,
+         shortDate(email.receivedAt)),
       el("span", {class: "subject"}, email.subject || "(no subject)"),
       el("span", {class: "preview"}, email.preview || ""));
   }

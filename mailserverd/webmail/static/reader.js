@@ -103,7 +103,8 @@ function attachmentList(app, email) {
     const name = part.name || "attachment";
     return el("li", {}, el("a", {href: app.client.downloadUrl(part.blobId, name, part.type || "application/octet-stream"),
                                  download: name, "aria-label": `Download ${name}`},
-                           "\u{1F4CE} ", name, el("span", {class: "size"}, formatSize(part.size || 0))));
+                           el("span", {class: "glyph clip", "aria-hidden": "true"}), name,
+                           el("span", {class: "size"}, formatSize(part.size || 0))));
   }));
 }
 

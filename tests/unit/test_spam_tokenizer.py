@@ -126,3 +126,15 @@ def test_numbers_in_url_paths_keep_their_shape_only():
     tokens = tokenize(b"Subject: x\r\n\r\nsee http://shop.example.com/offer/id48213?ref=news2002 now\r\n")
     assert {"url:offer", "url:id9", "url:news9", "url:example.com"} <= tokens
     assert "url:id48213" not in tokens
+
+
+def test_date_far_from_the_oldest_received_hop_is_a_clue():
+    """A Date more than an hour after the oldest Received hop took the message gives
+    date:future, more than three days before it date:past; a few minutes apart, or a
+    Date/Received that does not parse, gives neither."""
+    def tokens_for(date):
+        return tokenize(LIST_RELAYED.replace(b"From: someone", b"Date: " + date + b"\r\nFrom: someone"))
+    assert "date:future" in tokens_for(b"Sun, 8 Sep 2002 09:24:03 +0000")
+    assert "date:past" in tokens_for(b"Mon, 2 Sep 2002 09:24:03 +0000")
+    for date in (b"Sat, 7 Sep 2002 09:20:00 +0000", b"Sat, 7 Sep 2002 11:30:00 +0200", b"garbage"):
+        assert not {"date:future", "date:past"} & tokens_for(date)

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import calendar
+import re
+
 from .api import CORE, MethodError, method
 
 UNSIGNED_MAX = 2 ** 53 - 1
+_UTC_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?Z")
 
 
 @method("Core/echo", CORE)
@@ -21,6 +25,20 @@ def check_account(ctx, args) -> None:
         raise MethodError("invalidArguments", "accountId must be a string")
     if value != ctx.account_id:
         raise MethodError("accountNotFound", "no such account")
+
+
+def parse_utc_date(value) -> float | None:
+    """Unix time of an RFC 8620 1.4 UTCDate ("2014-10-30T06:12:00Z"), None for anything else.
+    A time-secfrac is accepted, also the ".000" of JavaScript's toISOString() (jmap-jam users
+    send that), and dropped: the store keeps whole seconds."""
+    match = _UTC_DATE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1] and hour < 24
+            and minute < 60 and second < 60):
+        return None
+    return float(calendar.timegm((year, month, day, hour, minute, second)))
 
 
 def check_known(args, known: set) -> None:

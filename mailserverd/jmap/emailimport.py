@@ -10,8 +10,6 @@ MIME depth: mime.limits); a message that breaks one is invalidEmail.
 
 from __future__ import annotations
 
-import datetime
-
 from ..mime.limits import check_limits
 from ..mime.structure import MessageTooComplex
 from ..mime.summary import summarize
@@ -19,7 +17,7 @@ from ..store import jmapreads
 from ..store.api import DeliveryTarget, StoreError
 from . import blobs, state
 from .api import MethodError, method
-from .core import check_account, check_known
+from .core import check_account, check_known, parse_utc_date
 from .email import PROPERTIES, body_arguments, checked_properties, render, thread_id_of
 from .emailset import SetError, flags_for, plan
 
@@ -27,13 +25,10 @@ from .emailset import SetError, flags_for, plan
 def received_at_of(value) -> float | None:
     if value is None:
         return None
-    if not isinstance(value, str):
+    moment = parse_utc_date(value)
+    if moment is None:
         raise SetError("invalidProperties", "receivedAt is a UTCDate", ["receivedAt"])
-    try:
-        moment = datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        raise SetError("invalidProperties", "receivedAt is a UTCDate", ["receivedAt"])
-    return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return moment
 
 
 async def _import_one(ctx, spec: dict, names: dict) -> dict:

@@ -10,7 +10,7 @@ import datetime
 
 from ..store import vacation as rows_
 from .api import VACATION, MethodError, method
-from .core import check_account, check_known, get_ids, get_properties
+from .core import check_account, check_known, get_ids, get_properties, parse_utc_date
 from .emailset import SetError
 from .state import check_if_in_state
 
@@ -33,13 +33,10 @@ def parse_date(value, prop: str):
     """A UTCDate (RFC 8620 1.4) as unix time, or None."""
     if value is None:
         return None
-    try:
-        moment = datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ") if isinstance(value, str) else None
-    except ValueError:
-        moment = None
+    moment = parse_utc_date(value)
     if moment is None:
         raise SetError("invalidProperties", f"{prop} is null or a UTCDate (YYYY-MM-DDTHH:MM:SSZ)", [prop])
-    return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return moment
 
 
 def as_object(row) -> dict:

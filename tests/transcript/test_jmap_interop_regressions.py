@@ -13,7 +13,8 @@ import pytest
 from tests.support.daemon import PASSWORD, MailServer
 
 ALICE = "alice@example.test"
-USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail", "urn:ietf:params:jmap:submission"]
+USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail", "urn:ietf:params:jmap:submission",
+         "urn:ietf:params:jmap:vacationresponse"]
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +68,31 @@ def test_unparseable_address_is_invalid_properties_not_server_fail(server):
     assert error["type"] == "invalidProperties" and error["properties"] == ["bcc"]
     status, _r, body = http(server, "POST", "/v1/messages", {"to": ALICE, "bcc": ":\u00df5{~", "text": "x"})
     assert status == 400 and body["type"] == "invalidProperties"
+
+
+def test_utc_dates_with_fractional_seconds(server):
+    """RFC 8620 1.4 lets a UTCDate carry a time-secfrac, and JavaScript's toISOString() (what a
+    jmap-jam user passes) always writes ".000Z": Email/import receivedAt, Email/query after and
+    VacationResponse fromDate accept both, keep whole seconds, and still refuse an offset."""
+    raw = b"From: a@remote.test\r\nSubject: dated by jam\r\n\r\nbody\r\n"
+    status, _r, blob = http(server, "POST", "/jmap/upload/a1/", raw, {"Content-Type": "message/rfc822"})
+    assert status == 201, blob
+    inbox = roles(server)["inbox"]
+    emails = {cid: {"blobId": blob["blobId"], "mailboxIds": {inbox: True}, "receivedAt": when}
+              for cid, when in (("frac", "2020-01-02T03:04:05.120Z"), ("js", "2020-01-02T03:04:05.000Z"),
+                                ("offset", "2020-01-02T03:04:05+01:00"))}
+    answer = jmap(server, [["Email/import", {"accountId": "a1", "emails": emails}, "0"],
+                           ["Email/get", {"accountId": "a1", "ids": ["#frac", "#js"],
+                                          "properties": ["receivedAt"]}, "1"],
+                           ["Email/query", {"accountId": "a1", "filter": {"subject": "dated by jam",
+                                                                          "after": "2020-01-02T03:04:04.999Z"}}, "2"],
+                           ["VacationResponse/set", {"accountId": "a1", "update": {"singleton": {
+                               "fromDate": "2026-12-05T14:52:00.000Z"}}}, "3"],
+                           ["VacationResponse/get", {"accountId": "a1"}, "4"]])
+    imported, got, query, vacation_set, vacation = (r[1] for r in answer["methodResponses"])
+    assert sorted(imported["created"]) == ["frac", "js"]
+    assert imported["notCreated"]["offset"]["properties"] == ["receivedAt"]
+    assert [e["receivedAt"] for e in got["list"]] == ["2020-01-02T03:04:05Z"] * 2
+    assert len(query["ids"]) == 2
+    assert vacation_set["updated"] == {"singleton": None}
+    assert vacation["list"][0]["fromDate"] == "2026-12-05T14:52:00Z"

@@ -25,6 +25,7 @@ from .emailparse import part_content
 UPLOAD_TTL = 24 * 3600
 UPLOAD_SPACE_FACTOR = 4
 _TYPE = re.compile(rb"^[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}$")
+_CHARSET = re.compile(rb"[A-Za-z0-9._:-]{1,40}")  # an IANA charset name
 _UPLOAD_ID = re.compile(r"^u[0-9a-f]{64}$")
 _MESSAGE_ID = re.compile(r"^b([1-9][0-9]{0,17})(?:\.([0-9][0-9.]{0,60}))?$")
 
@@ -114,6 +115,27 @@ def safe_type(value: bytes) -> bytes:
     """A media type to send back: type/subtype tokens only, else application/octet-stream."""
     value = value.split(b";")[0].strip().lower()
     return value if _TYPE.match(value) else b"application/octet-stream"
+
+
+def query_type(uri: bytes) -> bytes:
+    """The type= argument of a download URI. Only "&" separates arguments: twisted's
+    request.args also splits at ";", which cut "type=text/plain; charset=utf-8" short."""
+    query = uri.partition(b"?")[2].decode("latin-1")
+    values = urllib.parse.parse_qs(query, separator="&", encoding="latin-1").get("type") if query else None
+    return values[0].encode("latin-1") if values else b""
+
+
+def download_type(value: bytes) -> bytes:
+    """The Content-Type of a download (RFC 8620 6.2 "type"): safe_type, keeping a charset
+    parameter when it is a plain token (jmap-jam and other clients ask for
+    "text/plain; charset=utf-8"; without it a browser guesses the text's encoding)."""
+    kind = safe_type(value)
+    for parameter in value.split(b";")[1:]:
+        name, _eq, charset = parameter.partition(b"=")
+        charset = charset.strip().strip(b'"')
+        if name.strip().lower() == b"charset" and _CHARSET.fullmatch(charset):
+            return kind + b"; charset=" + charset.lower()
+    return kind
 
 
 def unquote_name(value: bytes) -> str:

@@ -314,7 +314,7 @@ class JMAPResource:
         if data is None:
             raise HTTPError(404, "notFound", "no such blob")
         name = blobs.unquote_name(match.group(3))
-        kind = blobs.safe_type(request.args.get(b"type", [b""])[0])
+        kind = blobs.download_type(blobs.query_type(request.uri))
         send(request, 200, data, kind, {b"content-disposition": blobs.disposition(name),
                                        b"x-content-type-options": b"nosniff"})
 

@@ -96,3 +96,19 @@ def test_utc_dates_with_fractional_seconds(server):
     assert len(query["ids"]) == 2
     assert vacation_set["updated"] == {"singleton": None}
     assert vacation["list"][0]["fromDate"] == "2026-12-05T14:52:00Z"
+
+
+def test_download_keeps_a_plain_charset_parameter(server):
+    """jmap-jam's downloadBlob puts the mimeType it is given, e.g. "text/plain; charset=utf-8",
+    into the downloadUrl's {type} (RFC 8620 6.2): the Content-Type keeps that charset (a browser
+    would otherwise guess the encoding) but no other parameter, and a charset that is not a plain
+    token is dropped."""
+    status, _r, blob = http(server, "POST", "/jmap/upload/a1/", "caf\u00e9\n".encode(), {"Content-Type": "text/plain"})
+    assert status == 201
+    for asked, answered in (("text/plain;%20charset=utf-8", "text/plain; charset=utf-8"),
+                            ('TEXT/HTML;%20x="<b>";%20Charset="UTF-8"', "text/html; charset=utf-8"),
+                            ("text/plain;%20charset=%22utf%208%22", "text/plain"),
+                            ("text/plain", "text/plain")):
+        status, response, body = http(server, "GET", f"/jmap/download/a1/{blob['blobId']}/caf%C3%A9.txt?type={asked}")
+        assert status == 200 and body == "caf\u00e9\n".encode()
+        assert response.getheader("Content-Type") == answered, asked

@@ -4,13 +4,14 @@ chromium package and the `test` extra has playwright). Without either, every
 test here skips with the reason.
 
 Fixtures (names are stable: tests/browser/test_webmail_*.py use them):
-- webmail_server (module): the real daemon with smtp, submission, imap and http
-  listeners, users alice@example.test and bob@example.test (password PASSWORD),
+- webmail_server (module): the real daemon with smtp, submission, imap, http and
+  https (self-signed certificate) listeners, users alice@example.test and bob@example.test (password PASSWORD),
   no auth penalty; `webmail_server.address("http")` -> (host, port).
-- webmail_url (module): "http://127.0.0.1:PORT" of that daemon (no trailing slash).
+- webmail_url (module): "http://127.0.0.1:PORT" of that daemon (no trailing slash);
+  webmail_https_url the same for https.
 - browser (module): one headless chromium for the whole module.
 - open_webmail (function): open_webmail(user=ALICE, password=PASSWORD, sign_in=True,
-  viewport=None) -> Webmail, a fresh browser context (own cookies) on the webmail,
+  viewport=None, url=webmail_url) -> Webmail, a fresh browser context (own cookies) on the webmail,
   signed in and showing the inbox unless sign_in=False. Webmail has .page (the
   Playwright Page), .console (list of (type, text) of console messages, every frame),
   .requests (list of URLs the page or any frame requested), .errors (uncaught page
@@ -63,7 +64,7 @@ def webmail_server(request, tmp_path_factory):
     _playwright()  # skip before starting a daemon for nothing
     from tests.conftest import _make_servers, _stop_all
     make, servers = _make_servers(request, tmp_path_factory)
-    yield make(listeners=("smtp", "submission", "imap", "http"),
+    yield make(listeners=("smtp", "submission", "imap", "http", "https"),
                extra_config={"auth": {"penalty_initial": "0s"}})
     _stop_all(servers)
 
@@ -72,6 +73,12 @@ def webmail_server(request, tmp_path_factory):
 def webmail_url(webmail_server):
     host, port = webmail_server.address("http")
     return f"http://{host}:{port}"
+
+
+@pytest.fixture(scope="module")
+def webmail_https_url(webmail_server):
+    host, port = webmail_server.address("https")
+    return f"https://{host}:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +117,12 @@ def sign_in(page, user: str, password: str = PASSWORD) -> None:
 def open_webmail(browser, webmail_url):
     contexts = []
 
-    def open_(user=ALICE, password=PASSWORD, sign_in_now=True, viewport=None, **kwargs):
+    def open_(user=ALICE, password=PASSWORD, sign_in_now=True, viewport=None, url=None, **kwargs):
         sign_in_now = kwargs.pop("sign_in", sign_in_now)
+        base = url or webmail_url
         context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800},
-                                      service_workers="block")
+                                      service_workers="block",
+                                      ignore_https_errors=base.startswith("https:"))  # self-signed
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
@@ -121,7 +130,7 @@ def open_webmail(browser, webmail_url):
         page.on("console", lambda message: view.console.append((message.type, message.text)))
         page.on("pageerror", lambda error: view.errors.append(str(error)))
         context.on("request", lambda req: view.requests.append(req.url))
-        page.goto(webmail_url + "/")
+        page.goto(base + "/")
         page.wait_for_selector("#signin:not([hidden]), #app:not([hidden])", timeout=WAIT_MS)
         if sign_in_now:
             sign_in(page, user, password)

@@ -309,6 +309,39 @@ def test_sign_out_revokes_the_session(open_webmail, webmail_url):
     assert page.is_hidden("#app")
 
 
+def test_https_listener_serves_the_webmail_with_a_secure_cookie(open_webmail, webmail_https_url, deliver):
+    """Over the https listener the same webmail signs in with a Secure session
+    cookie, and new mail still arrives live (EventSource over TLS)."""
+    view = open_webmail(url=webmail_https_url)
+    page = view.page
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "msd_session"]
+    assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    page.wait_for_timeout(300)
+    deliver(subject="Over TLS", body="secure")
+    page.locator("#message-list .subject", has_text="Over TLS").wait_for(timeout=5000)
+
+
+def test_long_folder_pages_in_on_scroll(webmail, webmail_server):
+    """A folder longer than one page (40) lists the first page with its total known,
+    and scrolling to the end of the list fetches the next page (Email/query position)."""
+    import smtplib
+    with smtplib.SMTP(*webmail_server.address("smtp"), timeout=10) as smtp:
+        for n in range(45):
+            smtp.sendmail("bulk@remote.test", ["bob@example.test"],
+                          f"From: bulk@remote.test\r\nTo: bob@example.test\r\nSubject: Bulk {n:02d}\r\n"
+                          f"Message-ID: <bulk{n}.{time.time_ns()}@remote.test>\r\n\r\nnumber {n}\r\n")
+    page = webmail.page
+    page.click("#signout")
+    page.wait_for_selector("#signin:not([hidden])")
+    sign_in(page, "bob@example.test")
+    page.locator("#message-list .subject", has_text="Bulk 44").wait_for()
+    assert page.locator("#message-list li").count() == 40
+    page.locator("#message-list li").last.scroll_into_view_if_needed()
+    page.eval_on_selector("#message-list", "list => list.scrollTop = list.scrollHeight")
+    page.locator("#message-list .subject", has_text="Bulk 00").wait_for()
+    assert page.locator("#message-list li").count() == 45
+
+
 def _get_with_cookie(base, path, session):
     host, port = base.split("//")[1].split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)

@@ -81,19 +81,25 @@ def _received(server, address: str, subject: str, timeout: float = 10.0):
 
 
 @pytest.fixture
-def server(mailserver_factory, tmp_path):
+def node() -> str:
+    """The node program; skips (before any daemon starts) without it or without jmap-jam."""
+    return _node()
+
+
+@pytest.fixture
+def server(node, mailserver_factory, tmp_path):
     cert, key = _certificate(tmp_path)
     server = mailserver_factory(listeners=("smtp", "imap", "https"), extra_config={"tls": {"cert": cert, "key": key}})
     server.cert = cert
     return server
 
 
-def test_jmap_jam_end_to_end(server, tmp_path):
+def test_jmap_jam_end_to_end(node, server):
     """jmap-jam over verified https with a Bearer token: reads the session, lists mailboxes by
     back-reference, queries and reads an email delivered over SMTP, sets keywords, uploads a
-    message blob and Email/imports it (and downloads it back), sends a message with an attachment
+    message blob and Email/imports it with a toISOString() receivedAt (and downloads it back,
+    also as text/plain with its charset), sends a message with an attachment
     that bob receives, and gets an EventSource state event after its own change."""
-    node = _node()
     message = ("From: Carol <carol@remote.test>\r\nTo: alice@example.test\r\nSubject: jam interop\r\n"
                "Message-ID: <jam@remote.test>\r\n\r\nhello jam from smtp\r\n")
     with smtplib.SMTP(*server.address("smtp"), timeout=10) as smtp:
@@ -123,6 +129,8 @@ def test_jmap_jam_end_to_end(server, tmp_path):
     assert out["keywords"]["keywords"] == {"$seen": True, "$flagged": True}
     imported = out["import"]
     assert imported["notCreated"] is None and imported["downloaded"] is True
+    assert imported["textType"] == "text/plain; charset=utf-8"
+    assert imported["email"]["receivedAt"] == "2026-12-05T10:00:00Z"
     assert imported["email"]["subject"] == "imported by jam" and imported["email"]["keywords"] == {"$seen": True}
     assert list(imported["email"]["mailboxIds"].values()) == [True]
     submission = out["submission"]

@@ -72,13 +72,16 @@ await step("import", async () => {
   const raw = "From: Jam <jam@remote.test>\r\nTo: alice@example.test\r\nSubject: imported by jam\r\n"
     + "Message-ID: <jam-import@remote.test>\r\nDate: Sat, 05 Dec 2026 10:00:00 +0000\r\n\r\nimported body\r\n";
   const blob = await jam.uploadBlob(accountId, new Blob([raw], { type: "message/rfc822" }));
+  // receivedAt as JavaScript writes it (toISOString: milliseconds, "Z")
   const [imported] = await jam.api.Email.import({ accountId, emails: {
-    one: { blobId: blob.blobId, mailboxIds: { [inboxId]: true }, keywords: { $seen: true } } } });
+    one: { blobId: blob.blobId, mailboxIds: { [inboxId]: true }, keywords: { $seen: true },
+           receivedAt: new Date(Date.UTC(2026, 11, 5, 10, 0, 0)).toISOString() } } });
   const created = imported.created?.one;
-  const [got] = await jam.api.Email.get({ accountId, ids: [created.id], properties: ["subject", "mailboxIds", "keywords", "size"] });
+  const [got] = await jam.api.Email.get({ accountId, ids: [created.id], properties: ["subject", "mailboxIds", "keywords", "size", "receivedAt"] });
   const download = await jam.downloadBlob({ accountId, blobId: blob.blobId, mimeType: "message/rfc822", fileName: "m.eml" });
+  const asText = await jam.downloadBlob({ accountId, blobId: blob.blobId, mimeType: "text/plain; charset=utf-8", fileName: "m.txt" });
   return { blobType: blob.type, blobSize: blob.size, email: got.list[0], notCreated: imported.notCreated ?? null,
-           downloaded: (await download.text()) === raw };
+           downloaded: (await download.text()) === raw, textType: asText.headers.get("content-type") };
 });
 
 // Send a message with an uploaded attachment to another local user: Email/set create,

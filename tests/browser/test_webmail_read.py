@@ -342,6 +342,19 @@ def test_long_folder_pages_in_on_scroll(webmail, webmail_server):
     assert page.locator("#message-list li").count() == 45
 
 
+def test_password_change_ends_the_open_session(open_webmail, webmail_server):
+    """A password change revokes the browser session server-side: the next action of
+    the open webmail gets 401 and shows the sign-in screen saying the session ended."""
+    webmail_server.ctl("user", "add", "frank@example.test", "--password", PASSWORD)
+    view = open_webmail(user="frank@example.test")
+    page = view.page
+    webmail_server.ctl("user", "passwd", "frank@example.test", "--password", "another-pw-2")
+    page.click("#mailbox-list button[data-role=sent]")
+    page.wait_for_selector("#signin:not([hidden])")
+    assert "session has ended" in page.text_content("#signin-error")
+    sign_in(page, "frank@example.test", "another-pw-2")
+
+
 def _get_with_cookie(base, path, session):
     host, port = base.split("//")[1].split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)

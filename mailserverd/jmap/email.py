@@ -10,6 +10,8 @@ copy, move, expunge), each durable before the answer.
 
 from __future__ import annotations
 
+import functools
+
 from ..store import jmapreads
 from . import headercache, state
 from .api import MethodError, method
@@ -122,6 +124,9 @@ async def get(ctx, args):
     return {"accountId": ctx.account_id, "state": now, "list": listed, "notFound": not_found}
 
 
+_received_date = functools.lru_cache(maxsize=65536)(utc_date)  # the same few dates, over and over
+
+
 def _get_mode(props) -> tuple[str, list]:
     """How Email/get reads: "raw" (the message itself: body and header:... properties),
     "headers" (the usual header properties, headercache) or "none"; and those
@@ -169,7 +174,7 @@ def render(item, raw, props, body_props, fetch, max_bytes, blob_of=message_blob_
         elif prop == "size":
             out[prop] = item["size"]
         elif prop == "receivedAt":
-            out[prop] = utc_date(item["received_at"])
+            out[prop] = _received_date(item["received_at"])
         elif prop == "hasAttachment":
             out[prop] = bool(item["has_attachment"])
         elif prop == "preview":

@@ -7,6 +7,7 @@ the account, so another account's ids are simply absent.
 
 from __future__ import annotations
 
+import functools
 
 from sqlalchemy import bindparam, func, select, text
 
@@ -34,9 +35,14 @@ def _member_columns():
 
 
 def _flags(row) -> frozenset:
-    flags = {flag for (flag, _column), on in zip(_FLAG_ITEMS, row[4:]) if on}
-    if row[3]:
-        flags.update(k for k in row[3].split(" ") if k)
+    return _flag_set(row[3], tuple(row[4:]))
+
+
+@functools.lru_cache(maxsize=4096)  # a mailbox has few distinct flag combinations
+def _flag_set(keywords: str, columns: tuple) -> frozenset:
+    flags = {flag for (flag, _column), on in zip(_FLAG_ITEMS, columns) if on}
+    if keywords:
+        flags.update(k for k in keywords.split(" ") if k)
     return frozenset(flags)
 
 
@@ -145,7 +151,7 @@ def mailbox_page(mail, account, mailbox_id, sort_column: str, ascending: bool, o
                                       limit is not None)
     params = {"a": account.id, "box": mailbox_id, "offset": offset, "limit": limit}
     with mail.engine(account).connect() as conn:
-        ids = list(conn.execute(page, params).scalars())
+        ids = conn.execute(page, params).scalars().all()
         count = conn.execute(count_of, params).scalar() if total else None
     return ids, count
 

@@ -278,9 +278,15 @@ async def _create(ctx, props) -> dict:
     return {k: v for k, v in box.items() if k not in ("name",)}
 
 
+def _own_id(ctx, jid: str) -> str:
+    """RFC 8620 5.3 (erratum 6607): update and destroy may name a Mailbox this request
+    created as "#cid" (jmap-jam and Email/set allow it); an unknown one is notFound."""
+    return ctx.created_ids.get(jid[1:], jid) if jid.startswith("#") else jid
+
+
 async def _update(ctx, jid, props) -> None:
     rows = await _rows(ctx)
-    number = parse_id(jid, "m")
+    number = parse_id(_own_id(ctx, jid), "m")
     if number not in rows:
         raise _SetError({"type": "notFound"})
     row = rows[number]
@@ -313,7 +319,7 @@ async def _update(ctx, jid, props) -> None:
 
 async def _destroy(ctx, jid, remove_emails: bool) -> None:
     rows = await _rows(ctx)
-    number = parse_id(jid, "m")
+    number = parse_id(_own_id(ctx, jid), "m")
     if number not in rows:
         raise _SetError({"type": "notFound"})
     row = rows[number]

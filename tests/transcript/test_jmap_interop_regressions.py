@@ -112,3 +112,21 @@ def test_download_keeps_a_plain_charset_parameter(server):
         status, response, body = http(server, "GET", f"/jmap/download/a1/{blob['blobId']}/caf%C3%A9.txt?type={asked}")
         assert status == 200 and body == "caf\u00e9\n".encode()
         assert response.getheader("Content-Type") == answered, asked
+
+
+def test_mailbox_set_updates_and_destroys_by_creation_id(server):
+    """Like Email/set and Identity/set, Mailbox/set takes "#cid" of a Mailbox created earlier
+    in the request as an update or destroy key (RFC 8620 5.3, erratum 6607); it was notFound.
+    An unknown "#cid" is notFound, not a method error."""
+    answer = jmap(server, [
+        ["Mailbox/set", {"accountId": "a1", "create": {"box": {"name": "Made by jam"}}}, "0"],
+        ["Mailbox/set", {"accountId": "a1", "update": {"#box": {"name": "Renamed by jam"}},
+                         "destroy": ["#nope"]}, "1"],
+        ["Mailbox/get", {"accountId": "a1", "ids": ["#box"], "properties": ["name"]}, "2"],
+        ["Mailbox/set", {"accountId": "a1", "destroy": ["#box"]}, "3"],
+        ["Mailbox/get", {"accountId": "a1", "ids": ["#box"], "properties": ["name"]}, "4"]])
+    created, updated, got, destroyed, gone = (r[1] for r in answer["methodResponses"])
+    box = created["created"]["box"]["id"]
+    assert list(updated["updated"]) == ["#box"] and updated["notDestroyed"] == {"#nope": {"type": "notFound"}}
+    assert got["list"] == [{"id": box, "name": "Renamed by jam"}]
+    assert destroyed["destroyed"] == ["#box"] and gone["notFound"] == [box]

@@ -164,7 +164,8 @@ def test_attachments_listed_and_downloadable(webmail, deliver):
 
 def test_conversation_view_groups_a_thread(webmail, deliver):
     """With Conversations on, a reply (In-Reply-To/References) joins its thread: one
-    row with the count, and the reader shows both messages; with it off, two rows."""
+    row with the count, and the reader shows both messages (and a third that arrives
+    while it is open); with it off, one row per message."""
     first = deliver(subject="Trip plans", body="Shall we go to Lisbon?")
     page = webmail.page
     page.locator("#message-list .subject", has_text="Trip plans").wait_for()
@@ -179,9 +180,15 @@ def test_conversation_view_groups_a_thread(webmail, deliver):
     articles = page.locator("#conversation article.email")
     assert articles.count() == 2
     assert "Lisbon" in page.text_content("#conversation")
+    third = ("From: Carol <carol@remote.test>\r\nTo: alice@example.test\r\nSubject: Re: Trip plans\r\n"
+             f"In-Reply-To: {first}\r\nReferences: {first}\r\nMIME-Version: 1.0\r\n"
+             "Content-Type: text/plain\r\n\r\nCount me in.\r\n")
+    deliver(raw=third)
+    page.locator("#conversation article.email").nth(2).wait_for()  # the open reader takes it in live
+    assert "Count me in." in page.text_content("#conversation")
     page.uncheck("#threads-toggle")
-    page.locator("#message-list .subject", has_text="Trip plans").nth(1).wait_for()
-    assert page.locator("#message-list .subject", has_text="Trip plans").count() == 2
+    page.locator("#message-list .subject", has_text="Trip plans").nth(2).wait_for()
+    assert page.locator("#message-list .subject", has_text="Trip plans").count() == 3
 
 
 class _Pixel(BaseHTTPRequestHandler):

@@ -223,11 +223,13 @@ class App {
       const email = byId.get(id);
       return {email, threadSize: sizes.get(email.threadId) || 1};
     });
-    const selectedId = this.selected >= 0 && this.items[this.selected] ? this.items[this.selected].email.id : null;
+    // the selection follows its conversation (a new reply changes the row's Email) or its Email
+    const key = (item) => (this.threads ? item.email.threadId : item.email.id);
+    const selectedKey = this.selected >= 0 && this.items[this.selected] ? key(this.items[this.selected]) : null;
     this.items = append ? this.items.concat(items) : items;
     this.total = query.total;
     if (!append) {
-      this.selected = selectedId ? this.items.findIndex((item) => item.email.id === selectedId) : -1;
+      this.selected = selectedKey ? this.items.findIndex((item) => key(item) === selectedKey) : -1;
     }
     this.renderList();
   }
@@ -282,10 +284,11 @@ class App {
   }
 
   // --- reader ---
-  async open() {
+  async open({focusId = null} = {}) {
     const item = this.items[this.selected];
     if (!item) return;
     if (item.email.keywords.$draft) return this.compose("draft", item.email);  // continue writing it
+    const ticket = this.openTicket = (this.openTicket || 0) + 1;  // j j j: only the last one shows
     let ids = [item.email.id];
     if (this.threads) {
       const thread = await this.call("Thread/get", {ids: [item.email.threadId]});
@@ -293,11 +296,13 @@ class App {
     }
     const got = await this.call("Email/get", {ids, properties: FULL_PROPERTIES, fetchAllBodyValues: true,
                                               maxBodyValueBytes: MAX_BODY});
+    if (ticket !== this.openTicket) return;
+    this.openThreadSize = ids.length;
     const hidden = ["trash", "junk"].map((role) => this.mailboxByRole(role)).filter(Boolean)
       .filter((m) => m.id !== this.mailboxId || this.search).map((m) => m.id);
     this.conversation = got.list.filter((e) => e.id === item.email.id || !hidden.some((id) => e.mailboxIds[id]))
       .sort((a, b) => a.receivedAt.localeCompare(b.receivedAt));
-    this.focusId = item.email.id;
+    this.focusId = focusId && this.conversation.some((e) => e.id === focusId) ? focusId : item.email.id;
     $("reader").hidden = false;
     $("app").classList.add("reading");
     renderConversation(this, $("conversation"), this.conversation, this.focusId);
@@ -449,6 +454,12 @@ class App {
     }
     this.renderMailboxes();
     await this.loadList({keep: true});
+    // a new message in the open conversation shows up in the reader too
+    const item = this.items[this.selected];
+    if (this.conversation.length && item && this.threads && item.email.threadId === this.conversation[0].threadId &&
+        item.threadSize !== this.openThreadSize && !this.search) {
+      await this.open({focusId: this.focusId});
+    }
   }
 
   // --- wiring ---

@@ -26,19 +26,23 @@ LIST_FAMILY = frozenset((
     "header:x-beenthere:1", "header:x-mailman-version:1", "header:precedence:1", "header:errors-to:1",
     "header:x-loop:1", "header:mailing-list:1", "precedence:bulk", "precedence:list",
 ))
-# Prefixes whose tokens name a domain at several depths (tokenizer._domain_suffixes).
-NESTED_PREFIXES = ("received:", "origin:", "url:", "email addr:", "from:domain:", "reply-to:domain:")
+# Tokens naming a domain at several depths (tokenizer._domain_suffixes), by the text
+# before their first ":" (From and Reply-To: only their "domain:" tokens).
+NESTED_HEADS = frozenset(("received", "origin", "url", "email addr", "from", "reply-to"))
 
 
 def token_family(token: str) -> str:
     """The family a token belongs to: itself unless it is one of the kinds above."""
     if token in LIST_FAMILY:
         return "family:list"
-    for prefix in NESTED_PREFIXES:
-        if token.startswith(prefix):
-            rest = token[len(prefix):]
-            labels = rest.split(".")
-            if len(labels) < 2 or rest.replace(".", "").isdigit():  # a path piece, an IP prefix
-                return token
-            return prefix + ".".join(labels[-2:])  # a domain: its last two labels
-    return token
+    head, sep, rest = token.partition(":")
+    if not sep or head not in NESTED_HEADS:  # most tokens: words, pairs, other fields
+        return token
+    if head in ("from", "reply-to"):
+        if not rest.startswith("domain:"):
+            return token
+        head, rest = head + ":domain", rest[len("domain:"):]
+    labels = rest.split(".")
+    if len(labels) < 2 or rest.replace(".", "").isdigit():  # a path piece, an IP prefix
+        return token
+    return f"{head}:{'.'.join(labels[-2:])}"  # a domain: its last two labels

@@ -4,10 +4,11 @@ from JMAP properties and stored like an import.
 Accepted: mailboxIds, keywords, receivedAt, the address fields (from,
 sender, to, cc, bcc, replyTo), subject, sentAt, messageId, inReplyTo,
 references, textBody and htmlBody (one part each, its text in bodyValues)
-and attachments (blobIds of uploads or of stored messages and parts).
-bodyStructure and header:... properties are not accepted yet
-(invalidProperties). The message is composed with the email package
-(RFC 2047 words, quoted-printable or base64 as needed, CRLF).
+and attachments (blobIds of uploads or of stored messages and parts), or
+instead of those three a bodyStructure (emailstructure.py). header:...
+properties are not accepted yet (invalidProperties). The message is
+composed with the email package (RFC 2047 words, quoted-printable or base64
+as needed, CRLF).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-from . import blobs
+from . import blobs, emailstructure
 from .emailimport import received_at_of, store_message
 from .emailset import SetError, plan
 
@@ -27,7 +28,7 @@ ADDRESS_FIELDS = {"from": "From", "sender": "Sender", "to": "To", "cc": "Cc", "b
                   "replyTo": "Reply-To"}
 ID_FIELDS = {"messageId": "Message-ID", "inReplyTo": "In-Reply-To", "references": "References"}
 ALLOWED = {"mailboxIds", "keywords", "receivedAt", "subject", "sentAt", "textBody", "htmlBody",
-           "attachments", "bodyValues", *ADDRESS_FIELDS, *ID_FIELDS}
+           "attachments", "bodyValues", "bodyStructure", *ADDRESS_FIELDS, *ID_FIELDS}
 
 
 def _bad(description: str, prop: str) -> SetError:
@@ -88,7 +89,17 @@ async def compose(ctx, spec: dict) -> bytes:
     unknown = sorted(set(spec) - ALLOWED)
     if unknown:
         raise SetError("invalidProperties", f"cannot set {unknown[0]} here", unknown)
-    message = EmailMessage(policy=policy.SMTP)
+    values = spec.get("bodyValues") or {}
+    if not isinstance(values, dict):
+        raise _bad("bodyValues maps partIds to EmailBodyValue", "bodyValues")
+    structure = spec.get("bodyStructure")
+    if structure is not None:
+        # RFC 8621 4.6: bodyStructure, or textBody/htmlBody/attachments, never both
+        if any(spec.get(prop) is not None for prop in ("textBody", "htmlBody", "attachments")):
+            raise _bad("bodyStructure replaces textBody, htmlBody and attachments", "bodyStructure")
+        message = await emailstructure.build(ctx, structure, values)
+    else:
+        message = EmailMessage(policy=policy.SMTP)
     for prop, field in ADDRESS_FIELDS.items():
         if spec.get(prop) is not None:
             message[field] = _addresses(spec[prop], prop)
@@ -104,9 +115,8 @@ async def compose(ctx, spec: dict) -> bytes:
     for prop in ("inReplyTo", "references"):
         if spec.get(prop) is not None:
             message[ID_FIELDS[prop]] = _message_ids(spec[prop], prop)
-    values = spec.get("bodyValues") or {}
-    if not isinstance(values, dict):
-        raise _bad("bodyValues maps partIds to EmailBodyValue", "bodyValues")
+    if structure is not None:
+        return emailstructure.finish(message).as_bytes()
     text = _text_of(spec.get("textBody"), "textBody", "text/plain", values)
     html = _text_of(spec.get("htmlBody"), "htmlBody", "text/html", values)
     if text is not None:

@@ -130,3 +130,51 @@ def test_mailbox_set_updates_and_destroys_by_creation_id(server):
     assert list(updated["updated"]) == ["#box"] and updated["notDestroyed"] == {"#nope": {"type": "notFound"}}
     assert got["list"] == [{"id": box, "name": "Renamed by jam"}]
     assert destroyed["destroyed"] == ["#box"] and gone["notFound"] == [box]
+
+
+def test_email_set_create_with_body_structure(server):
+    """Email/set create takes a bodyStructure (RFC 8621 4.6; jmap-jam's types offer it and it
+    was invalidProperties): multipart/alternative of text and of HTML related to an inline image
+    with a cid, plus a named attachment, from bodyValues and uploads, read back as textBody,
+    htmlBody, attachments (4.1.4) and bodyValues. Giving textBody too, a partId on a non-text part or a missing
+    blob is refused with the SetError RFC 8621 names."""
+    drafts = roles(server)["drafts"]
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
+    uploads = {}
+    for name, data, kind in (("png", png, "image/png"), ("pdf", b"%PDF-1.4\n", "application/pdf")):
+        status, _r, blob = http(server, "POST", "/jmap/upload/a1/", data, {"Content-Type": kind})
+        assert status == 201
+        uploads[name] = blob["blobId"]
+    structure = {"type": "multipart/mixed", "subParts": [
+        {"type": "multipart/alternative", "subParts": [
+            {"partId": "t", "type": "text/plain"},
+            {"type": "multipart/related", "subParts": [
+                {"partId": "h", "type": "text/html"},
+                {"blobId": uploads["png"], "type": "image/png", "disposition": "inline", "cid": "logo@jam"}]}]},
+        {"blobId": uploads["pdf"], "type": "application/pdf", "name": "r\u00e9sum\u00e9.pdf",
+         "disposition": "attachment"}]}
+    values = {"t": {"value": "caf\u00e9 text\n"}, "h": {"value": "<p>caf\u00e9 <img src=\"cid:logo@jam\"></p>\n"}}
+    base = {"mailboxIds": {drafts: True}, "from": [{"email": ALICE}], "subject": "structured"}
+    answer = jmap(server, [
+        ["Email/set", {"accountId": "a1", "create": {
+            "ok": dict(base, bodyStructure=structure, bodyValues=values),
+            "both": dict(base, bodyStructure=structure, bodyValues=values, textBody=[{"partId": "t"}]),
+            "binary": dict(base, bodyStructure={"partId": "t", "type": "image/png"}, bodyValues=values),
+            "gone": dict(base, bodyStructure={"blobId": "u" + "0" * 64, "type": "text/plain"})}}, "0"],
+        ["Email/get", {"accountId": "a1", "ids": ["#ok"], "fetchAllBodyValues": True,
+                       "properties": ["subject", "bodyStructure", "textBody", "htmlBody", "attachments",
+                                      "bodyValues", "hasAttachment"]}, "1"]])
+    created, got = (r[1] for r in answer["methodResponses"])
+    assert list(created["created"]) == ["ok"]
+    assert created["notCreated"]["both"]["type"] == "invalidProperties"
+    assert created["notCreated"]["binary"]["type"] == "invalidProperties"
+    assert created["notCreated"]["gone"]["type"] == "blobNotFound"
+    email = got["list"][0]
+    assert email["subject"] == "structured" and email["bodyStructure"]["type"] == "multipart/mixed"
+    assert [p["type"] for p in email["textBody"]] == ["text/plain"]
+    assert [p["type"] for p in email["htmlBody"]] == ["text/html"]
+    assert email["bodyValues"][email["textBody"][0]["partId"]]["value"] == "caf\u00e9 text\n"
+    assert "cid:logo@jam" in email["bodyValues"][email["htmlBody"][0]["partId"]]["value"]
+    attachments = {p["type"]: p for p in email["attachments"]}
+    assert attachments["image/png"]["cid"] == "logo@jam" and attachments["image/png"]["size"] == len(png)
+    assert attachments["application/pdf"]["name"] == "r\u00e9sum\u00e9.pdf" and email["hasAttachment"]

@@ -84,7 +84,8 @@ await step("import", async () => {
            downloaded: (await download.text()) === raw, textType: asText.headers.get("content-type") };
 });
 
-// Send a message with an uploaded attachment to another local user: Email/set create,
+// Send a message with an uploaded attachment to another local user: Email/set create
+// with a bodyStructure (RFC 8621 4.6),
 // then EmailSubmission/set naming it "#draft" through the request's createdIds (RFC 8620
 // 3.3) with onSuccessUpdateEmail (RFC 8621 7.5). Two requests, because the implicit
 // Email/set answer shares the EmailSubmission/set call id and jam's requestMany keys
@@ -97,8 +98,9 @@ await step("submission", async () => {
     mailboxIds: { [sentId]: true }, keywords: { $draft: true, $seen: true },
     from: [{ name: identity.name, email: identity.email }], to: [{ email: env("JMAP_TO") }],
     subject: "sent by jam",
-    textBody: [{ partId: "text", type: "text/plain" }],
-    attachments: [{ blobId: attachment.blobId, type: "text/plain", name: "jam.txt", disposition: "attachment" }],
+    bodyStructure: { type: "multipart/mixed", subParts: [
+      { partId: "text", type: "text/plain" },
+      { blobId: attachment.blobId, type: "text/plain", name: "jam.txt", disposition: "attachment" }] },
     bodyValues: { text: { value: "hello from jmap-jam\n" } } } } });
   const emailId = created.created?.draft?.id;
   const [submitted, meta] = await jam.api.EmailSubmission.set(

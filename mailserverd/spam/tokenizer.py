@@ -24,8 +24,8 @@ from typing import Optional
 from ..mime.headers import decode_bytes, decode_words, iter_fields, parse_content_type, split_header
 from ..mime.structure import MessageTooComplex, iter_parts
 from ..mime.text import decode_transfer, html_to_text
-from .words import (MAX_BIGRAM_CHARS, NON_WORD_EDGES, bigrams, body_shape, bucket, cjk_tokens, decode_text,
-                    subject_shape, words)
+from .words import (MAX_BIGRAM_CHARS, NON_WORD_EDGES, bigrams, body_shape, bucket, charset_mismatch, cjk_tokens,
+                    decode_text, subject_shape, words)
 
 MAX_PART_BYTES = 64 * 1024  # decoded text read from one part
 MAX_PARTS = 50
@@ -310,6 +310,8 @@ def _body_tokens(raw: bytes, tokens: set[str]) -> None:
                 kinds.add(part.content_type)
                 data = decode_transfer(raw[part.body_start:min(part.body_end, part.body_start + MAX_PART_BYTES * 4)],
                                        part.transfer_encoding, MAX_PART_BYTES)
+                charset_mismatch(data[:MAX_PART_BYTES], part.params.get("charset"), part.content_type == "text/html",
+                                 tokens)
                 text = decode_text(data[:MAX_PART_BYTES], part.params.get("charset"), tokens)
                 if part.content_type == "text/html":
                     _html_tokens(text, tokens)

@@ -138,3 +138,17 @@ def test_date_far_from_the_oldest_received_hop_is_a_clue():
     assert "date:past" in tokens_for(b"Mon, 2 Sep 2002 09:24:03 +0000")
     for date in (b"Sat, 7 Sep 2002 09:20:00 +0000", b"Sat, 7 Sep 2002 11:30:00 +0200", b"garbage"):
         assert not {"date:future", "date:past"} & tokens_for(date)
+
+
+def test_charset_label_against_the_bytes_of_a_part():
+    """8-bit bytes under a us-ascii label, ASCII text under an 8-bit label, and an HTML
+    <meta> charset naming another codec than the MIME label are clues; aliases of one
+    codec ("latin1" for ISO-8859-1) are not a mismatch."""
+    def part(charset, body, kind=b"plain"):
+        return tokenize(b"Subject: x\r\nContent-Type: text/" + kind + b"; charset=" + charset + b"\r\n\r\n" + body)
+    assert "charset:ascii-label-8bit" in part(b"us-ascii", "café ouvert".encode("latin-1"))
+    assert "charset:8bit-label-ascii-text" in part(b"iso-8859-1", b"plain words only")
+    assert "charset:8bit-label-ascii-text" not in part(b"iso-8859-1", "café".encode("latin-1"))
+    html = b'<html><head><meta http-equiv="Content-Type" content="text/html; charset=%s"></head>caf\xe9</html>'
+    assert "charset:meta-differs" in part(b"iso-8859-1", html % b"big5", b"html")
+    assert "charset:meta-differs" not in part(b"iso-8859-1", html % b"latin1", b"html")

@@ -136,7 +136,7 @@ def test_attachments_listed_and_downloadable(webmail, deliver):
     link downloads the exact bytes (JMAP download URL, cookie-authenticated); an
     inline cid: image of an HTML body is shown inside the frame as a data: URL."""
     boundary = "b-attach"
-    pixel = "R0lGODlhAQABAAAAACw="  # a 1x1 GIF
+    pixel = "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="  # a 1x1 GIF
     raw = ("From: Carol <carol@remote.test>\r\nTo: alice@example.test\r\nSubject: With files\r\n"
            "MIME-Version: 1.0\r\n"
            f"Content-Type: multipart/mixed; boundary={boundary}\r\n\r\n"
@@ -158,8 +158,8 @@ def test_attachments_listed_and_downloadable(webmail, deliver):
     assert href.startswith("/jmap/download/") and link.get_attribute("download") == "report.csv"
     data = page.evaluate("url => fetch(url, {credentials: 'same-origin'}).then(r => r.text())", href)
     assert data.replace("\r\n", "\n") == "a,b\n1,2"  # the CRLF before a boundary is the boundary's
-    frame = page.wait_for_selector("#conversation iframe").content_frame()
-    frame.wait_for_selector("#logo[src^='data:image/gif']")
+    inline = page.frame_locator("#conversation iframe").locator("#logo[src^='data:image/gif']")
+    inline.wait_for(state="attached")  # frame_locator finds the frame again if it was redrawn
 
 
 def test_conversation_view_groups_a_thread(webmail, deliver):
@@ -300,7 +300,8 @@ def test_phone_layout_shows_one_pane(open_webmail, deliver, screenshot):
 
 
 def test_sign_out_revokes_the_session(open_webmail, webmail_url):
-    """Sign out returns to the sign-in screen and the session is gone server-side:
+    """Sign out returns to the sign-in screen, clears the account's mail from the page,
+    and the session is gone server-side:
     the old cookie no longer opens the JMAP session resource, and a reload shows
     the sign-in screen."""
     view = open_webmail()
@@ -309,6 +310,7 @@ def test_sign_out_revokes_the_session(open_webmail, webmail_url):
     assert "msd_session" in cookies
     page.click("#signout")
     page.wait_for_selector("#signin:not([hidden])")
+    assert page.locator("#message-list li, #mailbox-list li").count() == 0  # nothing left in the page
     status, _, _ = _get_with_cookie(webmail_url, "/.well-known/jmap", cookies["msd_session"])
     assert status == 401
     page.reload()

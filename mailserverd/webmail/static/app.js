@@ -70,6 +70,17 @@ class App {
 
   showSignin(message) {
     if (this.unsubscribe) { this.unsubscribe(); this.unsubscribe = null; }
+    clearTimeout(this.refreshTimer);
+    // nothing of the last account stays in the page (a shared computer)
+    this.items = [];
+    this.mailboxes = [];
+    this.search = "";
+    this.selected = -1;
+    this.closeReader();
+    $("search").value = "";
+    $("message-list").replaceChildren();
+    $("mailbox-list").replaceChildren();
+    $("whoami").textContent = "";
     $("app").hidden = true;
     $("signin").hidden = false;
     $("signin-password").value = "";
@@ -125,11 +136,6 @@ class App {
     } catch (e) {
       console.warn("logout", e);
     }
-    this.items = [];
-    this.conversation = [];
-    $("message-list").replaceChildren();
-    $("conversation").replaceChildren();
-    $("reader").hidden = true;
     this.showSignin();
   }
 

@@ -118,10 +118,8 @@ def build_factory(mode: str, settings, store, authenticator, tls, outbound=None,
                              outbound=outbound, responder=responder)  # shares the per-account rate limit
     jmap = JMAPResource(store, authenticator, settings, reactor,
                         os.path.join(settings.server.data_dir, "jmap-uploads"), submitter=submitter)
-    webmail = None
-    if settings.http.webmail:
-        from ..webmail import WebmailResource
-        webmail = WebmailResource()
+    from ..webmail import build as build_webmail
+    webmail = build_webmail() if settings.http.webmail else None  # None: / and /webmail/ are 404
     site = LimitedSite(Root(outbound, jmap, webmail), jmap=jmap, reactor=reactor, timeout=IDLE_TIMEOUT)
     site.displayTracebacks = False
     return site

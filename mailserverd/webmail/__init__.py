@@ -23,6 +23,10 @@ import hashlib
 import os
 import re
 
+from twisted.logger import Logger
+
+log = Logger(namespace="mailserverd.webmail")
+
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -82,6 +86,16 @@ def _etag_matches(header: bytes | None, etag: bytes) -> bool:
         return True
     tags = [t.strip() for t in header.split(b",")]
     return etag in tags or b"W/" + etag in tags
+
+
+def build(directory: str = STATIC_DIR):
+    """The WebmailResource, or None (logged) when the package's files are missing or
+    unreadable: a broken webmail install must not keep the mail server from starting."""
+    try:
+        return WebmailResource(directory)
+    except OSError as exc:
+        log.error("webmail: not served, its files are missing or unreadable: {error}", error=exc)
+        return None
 
 
 class WebmailResource:

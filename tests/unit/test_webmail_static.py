@@ -8,7 +8,7 @@ import os
 from twisted.web.test.requesthelper import DummyRequest
 
 from mailserverd.http.server import Root
-from mailserverd.webmail import CSP, STATIC_DIR, WebmailResource, load
+from mailserverd.webmail import CSP, STATIC_DIR, WebmailResource, build, load
 
 
 def get(resource, path: bytes, method=b"GET", headers=None):
@@ -88,3 +88,12 @@ def test_root_routes_the_webmail_only_when_configured():
     for path in (b"/", b"/webmail/app.js"):
         status, headers, body = get(off, path)
         assert status == 404 and header(headers, b"content-type") == b"application/json"
+
+
+def test_missing_files_turn_the_webmail_off_not_the_server(tmp_path):
+    """A directory without index.html (a broken install) gives no webmail resource,
+    logged, instead of an exception that would stop the http listener from starting."""
+    (tmp_path / "app.js").write_text("export {};\n")
+    assert build(str(tmp_path)) is None
+    assert build(str(tmp_path / "absent")) is None
+    assert isinstance(build(), WebmailResource)

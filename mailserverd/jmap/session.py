@@ -9,6 +9,7 @@ Host header cannot point a client elsewhere.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 
 from .api import CORE, MAIL, QUOTA, SUBMISSION, VACATION, WEBSOCKET, account_id_of
@@ -30,8 +31,11 @@ def mail_capability(limits: dict) -> dict:
             "emailQuerySortOptions": list(SORT_PROPERTIES), "mayCreateTopLevelMailbox": True}
 
 
-def base_url(host_header: bytes | None, hostname: str, listen: tuple[str, int], scheme: str = "http") -> str:
-    """scheme://authority, from Host only when it names this server."""
+def base_url(host_header: bytes | None, hostname: str, listen: tuple[str, int], scheme: str = "http",
+             local_ip: str = "") -> str:
+    """scheme://authority, from Host only when it names this server: the configured
+    hostname, the listen address, the address the connection arrived on (local_ip,
+    for a wildcard listener reached by IP) or "localhost" when that address is loopback."""
     default_port = 443 if scheme == "https" else 80
     default = f"{scheme}://{hostname}" + ("" if listen[1] == default_port else f":{listen[1]}")
     if not host_header:
@@ -49,9 +53,21 @@ def base_url(host_header: bytes | None, hostname: str, listen: tuple[str, int], 
         port = ":" + port
     if port and not (port.startswith(":") and port[1:].isdigit() and len(port) <= 6):
         return default
-    if name.lower().rstrip(".") not in (hostname.lower(), listen[0].lower()):
+    if name.lower().rstrip(".") not in _own_names(hostname, listen, local_ip):
         return default
     return f"{scheme}://{host}"
+
+
+def _own_names(hostname: str, listen: tuple[str, int], local_ip: str) -> set[str]:
+    names = {hostname.lower(), listen[0].lower()}
+    if local_ip:
+        names.add(local_ip.lower())
+        try:
+            if ipaddress.ip_address(local_ip).is_loopback:
+                names.add("localhost")
+        except ValueError:
+            pass
+    return names
 
 
 # RFC 8621 1.3.2: mail is sent at once, never held for a later time or for undo

@@ -217,7 +217,7 @@ class JMAPResource:
         secure = request.isSecure()
         listen = self.settings.listen.https if secure else self.settings.listen.http
         return session.base_url(request.getHeader(b"host"), self.settings.server.hostname, listen,
-                                "https" if secure else "http")
+                                "https" if secure else "http", getattr(request.getHost(), "host", ""))
 
     async def _authenticate(self, request):
         unauthorized = {b"www-authenticate": REALM}

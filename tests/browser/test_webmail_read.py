@@ -78,11 +78,12 @@ def test_sign_in_shows_folders_and_rejects_a_wrong_password(open_webmail, screen
 def test_new_mail_appears_live_and_opens(webmail, deliver, screenshot):
     """A message delivered over SMTP while the inbox is open appears within a few
     seconds without a reload (EventSource push), marked unread with the folder's
-    unread count; opening it shows the text and marks it read."""
+    unread count; opening it shows the text (its URL a link opening a new tab without
+    opener or referrer) and marks it read."""
     page = webmail.page
     page.wait_for_timeout(300)  # let the EventSource connect
     started = time.monotonic()
-    deliver(subject="Live delivery", body="Hello from SMTP.\nSecond line.")
+    deliver(subject="Live delivery", body="Hello from SMTP.\nSecond line: https://example.org/a?b=1.")
     row = page.locator("#message-list li.unread", has=page.locator(".subject", has_text="Live delivery"))
     row.wait_for(timeout=5000)
     latency = time.monotonic() - started
@@ -93,6 +94,9 @@ def test_new_mail_appears_live_and_opens(webmail, deliver, screenshot):
     open_row(page, "Live delivery")
     body = page.locator("#conversation article.email:not(.collapsed) pre.text")
     assert "Hello from SMTP." in body.text_content()
+    link = body.locator("a")
+    assert link.get_attribute("href") == "https://example.org/a?b=1"  # the final dot is the sentence's
+    assert link.get_attribute("rel") == "noopener noreferrer" and link.get_attribute("target") == "_blank"
     page.wait_for_selector("#message-list li:not(.unread) .subject:has-text('Live delivery')")
     screenshot(page, "reader")
 

@@ -18,6 +18,21 @@ function escapeHTML(text) {
   return text.replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 }
 
+// Plain text with its http(s) URLs as links (new tab, no opener, no referrer); text nodes only.
+const URL_IN_TEXT = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
+
+function linkified(text) {
+  const pre = el("pre", {class: "text"});
+  let last = 0;
+  for (const match of text.matchAll(URL_IN_TEXT)) {
+    pre.append(text.slice(last, match.index),
+               el("a", {href: match[0], target: "_blank", rel: "noopener noreferrer"}, match[0]));
+    last = match.index + match[0].length;
+  }
+  pre.append(text.slice(last));
+  return pre;
+}
+
 function bodyValue(email, part) {
   const value = email.bodyValues && email.bodyValues[part.partId];
   return value ? value.value : "";
@@ -125,7 +140,7 @@ export function renderEmail(app, email, expanded) {
     if (drawn) return;
     drawn = true;
     if (isHTML(email)) renderHTML(app, email, body, notice);
-    else body.append(el("pre", {class: "text"}, plainText(email)));
+    else body.append(linkified(plainText(email)));
   };
   header.addEventListener("click", () => {
     const collapsed = article.classList.toggle("collapsed");

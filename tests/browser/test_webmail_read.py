@@ -264,6 +264,66 @@ def test_hostile_html_runs_nothing_and_loads_nothing(webmail, deliver, pixel_ser
     assert not [text for _, text in webmail.console if "XSS" in text], webmail.console
 
 
+SANITIZER_CASES = [
+    # (mail HTML, text that must not survive in the cleaned HTML)
+    ("<script>alert(1)</script>", "<script"),
+    ("<img src=x onerror=alert(1)>", "onerror"),
+    ("<body onload=alert(1)>", "onload"),
+    ("<a href=\"jav&#x09;ascript:alert(1)\">x</a>", "ascript:"),
+    ("<a href=\"data:text/html,<script>alert(1)</script>\">x</a>", "data:text/html"),
+    ("<a href=\"vbscript:msgbox\">x</a>", "vbscript"),
+    ("<iframe src=\"https://evil.test/\"></iframe>", "evil.test"),
+    ("<object data=\"https://evil.test/x.swf\"></object>", "evil.test"),
+    ("<embed src=\"https://evil.test/x\">", "evil.test"),
+    ("<form action=\"https://evil.test/\"><input name=p><button>go</button></form>", "evil.test"),
+    ("<meta http-equiv=refresh content=\"0;url=https://evil.test/\">", "evil.test"),
+    ("<base href=\"https://evil.test/\">", "evil.test"),
+    ("<link rel=stylesheet href=\"https://evil.test/x.css\">", "evil.test"),
+    ("<style>@import url(https://evil.test/x.css);</style>", "evil.test"),
+    ("<style>@import 'https://evil.test/x.css';</style>", "evil.test"),
+    ("<div style=\"background:url(https://evil.test/p.gif)\">x</div>", "evil.test"),
+    ("<div style=\"background:\\75 rl(https://evil.test/p.gif)\">x</div>", "evil.test"),
+    ("<div style=\"background-image:image-set('https://evil.test/p.gif' 1x)\">x</div>", "evil.test"),
+    ("<table background=\"https://evil.test/p.gif\"><tr><td>x</td></tr></table>", "evil.test"),
+    ("<img srcset=\"https://evil.test/p.gif 1x\">", "evil.test"),
+    ("<picture><source srcset=\"https://evil.test/p.gif\"><img alt=y></picture>", "evil.test"),
+    ("<video poster=\"https://evil.test/p.gif\"></video>", "evil.test"),
+    ("<svg><image href=\"https://evil.test/p.gif\"/><script>alert(1)</script></svg>", "evil.test"),
+    ("<math><mtext><img src=x onerror=alert(1)></mtext></math>", "onerror"),
+    ("<div style=\"width:expression(alert(1))\">x</div>", "expression("),
+    ("<a href=\"https://ok.test/\" ping=\"https://evil.test/\">x</a>", "evil.test"),
+    ("<img src=\"data:image/svg+xml,<svg onload=alert(1)>\">", "svg"),
+    ("<noscript><img src=x onerror=alert(1)></noscript>", "onerror"),
+    ("<template><img src=x onerror=alert(1)></template>", "onerror"),
+    ("<!-- <img src=x onerror=alert(1)> -->", "onerror"),
+]
+
+
+def test_sanitizer_removes_every_active_or_remote_construct(open_webmail):
+    """sanitize.js on a battery of known payloads (script, handlers, javascript:/data:/
+    vbscript: links, frames, objects, forms, meta refresh, base, stylesheets, @import,
+    CSS url() also spelled with escapes, image-set, background=, srcset, poster, SVG,
+    MathML, expression(), ping, noscript, template, comments): nothing active or remote
+    is left, remote images are counted as blocked, and ordinary markup survives."""
+    page = open_webmail(sign_in=False).page
+    results = page.evaluate("""async (cases) => {
+      const {sanitize} = await import("/webmail/sanitize.js");
+      return cases.map(([html]) => sanitize(html, {}));
+    }""", SANITIZER_CASES)
+    for (html, banned), result in zip(SANITIZER_CASES, results):
+        assert banned.lower() not in result["html"].lower(), (html, result["html"])
+    kept = page.evaluate("""async () => {
+      const {sanitize} = await import("/webmail/sanitize.js");
+      return [sanitize('<p style="color:red">Hi <b>there</b> <a href="https://ok.test/">ok</a>'
+                       + '<img src="https://img.test/a.png"></p>', {}),
+              sanitize('<img src="https://img.test/a.png">', {loadImages: true})];
+    }""")
+    assert '<p style="color:red">Hi <b>there</b>' in kept[0]["html"]
+    assert 'href="https://ok.test/" target="_blank" rel="noopener noreferrer"' in kept[0]["html"]
+    assert "img.test" not in kept[0]["html"] and kept[0]["blockedImages"] == 1
+    assert 'src="https://img.test/a.png"' in kept[1]["html"] and kept[1]["blockedImages"] == 0
+
+
 def test_keyboard_shortcuts_move_and_open(webmail, deliver, screenshot):
     """j/k move the selection in the list, Enter opens, u goes back, # deletes to Trash."""
     deliver(subject="Key one", body="1")

@@ -27,6 +27,10 @@ const SAFE_LINK = /^(https?:|mailto:|#)/i;
 const CSS_URL = /url\s*\(\s*(['"]?)(.*?)\1\s*\)/gi;
 const CSS_IMPORT = /@import[^;]*;?/gi;
 const CSS_DANGER = /(expression\s*\(|-moz-binding|behavior\s*:)/gi;
+// URLs CSS can name without url(): image-set("...") (CSS Images 4) and escapes that spell url( or
+// @import; both are neutralised here, and the frame's own CSP (img-src data:) is the backstop
+const CSS_IMAGE_SET = /(-webkit-)?image-set\s*\(/gi;
+const CSS_ESCAPE = /\\/g;
 
 function cssUrlRewriter(state, options) {
   return (match, quote, url) => {
@@ -46,8 +50,17 @@ function cssUrlRewriter(state, options) {
 }
 
 function cleanCSS(text, state, options) {
-  return text.replace(CSS_IMPORT, "").replace(CSS_DANGER, "blocked(")
-    .replace(CSS_URL, cssUrlRewriter(state, options));
+  let css = text.replace(CSS_ESCAPE, "").replace(CSS_IMPORT, "").replace(CSS_DANGER, "blocked(");
+  if (!options.loadImages && /image-set\s*\(/i.test(css)) {
+    state.blockedImages += 1;
+    css = css.replace(CSS_IMAGE_SET, "blocked(");
+  }
+  css = css.replace(CSS_URL, cssUrlRewriter(state, options));
+  if (!options.loadImages) {
+    // a remote URL left in any other spelling: gone too
+    css = css.replace(/https?:\/\/[^\s'")]*/gi, () => { state.blockedImages += 1; return "none"; });
+  }
+  return css;
 }
 
 function imageSource(value, state, options) {

@@ -167,3 +167,40 @@ def test_query_then_get_by_reference_reads_ahead_with_the_same_answer(env, monke
         ["Email/get", {"accountId": session.account_id, "properties": ["bogus"], "#ids": reference}, "g"]])
     assert answer["methodResponses"][1] == ["error", {"type": "invalidArguments",
                                                       "description": "unknown property bogus"}, "g"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_list_reads_on_both_databases(request, tmp_path, backend):
+    """The mail-list statements (state, page by index walk, rows by id with the
+    account check, the Email/get read-ahead) run and agree on SQLite and on a real
+    PostgreSQL server, whose migration creates the same indexes."""
+    from mailserverd.store import Store
+    from mailserverd.store.mail import Delivery
+    if backend == "sqlite":
+        urls = [f"sqlite:///{tmp_path}/d.sqlite3", f"sqlite:///{tmp_path}/s0.sqlite3"]
+    else:
+        new_database = request.getfixturevalue("pg_database")
+        urls = [new_database(), new_database()]
+    store = Store(urls[0], urls[1:], str(tmp_path / "blobs"))
+    try:
+        store.directory.add_domain("example.test")
+        alice, bob = store.add_account("alice@example.test", "pw"), store.add_account("bob@example.test", "pw")
+        def put(n, account):
+            item = Delivery(MESSAGE % (n, n, n), [DeliveryTarget(account)], received_at=1000 + n % 3)
+            store.mail.deliver_many([item])
+            return item.result[0].message_id
+        numbers = [put(n, alice) for n in range(5)]
+        theirs = put(9, bob)
+        mail = store.mail
+        inbox = next(row["id"] for row in jmapreads.mailboxes(mail, alice) if row["name"] == "INBOX")
+        expected = sorted(numbers, key=lambda n: (-(1000 + numbers.index(n) % 3), n))
+        assert jmapreads.mailbox_page(mail, alice, inbox, "received_at", False, 1, 3, True) == (expected[1:4], 5)
+        states = jmapreads.states(mail, alice)
+        assert states["all"] >= states["Email"] > 0
+        ids, total, (found, raws, headers) = headercache.page_and_get(
+            mail, alice, (inbox, "received_at", False, 0, None, False, ()), "headers", ["subject"], HEADER_PROPS)
+        assert ids == expected and total is None and raws == {} and set(found) == set(headers) == set(numbers)
+        assert set(jmapreads.emails(mail, alice, numbers + [theirs])) == set(numbers)
+        assert set(jmapreads.threads(mail, alice, numbers)) == set(jmapreads.thread_of(mail, alice, numbers).values())
+    finally:
+        store.close()

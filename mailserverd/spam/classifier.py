@@ -33,14 +33,16 @@ class Options:
     # make every ham token look surer than the spam ones.
     imbalance_adjustment: bool = True
     # Only the strongest clue of each token family counts (families.py): evidence the
-    # tokenizer repeats in correlated tokens (a list's ten header fields, one host at
-    # three depths) is one clue, not ten.
+    # tokenizer repeats in correlated tokens (the ten header fields a list manager
+    # adds) is one clue, not ten.
     one_clue_per_family: bool = True
     # A clue whose token was seen in at least this many trained messages, with exactly
     # the spam and ham counts of a stronger clue already taken, is dropped: tokens that
     # always occur together (a list footer's or a disclaimer's words and pairs) are one
-    # block of boilerplate, one piece of evidence. 0 turns it off. CV caught 98.8 ->
-    # 99.0% with families; the same at 20 and 50.
+    # block of boilerplate, one piece of evidence. 0 turns it off. On the corpus 78% of
+    # the clues it drops occur in exactly the same messages as the clue kept (87% in
+    # 90% of them); chance collisions get rarer as counts grow. With families: CV
+    # caught 98.4 -> 99.0%; the same at 20 and 50.
     same_counts_min: float = 30
 
 

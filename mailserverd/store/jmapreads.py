@@ -8,8 +8,9 @@ the account, so another account's ids are simply absent.
 from __future__ import annotations
 
 import functools
+import json
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import ARRAY, BigInteger, any_, bindparam, func, literal_column, select, text
 
 from . import schema
 from .rows import FLAG_COLUMNS
@@ -46,7 +47,20 @@ def _flag_set(keywords: str, columns: tuple) -> frozenset:
     return frozenset(flags)
 
 
-_BY_ID: dict[tuple, object] = {}  # (columns, extra condition) -> statement, built once per call site
+def _ids_in(column, dialect: str):
+    """column IN the list bound as the ONE parameter "ids" (_ids_value): an expanding
+    IN (?, ?, ...) is re-rendered by SQLAlchemy on every execution, which cost as
+    much as the query. SQLite reads a JSON array (json_each), PostgreSQL an array."""
+    if dialect == "postgresql":
+        return column == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    return column.in_(select(literal_column("value")).select_from(func.json_each(bindparam("ids"))))
+
+
+def _ids_value(conn, ids: list):
+    return list(ids) if conn.dialect.name == "postgresql" else json.dumps(list(ids))
+
+
+_BY_ID: dict[tuple, object] = {}  # (key, dialect) -> statement, built once per call site
 
 
 def _rows_by_id(conn, account, columns, message_ids, where=None, key=None) -> list:
@@ -57,16 +71,18 @@ def _rows_by_id(conn, account, columns, message_ids, where=None, key=None) -> li
     (account_id, ...) index over every message of the account instead. key names
     the (columns, where) pair so its statement is built once."""
     msgs = schema.messages
-    query = _BY_ID.get(key) if key is not None else None
+    cache_key = None if key is None else (key, conn.dialect.name)
+    query = _BY_ID.get(cache_key) if cache_key is not None else None
     if query is None:
-        query = select(*columns, msgs.c.account_id).where(msgs.c.id.in_(bindparam("ids", expanding=True)))
+        query = select(*columns, msgs.c.account_id).where(_ids_in(msgs.c.id, conn.dialect.name))
         if where is not None:
             query = query.where(where)
-        if key is not None:
-            _BY_ID[key] = query
+        if cache_key is not None:
+            _BY_ID[cache_key] = query
     rows = []
     for chunk in _chunks(sorted(set(message_ids))):
-        rows.extend(row for row in conn.execute(query, {"ids": chunk}).all() if row[-1] == account.id)
+        rows.extend(row for row in conn.execute(query, {"ids": _ids_value(conn, chunk)}).all()
+                    if row[-1] == account.id)
     return rows
 
 
@@ -156,9 +172,9 @@ def mailbox_page(mail, account, mailbox_id, sort_column: str, ascending: bool, o
     return ids, count
 
 
-_MEMBERS = select(*_member_columns()).where(
+_MEMBERS = {dialect: select(*_member_columns()).where(
     schema.mailbox_messages.c.account_id == bindparam("a"),
-    schema.mailbox_messages.c.message_id.in_(bindparam("ids", expanding=True)))
+    _ids_in(schema.mailbox_messages.c.message_id, dialect)) for dialect in ("sqlite", "postgresql")}
 
 
 def emails(mail, account, message_ids=None, with_keys: bool = False) -> dict[int, dict]:
@@ -177,7 +193,8 @@ def emails(mail, account, message_ids=None, with_keys: bool = False) -> dict[int
             rows = _rows_by_id(conn, account, columns, message_ids, key=("emails", with_keys))
             members = []
             for chunk in _chunks([row[0] for row in rows]):
-                members.extend(conn.execute(_MEMBERS, {"a": account.id, "ids": chunk}).all())
+                members.extend(conn.execute(_MEMBERS["postgresql" if conn.dialect.name == "postgresql" else "sqlite"],
+                                            {"a": account.id, "ids": _ids_value(conn, chunk)}).all())
     found: dict[int, dict] = {}
     for row in rows:
         item = dict(zip(SUMMARY_COLUMNS, row))

@@ -9,16 +9,16 @@ properties) at 1, 16 and 64 concurrent clients (threads, keep-alive
 connections) with the daemon's CPU time per request (disturbed less than the
 rate by the other users of a shared machine), Email/get of one full message
 with bodyValues, and the push latency from an SMTP 250 to the EventSource
-"state" event and to the WebSocket StateChange. Measures once the daemon's search indexer has indexed the
-fill. Bounded in time.
+"state" event and to the WebSocket StateChange. Measures once the daemon's
+search indexer has indexed the fill. Bounded in time.
 
     .venv/bin/python bench/jmap.py [--messages 10000] [--seconds 5] [--levels 1,16,64]
                                    [--push-samples 20] [--index-wait 600] [--py-spy FILE]
 
 --py-spy FILE samples the daemon with py-spy (needs ptrace) during the
 16-client level (or the first level) and writes collapsed stacks to FILE;
-bench/profile.py-style buckets are not computed, read the file with e.g.
-flamegraph.pl or sort the lines by count.
+bench/profile.py-style buckets are not computed: read the file with e.g.
+flamegraph.pl, or sum the counts per frame.
 """
 
 from __future__ import annotations

@@ -159,14 +159,15 @@ class Tickets:
         self.lifetime = lifetime
         self.limit = limit
         self.per_account = per_account
-        self._tickets: dict[str, tuple[float, object]] = {}  # SHA-256 of ticket -> (expires, account)
+        # SHA-256 of ticket -> (expires, account, credential of the request that got it: pushguard.py)
+        self._tickets: dict[str, tuple[float, object, object]] = {}
         self._held: dict[object, int] = {}  # account id -> unused tickets
 
     @staticmethod
     def _owner(account):
         return getattr(account, "id", account)
 
-    def _drop(self, key: str) -> tuple[float, object] | None:
+    def _drop(self, key: str) -> tuple[float, object, object] | None:
         entry = self._tickets.pop(key, None)
         if entry is not None:
             owner = self._owner(entry[1])
@@ -175,8 +176,9 @@ class Tickets:
                 del self._held[owner]
         return entry
 
-    def issue(self, account) -> tuple[str, float] | None:
-        """(ticket, expiry), or None when the table is full of live tickets."""
+    def issue(self, account, credential=None) -> tuple[str, float] | None:
+        """(ticket, expiry), or None when the table is full of live tickets. A push
+        connection opened with the ticket lives as long as `credential` (pushguard.py)."""
         now, owner = self.clock.seconds(), self._owner(account)
         if len(self._tickets) >= self.limit or self._held.get(owner, 0) >= self.per_account:
             for key in [k for k, v in self._tickets.items() if v[0] <= now]:
@@ -187,16 +189,21 @@ class Tickets:
             return None
         ticket = secrets.token_urlsafe(32)
         expires = now + self.lifetime
-        self._tickets[hashlib.sha256(ticket.encode()).hexdigest()] = (expires, account)
+        self._tickets[hashlib.sha256(ticket.encode()).hexdigest()] = (expires, account, credential)
         self._held[owner] = self._held.get(owner, 0) + 1
         return ticket, expires
 
     def redeem(self, ticket: str):
         """The ticket's account, once; None if unknown, used or expired."""
+        found = self.redeem_with_credential(ticket)
+        return None if found is None else found[0]
+
+    def redeem_with_credential(self, ticket: str):
+        """(account, credential it was issued under), once; None if unknown, used or expired."""
         entry = self._drop(hashlib.sha256(ticket.encode("utf-8", "replace")).hexdigest())
         if entry is None or entry[0] <= self.clock.seconds():
             return None
-        return entry[1]
+        return entry[1], entry[2]
 
     def clear(self) -> None:
         self._tickets.clear()
@@ -320,15 +327,17 @@ async def authenticate(resource, request):
     ticket = request.args.get(b"ticket")
     if ticket and request.path in TICKET_PATHS and request.method == b"GET":
         _secure_or_loopback(request, "tickets are")
-        account = resource.tickets.redeem(ticket[0].decode("ascii", "replace"))
-        if account is None:
+        found = resource.tickets.redeem_with_credential(ticket[0].decode("ascii", "replace"))
+        if found is None:
             raise HTTPError(401, "unauthorized", "unknown, used or expired ticket")
-        return account
+        request.msd_credential = found[1]  # the ticket's push connection lives as long as it
+        return found[0]
     if request.getCookie(COOKIE) is None:
         return None
     session, secret = await _session(resource, request)
     if request.method not in SAFE_METHODS and not csrf_ok(secret, request.getHeader(CSRF_HEADER)):
         raise HTTPError(403, "forbidden", "missing or wrong CSRF token")
+    request.msd_credential = ("session", session.id_sha256)  # what a push connection lives on (pushguard.py)
     return session.account
 
 
@@ -369,6 +378,7 @@ async def route(resource, request) -> bool:
         if not csrf_ok(secret, request.getHeader(CSRF_HEADER)):
             raise HTTPError(403, "forbidden", "missing or wrong CSRF token")
         await resource.sessions.revoke(secret)
+        resource.push_guard.revoke(("session", session.id_sha256), "signed out")  # its push ends now
         send(request, 204, b"", JSON, {b"set-cookie": clear_cookie_header(request.isSecure())})
         return True
     if path.startswith(b"/auth/"):
@@ -376,7 +386,7 @@ async def route(resource, request) -> bool:
     if path == b"/jmap/ticket":
         resource._allow(request, (b"POST",))
         account = await resource._authenticate(request)
-        issued = resource.tickets.issue(account)
+        issued = resource.tickets.issue(account, await resource._push_credential(request, account))
         if issued is None:
             raise HTTPError(503, "serviceUnavailable", "too many unused tickets; try again in a minute",
                             headers={b"retry-after": b"60"})
@@ -417,5 +427,6 @@ async def _login(resource, request) -> None:
     previous = session_cookie(request)
     if previous:  # a new sign-in ends the session this browser held (no fixation, no leftovers)
         await resource.sessions.revoke(previous)
+        resource.push_guard.revoke(("session", session_store.digest(previous)), "signed in again")
     send_json(request, 200, session_answer(session, secret, _account_id(account)),
               headers={b"set-cookie": cookie_header(secret, request.isSecure())})

@@ -6,6 +6,11 @@ Thread), closeafter ("state" ends the response after the first StateChange,
 clamped to MIN_PING..MAX_PING). AsyncStore calls us after each commit that
 touched the account (the hook IMAP IDLE uses); we read the states and send a
 "state" event with the types whose state moved since the last one sent.
+
+A stream lives as long as the credential that opened it (pushguard.py): when
+the session is signed out or expires, the token is revoked, or the password
+changes, the server writes a comment line saying so and ends the response.
+The browser's EventSource then reconnects and gets a 401, which ends it.
 """
 
 from __future__ import annotations
@@ -48,8 +53,9 @@ def parse_arguments(args: dict) -> tuple[set, bool, int]:
 
 
 class Stream:
-    def __init__(self, owner, request, account, account_id, types, close_after, ping):
+    def __init__(self, owner, request, account, account_id, types, close_after, ping, credential=None):
         self.owner, self.request, self.account, self.account_id = owner, request, account, account_id
+        self.credential = credential  # what opened it (pushguard.py); None: not watched
         self.types, self.close_after, self.ping = types, close_after, ping
         self.sent: dict | None = None  # the states the client was last told (or had at start)
         self.reading = self.dirty = self.closed = False
@@ -63,6 +69,8 @@ class Stream:
         request.setHeader(b"x-accel-buffering", b"no")
         request.notifyFinish().addBoth(lambda _: self.close())
         self.owner.store.subscribe(self.account.id, self.changed)
+        if self.owner.guard is not None:
+            self.owner.guard.watch(self.credential, self, self.revoked)
         self.changed(self.account.id)  # the baseline; ": ready" goes out once it is read
         self._schedule_ping()
 
@@ -113,10 +121,21 @@ class Stream:
             return
         self.request.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
+    def revoked(self, reason: str) -> None:
+        """The credential that opened the stream is dead (pushguard.py): say why, end it."""
+        if self.closed:
+            return
+        log.info("eventsource: closed user={user}: {reason}", user=self.account.address, reason=reason)
+        if not self.request.finished:
+            self.request.write(f": closed: {reason}\n\n".encode())
+        self.close(finish=True)
+
     def close(self, finish: bool = False) -> None:
         if self.closed:
             return
         self.closed = True
+        if self.owner.guard is not None:
+            self.owner.guard.unwatch(self.credential, self)
         self.owner.store.unsubscribe(self.account.id, self.changed)
         self.owner.streams[self.account.id].discard(self)
         if not self.owner.streams[self.account.id]:
@@ -128,12 +147,13 @@ class Stream:
 
 
 class EventSource:
-    def __init__(self, store, reactor):
+    def __init__(self, store, reactor, guard=None):
         self.store = store
         self.reactor = reactor
+        self.guard = guard  # pushguard.PushGuard: streams end with their credential
         self.streams: dict[int, set] = defaultdict(set)
 
-    def open(self, request, account, account_id: str) -> None:
+    def open(self, request, account, account_id: str, credential=None) -> None:
         from .web import HTTPError
         try:
             types, close_after, ping = parse_arguments(request.args)
@@ -141,6 +161,6 @@ class EventSource:
             raise HTTPError(400, "invalidArguments", str(exc))
         if len(self.streams[account.id]) >= MAX_STREAMS_PER_ACCOUNT:
             raise HTTPError(429, "limit", f"at most {MAX_STREAMS_PER_ACCOUNT} event streams per account")
-        stream = Stream(self, request, account, account_id, types, close_after, ping)
+        stream = Stream(self, request, account, account_id, types, close_after, ping, credential)
         self.streams[account.id].add(stream)
         stream.start()

@@ -34,7 +34,7 @@ from ..store import tokens
 from . import (api, blobs, core, email, emailimport, identity, mailbox,  # noqa: F401  (methods
                querychanges, quota, session, snippet, submission, thread,  # noqa: F401  register themselves)
                vacation)  # noqa: F401
-from . import browser, openapi, rest
+from . import browser, openapi, pushguard, rest
 from .eventsource import EventSource
 
 log = Logger(namespace="mailserverd.jmap")
@@ -97,7 +97,10 @@ class JMAPResource:
         self.running: dict[int, int] = defaultdict(int)  # account id -> API requests in flight
         self.gates: dict[int, defer.DeferredSemaphore] = {}  # account id -> RUNNING_PER_ACCOUNT slots
         self.uploading: dict[int, int] = defaultdict(int)
-        self.eventsource = EventSource(store, reactor)
+        # Open push connections end with their credential (pushguard.py): sign-out at once,
+        # other revocations within push_guard.interval, admin changes here at once (forget_all).
+        self.push_guard = pushguard.PushGuard(pushguard.store_check(store, settings, reactor), reactor)
+        self.eventsource = EventSource(store, reactor, self.push_guard)
         # Basic credentials seen lately, by HMAC of header and client IP, so a client's
         # every request does not log "auth ok"; emptied whenever the Authenticator
         # forgets its cache (an admin change: password, removal).
@@ -112,6 +115,7 @@ class JMAPResource:
             self._forget_logins()
             self.tickets.clear()
             self.sessions.forget().addErrback(lambda f: log.failure("jmap: purging sessions failed", f))
+            self.push_guard.check_now()
         authenticator.forget_cached = forget_all
 
     def body_limit(self, path: bytes) -> int:
@@ -152,12 +156,14 @@ class JMAPResource:
         if path == b"/jmap/eventsource":
             self._allow(request, (b"GET",))
             account = await self._authenticate(request)
-            return self.eventsource.open(request, account, api.account_id_of(account))
+            credential = await self._push_credential(request, account)
+            return self.eventsource.open(request, account, api.account_id_of(account), credential)
         if path == b"/jmap/ws":  # JMAP over WebSocket (RFC 8887, websocket.py): authenticated, then upgraded
             self._allow(request, (b"GET",))
             account = await self._authenticate(request)
+            credential = await self._push_credential(request, account)
             from . import websocket
-            return websocket.hub(self).upgrade(request, account)
+            return websocket.hub(self).upgrade(request, account, credential)
         match = _DOWNLOAD.match(path)
         if match:
             self._allow(request, (b"GET", b"HEAD"))
@@ -245,6 +251,7 @@ class JMAPResource:
             raise HTTPError(403, "forbidden", "passwords are accepted only over TLS or from loopback")
         key = hmac.new(self._login_key, header + b"\0" + ip.encode(), hashlib.sha256).digest()
         hit = self._logins.get(key)
+        request.msd_credential = ("account", None, None)  # the digest is read for push only (_push_credential)
         if hit is not None and hit[0] > self.reactor.seconds():
             return hit[1]
         try:
@@ -259,6 +266,18 @@ class JMAPResource:
     def _forget_logins(self) -> None:
         self._logins.clear()
 
+    async def _push_credential(self, request, account):
+        """What authenticated the request, for pushguard.py: ("session", id_sha256),
+        ("token", id), or for a password ("account", id, digest of the account row,
+        read now); a password whose account is already gone or changed is a 401."""
+        credential = getattr(request, "msd_credential", None)
+        if credential is None or credential[0] != "account" or credential[2] is not None:
+            return credential
+        credential = await pushguard.basic_credential(self.store, self.reactor, account)
+        if credential is None:
+            raise HTTPError(401, "unauthorized", "wrong address or password", headers={b"www-authenticate": REALM})
+        return credential
+
     async def _bearer(self, request, value: bytes, unauthorized: dict):
         """A token from `mailserverctl token create`; a bad one pays the same penalty
         as a bad password and logs the same line (the token id, never the secret)."""
@@ -269,6 +288,7 @@ class JMAPResource:
         account = await threads.deferToThreadPool(self.reactor, self.store.pool, tokens.verify,
                                                   self.store.store, token, time.time())
         if account is not None:
+            request.msd_credential = ("token", tokens.token_id_of(token))
             return account
         penalty, ip_key = self.authenticator.penalty, "ip:" + ip
         penalty.failed(ip_key)

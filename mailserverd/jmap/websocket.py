@@ -23,7 +23,10 @@ refuses it while it streams, before it is buffered whole):
   pushed. With a pushState, the changes since that state are pushed at once.
 - {"@type": "WebSocketPushDisable"} (4.3.5.3) stops them.
 Closing the connection, either side, unsubscribes and drops every pending
-answer. autobahn pings every AUTO_PING_INTERVAL seconds and drops a peer that
+answer. The connection lives as long as the credential that opened it
+(pushguard.py): once the session is signed out or expires, the token is
+revoked or expires, or the password changes, the server closes it with 1008
+(policy violation, RFC 6455 7.4.1) and a reason, and reads no more messages. autobahn pings every AUTO_PING_INTERVAL seconds and drops a peer that
 does not answer within AUTO_PING_TIMEOUT.
 """
 
@@ -51,6 +54,7 @@ AUTO_PING_TIMEOUT = 20.0  # seconds a pong may take before the connection is dro
 OPEN_HANDSHAKE_TIMEOUT = 10.0
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
 UNSUPPORTED_DATA = 1003  # RFC 6455 7.4.1
+POLICY_VIOLATION = 1008  # RFC 6455 7.4.1: the credential that opened the connection is dead
 
 # Live counts for /metrics (one daemon per process, like the search indexer's figures).
 COUNTS = {"connections": 0, "push_listeners": 0}
@@ -96,7 +100,7 @@ class Hub:
             failByDrop=False)  # a protocol error is a close frame with its code (1009, 1007), then the drop
         self.factory = factory
 
-    def upgrade(self, request, account) -> None:
+    def upgrade(self, request, account, credential=None) -> None:
         from .web import HTTPError
         if "websocket" not in _header_tokens(request, b"upgrade"):
             raise HTTPError(426, "upgradeRequired", "this is a WebSocket endpoint (RFC 8887)",
@@ -119,6 +123,7 @@ class Hub:
             raise HTTPError(429, "limit", f"at most {MAX_SOCKETS_PER_ACCOUNT} WebSockets per account")
         protocol = self.factory.buildProtocol(request.getClientAddress())
         protocol.hub, protocol.account, protocol.http_request = self, account, request
+        protocol.credential = credential  # what opened it (pushguard.py); None: not watched
         self.sockets[account.id].add(protocol)
         COUNTS["connections"] += 1
         log.info("jmap websocket: open user={user} rip={ip}", user=account.address,
@@ -128,6 +133,8 @@ class Hub:
         except Exception:
             self.gone(protocol)
             raise
+        if not protocol.closed:
+            self.owner.push_guard.watch(credential, protocol, protocol.revoke)
 
     def _check_origin(self, request) -> None:
         """Cross-site WebSocket hijacking: a browser sends the Basic credentials it has
@@ -148,6 +155,9 @@ class Hub:
                         "server's own origin or a configured CORS origin")
 
     def gone(self, protocol) -> None:
+        guard = getattr(self.owner, "push_guard", None)
+        if guard is not None:
+            guard.unwatch(protocol.credential, protocol)
         sockets = self.sockets.get(protocol.account.id)
         if sockets is not None and protocol in sockets:
             sockets.discard(protocol)
@@ -217,7 +227,7 @@ def decode_push_state(value) -> dict:
 
 
 class JMAPSocket(WebSocketServerProtocol):
-    hub = account = http_request = None
+    hub = account = http_request = credential = None
 
     def __init__(self):
         super().__init__()
@@ -226,6 +236,7 @@ class JMAPSocket(WebSocketServerProtocol):
         self.sent: dict | None = None  # the states the client knows (None: baseline not read yet)
         self.reading = self.dirty = False
         self.baseline: defer.Deferred | None = None  # fires when the push baseline is known
+        self.revoked = False  # the credential died: no more messages are read
 
     # -- the WebSocket lifecycle ------------------------------------------------------
 
@@ -251,8 +262,21 @@ class JMAPSocket(WebSocketServerProtocol):
         if self.hub is not None:
             self.hub.gone(self)
 
+    def revoke(self, reason: str) -> None:
+        """The credential that opened the connection is dead (pushguard.py): stop
+        pushing and reading, and close with 1008 and the reason."""
+        if self.closed or self.revoked:
+            return
+        self.revoked = True
+        log.info("jmap websocket: closing user={user}: {reason}", user=self.account.address, reason=reason)
+        self._push_off()
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(POLICY_VIOLATION, reason.encode("utf-8")[:120])  # a close reason fits 123 octets
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+
     def onMessage(self, payload, isBinary):
-        if self.closed:
+        if self.closed or self.revoked:
             return
         if isBinary:  # RFC 8887 4.3: JMAP messages are text frames
             # sendClose takes only 1000 and 3000-4999; 1003 is a protocol code (RFC 6455 7.4.1)

@@ -161,24 +161,9 @@ def render(item, raw, props, body_props, fetch, max_bytes, blob_of=message_blob_
     root = tree(raw) if raw is not None and any(p in BODY for p in props) else None
     parts = classify(root) if root is not None else ([], [], [])
     for prop in props:
-        if prop == "id":
-            out[prop] = email_id(number)
-        elif prop == "blobId":
-            out[prop] = message_blob_id(number)
-        elif prop == "threadId":
-            out[prop] = thread_of(item, number)
-        elif prop == "mailboxIds":
-            out[prop] = {f"m{m}": True for m in sorted(item["mailboxes"])}
-        elif prop == "keywords":
-            out[prop] = union_keywords(item)
-        elif prop == "size":
-            out[prop] = item["size"]
-        elif prop == "receivedAt":
-            out[prop] = _received_date(item["received_at"])
-        elif prop == "hasAttachment":
-            out[prop] = bool(item["has_attachment"])
-        elif prop == "preview":
-            out[prop] = item["preview"] or ""
+        simple = _SIMPLE.get(prop)
+        if simple is not None:
+            out[prop] = simple(item, number)
         elif prop in HEADER_PROPS:
             out[prop] = (headercache.copied(headers[prop]) if headers is not None
                          else header_value(header, *HEADER_PROPS[prop], False))
@@ -194,6 +179,19 @@ def render(item, raw, props, body_props, fetch, max_bytes, blob_of=message_blob_
         else:
             out[prop] = header_value(header, *header_property(prop))
     return out
+
+
+_SIMPLE = {  # the properties render() answers from the row alone (RFC 8621 4.1.1, 4.1.4)
+    "id": lambda item, number: email_id(number),
+    "blobId": lambda item, number: message_blob_id(number),
+    "threadId": thread_of,
+    "mailboxIds": lambda item, number: {f"m{m}": True for m in sorted(item["mailboxes"])},
+    "keywords": lambda item, number: union_keywords(item),
+    "size": lambda item, number: item["size"],
+    "receivedAt": lambda item, number: _received_date(item["received_at"]),
+    "hasAttachment": lambda item, number: bool(item["has_attachment"]),
+    "preview": lambda item, number: item["preview"] or "",
+}
 
 
 def _values(raw, parts, fetch, max_bytes) -> dict:

@@ -205,6 +205,13 @@ class Tickets:
             return None
         return entry[1], entry[2]
 
+    def forget_credential(self, credential) -> int:
+        """Drop the unused tickets issued under `credential` (its session signed out)."""
+        keys = [key for key, entry in self._tickets.items() if entry[2] == credential]
+        for key in keys:
+            self._drop(key)
+        return len(keys)
+
     def clear(self) -> None:
         self._tickets.clear()
         self._held.clear()
@@ -378,6 +385,7 @@ async def route(resource, request) -> bool:
         if not csrf_ok(secret, request.getHeader(CSRF_HEADER)):
             raise HTTPError(403, "forbidden", "missing or wrong CSRF token")
         await resource.sessions.revoke(secret)
+        resource.tickets.forget_credential(("session", session.id_sha256))  # nor can its tickets open one
         resource.push_guard.revoke(("session", session.id_sha256), "signed out")  # its push ends now
         send(request, 204, b"", JSON, {b"set-cookie": clear_cookie_header(request.isSecure())})
         return True

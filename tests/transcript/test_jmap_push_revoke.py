@@ -114,15 +114,21 @@ def test_logout_closes_the_sessions_eventsource_and_websocket_at_once(server):
 
 def test_logout_closes_an_eventsource_opened_with_a_ticket(server):
     """A push ticket got with the session cookie opens an EventSource that lives as long
-    as that session: signing out ends it."""
+    as that session: signing out ends it, and an unused ticket of that session no longer
+    opens anything (401)."""
     cookie, answer, _ = login(server)
-    status, _h, body = call(server, "POST", "/jmap/ticket", headers={"Cookie": cookie,
-                                                                     "X-CSRF-Token": answer["csrfToken"]})
-    assert status == 201, body
-    ticket = json.loads(body)["ticket"]
-    stream = Stream(server, f"/jmap/eventsource?types=*&closeafter=no&ping=0&ticket={ticket}")
+    tickets = []
+    for _ in range(2):
+        status, _h, body = call(server, "POST", "/jmap/ticket",
+                                headers={"Cookie": cookie, "X-CSRF-Token": answer["csrfToken"]})
+        assert status == 201, body
+        tickets.append(json.loads(body)["ticket"])
+    path = "/jmap/eventsource?types=*&closeafter=no&ping=0&ticket="
+    stream = Stream(server, path + tickets[0])
     logout(server, cookie, answer["csrfToken"])
     assert b": closed: signed out" in stream.rest()
+    status, _h, body = call(server, "GET", path + tickets[1])
+    assert status == 401 and json.loads(body)["type"] == "unauthorized"
 
 
 def test_token_revoke_closes_the_bearer_websocket(server):

@@ -143,11 +143,16 @@ def test_interval_from_the_environment(monkeypatch):
 
 def test_ticket_carries_the_credential_it_was_issued_under():
     """A push ticket remembers the credential of the request that got it, so a
-    connection opened with it ends with that session or token."""
+    connection opened with it ends with that session or token; signing out drops
+    that session's unused tickets and no other's."""
     tickets = browser.Tickets(task.Clock())
     ticket, _ = tickets.issue("alice", ("session", "a" * 64))
     assert tickets.redeem_with_credential(ticket) == ("alice", ("session", "a" * 64))
     assert tickets.redeem_with_credential(ticket) is None
+    signed_out, _ = tickets.issue("alice", ("session", "a" * 64))
+    other, _ = tickets.issue("alice", ("session", "b" * 64))
+    assert tickets.forget_credential(("session", "a" * 64)) == 1  # its session signed out
+    assert tickets.redeem(signed_out) is None and tickets.redeem(other) == "alice"
 
 
 @pytest.fixture

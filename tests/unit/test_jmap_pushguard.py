@@ -231,3 +231,32 @@ def test_store_check_is_one_batch_for_many_credentials(store):
     unknown = [("session", f"{n:064x}") for n in range(1200)] + [("token", f"{n:016x}") for n in range(700)]
     found = _dead(store, unknown + [("session", live.id_sha256), ("token", token_id)])
     assert found == set(unknown)
+
+
+def test_eventsource_stream_ends_when_its_credential_dies(tmp_path):
+    """An EventSource stream registered under a token is found dead by the next check:
+    the response gets a ": closed" comment, ends, and leaves the guard and the
+    store's subscribers; a stream of another credential keeps streaming."""
+    from mailserverd.jmap import eventsource
+    from mailserverd.jmap.api import account_id_of
+    from tests.support.jmapstore import make
+    from tests.unit.test_jmap_eventsource import FakeRequest
+    store, accounts = make(tmp_path, users=("alice@example.test",))
+    try:
+        alice = accounts["alice@example.test"]
+        guard, checker, clock = guard_with()
+        source = eventsource.EventSource(store, clock, guard)
+        revoked, kept = ("token", "0123456789abcdef"), ("token", "fedcba9876543210")
+        requests = {}
+        for credential in (revoked, kept):
+            request = FakeRequest({"types": "*", "closeafter": "no", "ping": "0"})
+            source.open(request, alice, account_id_of(alice), credential)
+            requests[credential] = request
+        clock.advance(INTERVAL)
+        checker.answer({revoked})
+        gone = requests[revoked]
+        assert gone.finished and gone.written[-1] == b": closed: the token was revoked or expired\n\n"
+        assert not requests[kept].finished and list(guard.watched) == [kept]
+        assert len(source.streams[alice.id]) == 1
+    finally:
+        store.store.close()

@@ -23,6 +23,9 @@ push connection registers here with that credential and a close function.
   revoked there, a session that expired) ends them within one interval.
 - An admin change in this process (the Authenticator's forget_cached hook:
   every mailserverctl command on the control socket) runs the check at once.
+- A check that finds a password changed elsewhere calls on_dead (web.py: the
+  Authenticator forgets its cached logins), so the old password cannot open a
+  new connection here for the rest of the login cache's lifetime.
 
 The loop runs only while connections are registered; a check never overlaps
 another (a request for one while one runs makes one more afterwards). The
@@ -65,8 +68,9 @@ class PushGuard:
     """Open push connections by credential. `check(credentials, now)` answers a Deferred
     set of the dead credentials; `clock` schedules the loop (reactor or task.Clock)."""
 
-    def __init__(self, check, clock, interval: float | None = None):
+    def __init__(self, check, clock, interval: float | None = None, on_dead=None):
         self.check = check
+        self.on_dead = on_dead  # called with the set of dead credentials a check found
         self.clock = clock
         self.interval = default_interval() if interval is None else interval
         self.watched: dict[tuple, dict] = {}  # credential -> {connection key: close(reason)}
@@ -139,6 +143,11 @@ class PushGuard:
             self._tick()
 
     def _apply(self, dead) -> None:
+        if dead and self.on_dead is not None:
+            try:
+                self.on_dead(dead)
+            except Exception:
+                log.failure("push guard: on_dead failed")
         for credential in dead:
             connections = self.watched.pop(credential, None)
             if connections:

@@ -99,7 +99,9 @@ class JMAPResource:
         self.uploading: dict[int, int] = defaultdict(int)
         # Open push connections end with their credential (pushguard.py): sign-out at once,
         # other revocations within push_guard.interval, admin changes here at once (forget_all).
-        self.push_guard = pushguard.PushGuard(pushguard.store_check(store, settings, reactor), reactor)
+        self.push_guard = pushguard.PushGuard(
+            pushguard.store_check(store, settings, reactor), reactor,
+            on_dead=lambda dead: any(c[0] == "account" for c in dead) and authenticator.forget_cached())
         self.eventsource = EventSource(store, reactor, self.push_guard)
         # Basic credentials seen lately, by HMAC of header and client IP, so a client's
         # every request does not log "auth ok"; emptied whenever the Authenticator

@@ -112,6 +112,23 @@ def test_checks_never_overlap_and_a_late_request_runs_once_more():
     assert len(checker.batches) == 2 and guard.watched
 
 
+def test_on_dead_hears_what_a_check_found():
+    """on_dead gets the dead credentials of a check (web.py forgets cached logins when a
+    password changed elsewhere); a check finding nothing dead does not call it."""
+    found = []
+    checker = Checker()
+    clock = task.Clock()
+    guard = pushguard.PushGuard(checker, clock, interval=INTERVAL, on_dead=found.append)
+    credential = ("account", 7, "d" * 64)
+    guard.watch(credential, "es", lambda reason: None)
+    guard.watch(("token", "0123456789abcdef"), "ws", lambda reason: None)
+    clock.advance(INTERVAL)
+    checker.answer(set())
+    clock.advance(INTERVAL)
+    checker.answer({credential})
+    assert found == [{credential}]
+
+
 def test_check_now_and_a_failed_check():
     """check_now (an admin change in this process) reads at once; a failed read is
     logged and the next interval checks again; a failing close does not stop the others."""

@@ -204,3 +204,18 @@ def test_list_reads_on_both_databases(request, tmp_path, backend):
         assert set(jmapreads.threads(mail, alice, numbers)) == set(jmapreads.thread_of(mail, alice, numbers).values())
     finally:
         store.close()
+
+
+def test_get_with_null_ids_lists_every_email(env, monkeypatch):
+    """Email/get with ids null (RFC 8620 5.1) answers every Email as the get by ids does,
+    header properties included; more Emails than maxObjectsInGet is requestTooLarge."""
+    from mailserverd.jmap import api
+    store, accounts = env
+    alice = accounts["alice@example.test"]
+    numbers = [deliver(store, alice, MESSAGE % (n, n, n)) for n in range(3)]
+    session = Session(store, alice)
+    every = session.ok("Email/get", {"ids": None, "properties": LIST})
+    by_id = session.ok("Email/get", {"ids": [f"e{n}" for n in numbers], "properties": LIST})
+    assert every["list"] == by_id["list"] and every["notFound"] == [] and every["state"] == by_id["state"]
+    monkeypatch.setitem(api.LIMITS, "maxObjectsInGet", 2)
+    assert session.call("Email/get", {"ids": None})[1]["type"] == "requestTooLarge"

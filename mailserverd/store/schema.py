@@ -277,7 +277,10 @@ def _sqlite_ids_never_reused(*tables: Table):
             index_ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE type = 'index' "
                                           "AND tbl_name = :name AND sql IS NOT NULL"),
                                      {"name": table.name}).scalars().all()
-            rebuilt = table.to_metadata(MetaData(), name=f"{table.name}_rebuilt")
+            copy = MetaData()
+            for key in table.foreign_keys:  # the referenced tables, so the copied keys resolve
+                key.column.table.to_metadata(copy)
+            rebuilt = table.to_metadata(copy, name=f"{table.name}_rebuilt")
             rebuilt.dialect_options["sqlite"]["autoincrement"] = True
             rebuilt.indexes.clear()  # remade from index_ddl once the old table is gone
             rebuilt.create(conn)
@@ -318,7 +321,8 @@ def _jmap_list_indexes(conn: Connection) -> None:
 # Append new steps; never edit or reorder a released one.
 MIGRATIONS = {
     "directory": [_create(directory_meta), _create(outbound_meta), _spam_tables, _outbound_claim_indexes,
-                  _api_tokens, _identities, _email_submissions, _vacation, _browser_sessions],
+                  _api_tokens, _identities, _email_submissions, _vacation, _browser_sessions,
+                  _sqlite_ids_never_reused(accounts)],
     "shard": [_create(shard_meta), _create(subscriptions_meta), _message_structure_columns,
               _search_tables, _sqlite_ids_never_reused(mailboxes, messages), _jmap_list_indexes],
 }

@@ -82,11 +82,16 @@ def claim_reply(engine: Engine, account_id: int, sender: str, now: float, period
 
 
 def forget_account(conn: Connection, account_id: int) -> None:
-    """Drop a removed account's JMAP rows (Identities, EmailSubmissions, VacationResponse and
-    its replies), so an account that later gets the same id on SQLite inherits none of them."""
+    """Drop a removed account's JMAP and HTTP rows (Identities, EmailSubmissions, VacationResponse
+    and its replies, Bearer tokens, browser sessions), so nothing of it survives the account,
+    even in a database migrated before account ids stopped being reused."""
     from .identities import identities
+    from .sessions import browser_sessions
     from .submissions import email_submissions
-    for table, column in ((identities, identities.c.account_id),
+    from .tokens import api_tokens
+    for table, column in ((api_tokens, api_tokens.c.account_id),
+                          (browser_sessions, browser_sessions.c.account_id),
+                          (identities, identities.c.account_id),
                           (email_submissions, email_submissions.c.account_id),
                           (vacation_responses, vacation_responses.c.account_id),
                           (vacation_replies, vacation_replies.c.account_id)):

@@ -5,8 +5,9 @@ Accepted: mailboxIds, keywords, receivedAt, the address fields (from,
 sender, to, cc, bcc, replyTo), subject, sentAt, messageId, inReplyTo,
 references, textBody and htmlBody (one part each, its text in bodyValues)
 and attachments (blobIds of uploads or of stored messages and parts), or
-instead of those three a bodyStructure (emailstructure.py). header:...
-properties are not accepted yet (invalidProperties). The message is
+instead of those three a bodyStructure (emailstructure.py), and header:...
+properties on the Email, its attachments and bodyStructure parts (headerset.py;
+not on the textBody/htmlBody parts, nor Content-* on the Email). The message is
 composed with the email package (RFC 2047 words, quoted-printable or base64
 as needed, CRLF).
 """
@@ -20,13 +21,16 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-from . import blobs, emailstructure
+from . import blobs, emailstructure, headerset
 from .emailimport import received_at_of, store_message
 from .emailset import SetError, plan
 
 ADDRESS_FIELDS = {"from": "From", "sender": "Sender", "to": "To", "cc": "Cc", "bcc": "Bcc",
                   "replyTo": "Reply-To"}
 ID_FIELDS = {"messageId": "Message-ID", "inReplyTo": "In-Reply-To", "references": "References"}
+TAKEN = {"from": "from", "sender": "sender", "to": "to", "cc": "cc", "bcc": "bcc", "reply-to": "replyTo",
+         "subject": "subject", "date": "sentAt", "message-id": "messageId", "in-reply-to": "inReplyTo",
+         "references": "references"}  # RFC 8621 4.6: a field set by a property and by header:... clashes
 ALLOWED = {"mailboxIds", "keywords", "receivedAt", "subject", "sentAt", "textBody", "htmlBody",
            "attachments", "bodyValues", "bodyStructure", *ADDRESS_FIELDS, *ID_FIELDS}
 
@@ -86,9 +90,11 @@ def _sent_at(value) -> datetime.datetime:
 
 async def compose(ctx, spec: dict) -> bytes:
     """The RFC 5322 message the creation describes."""
-    unknown = sorted(set(spec) - ALLOWED)
+    unknown = sorted(p for p in set(spec) - ALLOWED if not p.startswith("header:"))
     if unknown:
         raise SetError("invalidProperties", f"cannot set {unknown[0]} here", unknown)
+    written = headerset.fields(spec, TAKEN, refused=("content-", "mime-version"))
+    own = {field.lower() for field, _text in written}
     values = spec.get("bodyValues") or {}
     if not isinstance(values, dict):
         raise _bad("bodyValues maps partIds to EmailBodyValue", "bodyValues")
@@ -108,13 +114,16 @@ async def compose(ctx, spec: dict) -> bytes:
         if not isinstance(subject, str) or any(c in subject for c in "\r\n"):
             raise _bad("subject is one line of text", "subject")
         message["Subject"] = subject
-    message["Date"] = email.utils.format_datetime(_sent_at(spec.get("sentAt")))
+    if "date" not in own:
+        message["Date"] = email.utils.format_datetime(_sent_at(spec.get("sentAt")))
     domain = ctx.account.address.rpartition("@")[2]
-    message["Message-ID"] = _message_ids(spec["messageId"], "messageId") if spec.get("messageId") \
-        else email.utils.make_msgid(domain=domain)
+    if "message-id" not in own:
+        message["Message-ID"] = _message_ids(spec["messageId"], "messageId") if spec.get("messageId") \
+            else email.utils.make_msgid(domain=domain)
     for prop in ("inReplyTo", "references"):
         if spec.get(prop) is not None:
             message[ID_FIELDS[prop]] = _message_ids(spec[prop], prop)
+    headerset.add(message, written)
     if structure is not None:
         return emailstructure.finish(message).as_bytes()
     text = _text_of(spec.get("textBody"), "textBody", "text/plain", values)
@@ -148,8 +157,10 @@ async def _attach(ctx, message: EmailMessage, item) -> None:
         raise _bad("an attachment's disposition is attachment or inline, its name a string", "attachments")
     cid = item.get("cid")
     headers = [f"Content-ID: <{cid}>"] if isinstance(cid, str) and cid and "<" not in cid else None
+    written = headerset.fields(item, {}, refused=emailstructure.PART_REFUSED)
     message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name,
                            disposition=disposition, headers=headers)
+    headerset.add(message.get_payload()[-1], written)
 
 
 async def create(ctx, spec: dict, names: dict) -> dict:

@@ -18,7 +18,7 @@ from ..mime.structure import MessageTooComplex, iter_parts
 from ..mime.summary import parse_date
 from ..mime.text import decode_transfer
 
-FORMS = ("asRaw", "asText", "asAddresses", "asMessageIds", "asDate", "asURLs")
+FORMS = ("asRaw", "asText", "asAddresses", "asGroupedAddresses", "asMessageIds", "asDate", "asURLs")
 MAX_VALUE_BYTES = 10 * 1024 * 1024  # decoded octets of one part read for bodyValues / download
 _MSG_ID = re.compile(rb"<([^<>\s]+)>")
 _URL = re.compile(rb"<([^<>\s]+)>")
@@ -57,6 +57,59 @@ def as_addresses(raw: bytes) -> list[dict]:
     return out
 
 
+def _group_spans(text: str) -> list[tuple[Optional[str], str]]:
+    """(group display name or None, the text of its members) of an address-list, in
+    order: "name: members;" groups and the ungrouped addresses between them (RFC 5322
+    3.4). Quotes, comments and angle addresses hide ":" and ";"."""
+    spans, start, group, depth, quoted, angle, index = [], 0, None, 0, False, False, 0
+    while index < len(text):
+        char = text[index]
+        if quoted:
+            if char == "\\":
+                index += 1  # a quoted-pair
+            elif char == '"':
+                quoted = False
+        elif depth:
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            index += char == "\\"
+        elif char == '"':
+            quoted = True
+        elif char == "(":
+            depth = 1
+        elif char in "<>":
+            angle = char == "<"
+        elif char == ":" and not angle and group is None:
+            head = text[start:index]
+            cut = head.rfind(",") + 1  # addresses before the group name stay ungrouped
+            spans.append((None, head[:cut]))
+            group, start = head[cut:], index + 1
+        elif char == ";" and not angle and group is not None:
+            spans.append((group, text[start:index]))
+            group, start = None, index + 1
+        index += 1
+    spans.append((group, text[start:]))
+    return spans
+
+
+def as_grouped_addresses(raw: bytes) -> list[dict]:
+    """RFC 8621 4.1.2.4 EmailAddressGroup list: each group with its name and members;
+    consecutive addresses outside any group make one group whose name is null."""
+    text = _unfolded(raw)[:65536].decode("latin-1")
+    out: list[dict] = []
+    for name, members in _group_spans(text):
+        addresses = as_addresses(members.encode("latin-1"))
+        if name is None:
+            if not addresses:
+                continue
+            if out and out[-1]["name"] is None:
+                out[-1]["addresses"].extend(addresses)
+                continue
+        else:
+            name = decode_words(name.strip().encode("latin-1")).strip().strip('"') or None
+        out.append({"name": name, "addresses": addresses})
+    return out
+
+
 def as_message_ids(raw: bytes) -> Optional[list[str]]:
     found = [decode_bytes(m) for m in _MSG_ID.findall(_unfolded(raw))]
     return found or None
@@ -73,6 +126,7 @@ def as_urls(raw: bytes) -> Optional[list[str]]:
 
 
 PARSERS = {"asRaw": as_raw, "asText": as_text, "asAddresses": as_addresses,
+           "asGroupedAddresses": as_grouped_addresses,
            "asMessageIds": as_message_ids, "asDate": as_date, "asURLs": as_urls}
 
 

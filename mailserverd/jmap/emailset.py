@@ -138,7 +138,10 @@ async def apply(ctx, number: int, item: dict, keywords, mailboxes, names: dict) 
 
 
 def _created(ctx, value: str) -> str:
-    """RFC 8620 5.3: an update or destroy may name an Email this request created as "#cid"."""
+    """RFC 8620 5.3 (erratum 6607): an update or destroy may name an Email this request
+    created as "#cid". The answer's updated/destroyed/notUpdated/notDestroyed then
+    name it by the id it resolved to, as Cyrus does (a client already knows that
+    id from "created"); an unknown "#cid" stays as given, notFound."""
     if value.startswith("#"):
         return ctx.created_ids.get(value[1:], value)
     return value
@@ -168,7 +171,9 @@ async def set_emails(ctx, args):
             ctx.created_ids[cid] = answer["created"][cid]["id"]
         except SetError as exc:
             answer["notCreated"][cid] = exc.error
-    numbers = {jid: parse_id(_created(ctx, jid), "e") for jid in list(update) + destroy}
+    update = {_created(ctx, jid): patch for jid, patch in update.items()}
+    destroy = list(dict.fromkeys(_created(ctx, jid) for jid in destroy))
+    numbers = {jid: parse_id(jid, "e") for jid in list(update) + destroy}
     items = await ctx.store.run_read(jmapreads.emails, ctx.account,
                                      [n for n in numbers.values() if n is not None])
     for jid, patch in update.items():

@@ -5,8 +5,9 @@ A multipart/* part has subParts and nothing to read; every other part is a leaf
 whose content is a bodyValues entry (partId; text/* only, sent as UTF-8) or the
 bytes of a blob (blobId: an upload or a stored message or part). type, charset
 (blob text parts), disposition, name, cid, language and location become the
-part's headers; headers and header:* properties are not accepted (invalidProperties),
-nor is size (the server computes it). At most MAX_DEPTH levels and MAX_PARTS parts.
+part's headers, and header:* properties more of them (headerset.py; not the Content-*
+fields those properties make); headers is not accepted (invalidProperties), nor is
+size (the server computes it). At most MAX_DEPTH levels and MAX_PARTS parts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 from email import policy
 from email.message import EmailMessage, MIMEPart
 
-from . import blobs
+from . import blobs, headerset
 from .emailset import SetError
 
 MAX_DEPTH = 10
@@ -24,6 +25,8 @@ TEXT_PROPERTIES = ("partId", "blobId", "type", "charset", "disposition", "cid", 
 PART_PROPERTIES = {*TEXT_PROPERTIES, "subParts"}
 _TYPE = re.compile(r"[a-z0-9!#$&^_.+-]{1,64}/[a-z0-9!#$&^_.+-]{1,64}")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,64}")
+PART_REFUSED = ("content-type", "content-transfer-encoding", "content-disposition", "content-id",
+                "content-language", "content-location", "mime-version")  # made from the part's properties
 _ROOT_HEADERS = ("MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Content-Disposition",
                  "Content-ID", "Content-Language", "Content-Location")
 
@@ -58,9 +61,15 @@ async def _fill(ctx, part, spec, values: dict, depth: int, count: list) -> None:
         raise _bad(f"at most {MAX_DEPTH} levels and {MAX_PARTS} parts")
     if not isinstance(spec, dict):
         raise _bad("a part is an EmailBodyPart object")
-    unknown = sorted(set(spec) - PART_PROPERTIES)
+    unknown = sorted(p for p in set(spec) - PART_PROPERTIES if not p.startswith("header:"))
     if unknown:
         raise _bad(f"cannot set {unknown[0]} on a part")
+    written = headerset.fields(spec, {}, refused=PART_REFUSED)
+    await _content(ctx, part, spec, values, depth, count)
+    headerset.add(part, written)
+
+
+async def _content(ctx, part, spec, values: dict, depth: int, count: list) -> None:
     for key in TEXT_PROPERTIES:
         if spec.get(key) is not None and not isinstance(spec[key], str):
             raise _bad(f"{key} is a string")

@@ -231,6 +231,9 @@ async def set_(ctx, args):
             ctx.created_ids[cid] = answer["created"][cid]["id"]
         except _SetError as exc:
             answer["notCreated"][cid] = exc.error
+    # RFC 8620 5.3: "#cid" keys answer under the id they resolved to (see emailset._created)
+    update = {_own_id(ctx, jid): props for jid, props in update.items()}
+    destroy = list(dict.fromkeys(_own_id(ctx, jid) for jid in destroy))
     for jid, props in update.items():
         try:
             await _update(ctx, jid, props)

@@ -283,7 +283,7 @@ def test_create_a_draft_with_an_attachment(env, tmp_path):
     email_id = result["created"]["d"]["id"]
     assert result["notCreated"]["bad"]["type"] == "blobNotFound"
     assert result["notCreated"]["bad"]["notFound"] == ["u" + "2" * 64]
-    assert result["updated"] == {"#d": None}, result
+    assert result["updated"] == {email_id: None}, result  # "#d" answered by its id (RFC 8620 5.3)
     email = session.ok("Email/get", {"ids": [email_id], "fetchAllBodyValues": True, "properties": [
         "from", "to", "subject", "sentAt", "inReplyTo", "keywords", "mailboxIds", "textBody", "htmlBody",
         "attachments", "bodyValues", "messageId"]})["list"][0]

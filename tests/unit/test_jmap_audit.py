@@ -1,0 +1,154 @@
+"""Gaps an audit of the JMAP mail methods against RFC 8620 / RFC 8621 found, each
+pinned: header:Name:asForm properties on Email/set create (4.6), the
+asGroupedAddresses form (4.1.2.4), "#creationId" keys answered by their ids
+(RFC 8620 5.3), the Email/query sorts of 4.4.2 and /queryChanges refusing
+what it cannot calculate."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailserverd.store.api import DeliveryTarget
+from tests.support.jmapstore import Session, make, result_of
+
+GROUPED = (b"From: Amy <amy@remote.test>\r\nTo: Team: t1@x.test, \"T, Two\" <t2@x.test>;, solo@x.test,"
+           b" =?utf-8?q?Gr=C3=BCn?=:;\r\nSubject: grouped\r\n\r\nhello\r\n")
+
+
+@pytest.fixture
+def env(tmp_path):
+    store, accounts = make(tmp_path, users=("alice@example.test",))
+    alice = accounts["alice@example.test"]
+    yield store, alice, Session(store, alice)
+    store.store.close()
+
+
+def deliver(store, account, body, flags=(), at=None):
+    refs = result_of(store.deliver(body, [DeliveryTarget(account, mailbox="INBOX", flags=frozenset(flags))], at))
+    return f"e{refs[0].message_id}"
+
+
+def inbox(session):
+    return next(b["id"] for b in session.ok("Mailbox/get", {"ids": None})["list"] if b["name"] == "INBOX")
+
+
+def test_get_as_grouped_addresses(env):
+    """RFC 8621 4.1.2.4: asGroupedAddresses keeps the groups (names decoded, an empty
+    group too) and puts consecutive ungrouped addresses in one group named null;
+    asAddresses flattens them."""
+    store, alice, session = env
+    email_id = deliver(store, alice, GROUPED)
+    email = session.ok("Email/get", {"ids": [email_id], "properties": [
+        "header:To:asGroupedAddresses", "header:To:asAddresses", "header:From:asGroupedAddresses:all"]})["list"][0]
+    assert email["header:To:asGroupedAddresses"] == [
+        {"name": "Team", "addresses": [{"name": None, "email": "t1@x.test"}, {"name": "T, Two", "email": "t2@x.test"}]},
+        {"name": None, "addresses": [{"name": None, "email": "solo@x.test"}]},
+        {"name": "Grün", "addresses": []}]
+    assert [a["email"] for a in email["header:To:asAddresses"]] == ["t1@x.test", "t2@x.test", "solo@x.test"]
+    assert email["header:From:asGroupedAddresses:all"] == [
+        [{"name": None, "addresses": [{"name": "Amy", "email": "amy@remote.test"}]}]]
+
+
+def test_create_with_header_properties(env):
+    """RFC 8621 4.6: header:Name:asForm properties set on create are written in their
+    form (4.1.2; RFC 2047 words for non-ASCII text and names), :all as one field per
+    value, header:Date replacing the generated Date, and read back the same."""
+    store, alice, session = env
+    created = session.ok("Email/set", {"create": {"h": {
+        "mailboxIds": {inbox(session): True}, "subject": "headers",
+        "header:X-Custom:asText": "héllo wörld",
+        "header:List-Unsubscribe:asURLs": ["mailto:u@x.test", "https://x.test/u"],
+        "header:Reply-To:asAddresses": [{"name": "Jürgen", "email": "j@x.test"}],
+        "header:To:asGroupedAddresses": [{"name": "Team", "addresses": [{"name": None, "email": "t1@x.test"}]},
+                                         {"name": None, "addresses": [{"email": "o@x.test"}]}],
+        "header:X-Multi:asRaw:all": [" one", " two"], "header:Date:asDate": "2026-01-02T03:04:05+01:00",
+        "header:X-Ids:asMessageIds": ["a@b.test"],
+        "textBody": [{"partId": "1", "type": "text/plain"}], "bodyValues": {"1": {"value": "hi"}}}}})
+    email_id = created["created"]["h"]["id"]
+    email = session.ok("Email/get", {"ids": [email_id], "properties": [
+        "header:X-Custom:asText", "header:List-Unsubscribe:asURLs", "replyTo", "header:To:asGroupedAddresses",
+        "header:X-Multi:all", "sentAt", "header:X-Ids:asMessageIds", "header:Date:all", "header:X-Custom",
+        "header:Reply-To"]})["list"][0]
+    assert email["header:X-Custom:asText"] == "héllo wörld"
+    assert email["header:X-Custom"] == " =?utf-8?q?h=C3=A9llo_w=C3=B6rld?="
+    assert email["header:Reply-To"] == " =?utf-8?q?J=C3=BCrgen?= <j@x.test>"
+    assert email["header:List-Unsubscribe:asURLs"] == ["mailto:u@x.test", "https://x.test/u"]
+    assert email["replyTo"] == [{"name": "Jürgen", "email": "j@x.test"}]
+    assert email["header:To:asGroupedAddresses"] == [
+        {"name": "Team", "addresses": [{"name": None, "email": "t1@x.test"}]},
+        {"name": None, "addresses": [{"name": None, "email": "o@x.test"}]}]
+    assert email["header:X-Multi:all"] == [" one", " two"]
+    assert email["sentAt"] == "2026-01-02T03:04:05+01:00" and len(email["header:Date:all"]) == 1
+    assert email["header:X-Ids:asMessageIds"] == ["a@b.test"]
+
+
+def test_create_header_properties_on_parts(env):
+    """RFC 8621 4.6: header:... properties on bodyStructure parts and attachments become
+    those parts' fields."""
+    store, alice, session = env
+    created = session.ok("Email/set", {"create": {"bs": {
+        "mailboxIds": {inbox(session): True},
+        "bodyStructure": {"type": "multipart/mixed", "subParts": [
+            {"partId": "1", "type": "text/plain", "header:X-Part:asText": "ä"},
+            {"partId": "2", "type": "text/plain", "disposition": "attachment", "name": "n.txt",
+             "header:Content-Description:asText": "notes"}]},
+        "bodyValues": {"1": {"value": "a"}, "2": {"value": "b"}}}}})
+    email = session.ok("Email/get", {"ids": [created["created"]["bs"]["id"]], "properties": ["bodyStructure"],
+                                     "bodyProperties": ["partId", "header:X-Part:asText",
+                                                        "header:Content-Description:asText"]})["list"][0]
+    first, second = email["bodyStructure"]["subParts"]
+    assert first["header:X-Part:asText"] == "ä" and second["header:Content-Description:asText"] == "notes"
+
+
+@pytest.mark.parametrize("spec, properties", [
+    ({"from": [{"email": "a@x.test"}], "header:From:asAddresses": [{"email": "b@x.test"}]},
+     ["header:From:asAddresses", "from"]),
+    ({"sentAt": "2026-01-02T03:04:05Z", "header:date:asDate": "2026-01-02T03:04:05Z"},
+     ["header:date:asDate", "sentAt"]),
+    ({"header:X-A:asText": "a", "header:x-a:asRaw": " b"}, ["header:x-a:asRaw", "header:X-A:asText"]),
+    ({"header:From:asDate": "2026-01-02T03:04:05Z"}, ["header:From:asDate"]),
+    ({"header:List-Unsubscribe:asText": "x"}, ["header:List-Unsubscribe:asText"]),
+    ({"header:Content-Type": " text/plain"}, ["header:Content-Type"]),
+    ({"header:MIME-Version": " 1.0"}, ["header:MIME-Version"]),
+    ({"header:X-A": " x\r\ny"}, ["header:X-A"]),
+    ({"header:X-A:asText": "x\ny"}, ["header:X-A:asText"]),
+    ({"header:X-A:asText:all": "not a list"}, ["header:X-A:asText:all"]),
+    ({"header:X-A:asURLs": ["has space"]}, ["header:X-A:asURLs"]),
+    ({"header:X-A:asMessageIds": ["<bracketed@x>"]}, ["header:X-A:asMessageIds"]),
+    ({"header:X-A:asDate": "yesterday"}, ["header:X-A:asDate"]),
+    ({"header:X-A:asAddresses": [{"email": "not an address"}]}, ["header:X-A:asAddresses"]),
+    ({"header:X-A:asNothing": "x"}, ["header:X-A:asNothing"]),
+])
+def test_create_refuses_bad_header_properties(env, spec, properties):
+    """RFC 8621 4.6: a field given twice (by a property and header:..., or two forms),
+    a form the field does not have (4.1.2), Content-* and MIME-Version on the Email,
+    and values not of their form are invalidProperties naming the properties."""
+    store, alice, session = env
+    answer = session.ok("Email/set", {"create": {"b": dict(spec, mailboxIds={inbox(session): True})}})
+    assert answer["created"] is None
+    assert answer["notCreated"]["b"]["type"] == "invalidProperties"
+    assert answer["notCreated"]["b"]["properties"] == properties
+
+
+def test_set_answers_creation_ids_by_their_ids(env):
+    """RFC 8620 5.3 (erratum 6607): an update or destroy keyed "#cid" acts on the record
+    created as cid, and updated/destroyed name it by its id (as Cyrus does; the client
+    has that id from "created"); an unknown "#cid" is notFound under its own key.
+    Email/set and Mailbox/set alike."""
+    store, alice, session = env
+    account = session.account_id
+    status, answer = session.request([
+        ["Email/set", {"accountId": account, "create": {"k": {"mailboxIds": {inbox(session): True},
+                                                              "subject": "x"}}}, "0"],
+        ["Email/set", {"accountId": account, "update": {"#k": {"keywords/$seen": True}}}, "1"],
+        ["Email/get", {"accountId": account, "ids": ["#k"], "properties": ["keywords"]}, "2"],
+        ["Email/set", {"accountId": account, "destroy": ["#k", "#nope"]}, "3"],
+        ["Mailbox/set", {"accountId": account, "create": {"m": {"name": "Made"}}}, "4"],
+        ["Mailbox/set", {"accountId": account, "update": {"#m": {"name": "Renamed"}}}, "5"],
+        ["Mailbox/set", {"accountId": account, "destroy": ["#m"]}, "6"]])
+    assert status == 200
+    made, updated, got, destroyed, box, renamed, gone = (r[1] for r in answer["methodResponses"])
+    email_id, box_id = made["created"]["k"]["id"], box["created"]["m"]["id"]
+    assert updated["updated"] == {email_id: None} and got["list"][0]["keywords"] == {"$seen": True}
+    assert destroyed["destroyed"] == [email_id] and destroyed["notDestroyed"] == {"#nope": {"type": "notFound"}}
+    assert renamed["updated"] == {box_id: None} and gone["destroyed"] == [box_id]

@@ -10,6 +10,7 @@ copy, move, expunge), each durable before the answer.
 
 from __future__ import annotations
 
+import email.utils
 import functools
 
 from ..store import jmapreads
@@ -37,7 +38,8 @@ BODY_PROPERTIES = ("partId", "blobId", "size", "headers", "name", "type", "chars
                    "cid", "language", "location", "subParts")
 DEFAULT_BODY = ("partId", "blobId", "size", "name", "type", "charset", "disposition", "cid",
                 "language", "location")
-SORT_PROPERTIES = ("receivedAt", "size", "subject", "sentAt")
+KEYWORD_SORTS = ("hasKeyword", "allInThreadHaveKeyword", "someInThreadHaveKeyword")
+SORT_PROPERTIES = ("receivedAt", "size", "from", "to", "subject", "sentAt") + KEYWORD_SORTS  # RFC 8621 4.4.2
 
 
 def email_id(number: int) -> str:
@@ -272,6 +274,14 @@ def _test(item: dict, condition: dict) -> bool:
     return True  # text conditions: textfilter.text_sets
 
 
+def calculable(args, condition, sort) -> bool:
+    """Whether /queryChanges (querychanges.py) can follow this query: not when whether
+    or where an Email is listed hangs on other Emails of its Thread (collapseThreads,
+    thread conditions) or on keywords through the sort."""
+    return not args.get("collapseThreads", False) and not _thread_dependent(condition) \
+        and not _mutable_sort(sort)
+
+
 THREAD_CONDITIONS = ("allInThreadHaveKeyword", "someInThreadHaveKeyword", "noneInThreadHaveKeyword")
 
 
@@ -284,6 +294,15 @@ def _thread_dependent(tree) -> bool:
     return any(key in tree for key in THREAD_CONDITIONS)
 
 
+def _first_address(text) -> str:
+    """RFC 8621 4.4.2 from/to: the name of the first address, or its email if it has
+    no name; "" if there is none."""
+    for name, address in email.utils.getaddresses([text or ""]):
+        if name or address:
+            return (name or address).casefold()
+    return ""
+
+
 def _sort_key(prop):
     if prop == "receivedAt":
         return lambda item: item["received_at"]
@@ -291,7 +310,21 @@ def _sort_key(prop):
         return lambda item: item["size"]
     if prop == "sentAt":
         return lambda item: item["sent_at"] or 0
+    if prop in ("from", "to"):
+        column = "from_addr" if prop == "from" else "to_addr"
+        return lambda item: _first_address(item[column])
+    if " " in prop:  # RFC 8621 4.4.2 keyword sorts: Emails without the keyword first, ascending
+        kind, keyword = prop.split(" ", 1)
+        if kind == "hasKeyword":
+            return lambda item: keyword in union_keywords(item)
+        field = "thread_all" if kind == "allInThreadHaveKeyword" else "thread_some"
+        return lambda item: keyword in item[field]
     return lambda item: (item["subject"] or "").casefold()
+
+
+def _mutable_sort(sort) -> bool:
+    """Whether a sort reads keywords, which change: /queryChanges cannot follow it."""
+    return any(" " in prop for prop, _ascending in sort)
 
 
 def query_arguments(args) -> tuple:
@@ -300,7 +333,7 @@ def query_arguments(args) -> tuple:
     _validate_values(condition)
     if not isinstance(args.get("collapseThreads", False), bool):
         raise MethodError("invalidArguments", "collapseThreads is a boolean")
-    return condition, parse_sort(args.get("sort"), SORT_PROPERTIES)
+    return condition, parse_sort(args.get("sort"), SORT_PROPERTIES, KEYWORD_SORTS)
 
 
 def _thread_keywords(found: dict) -> None:
@@ -360,7 +393,7 @@ async def query(ctx, args):
     # whether an Email is listed may hang on other Emails of its Thread, which
     # /queryChanges (querychanges.py) does not look at: no changes to calculate
     answer = {"accountId": ctx.account_id, "queryState": None,
-              "canCalculateChanges": not args.get("collapseThreads", False) and not _thread_dependent(condition),
+              "canCalculateChanges": calculable(args, condition, sort),
               "collapseThreads": args.get("collapseThreads", False)}
     if limit is not None:
         answer["limit"] = limit

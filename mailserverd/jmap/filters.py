@@ -48,8 +48,10 @@ def matches(tree, test) -> bool:
     return test(tree)
 
 
-def parse_sort(value, allowed: tuple) -> list[tuple[str, bool]]:
-    """[(property, isAscending)] of a sort argument; unsupportedSort for others."""
+def parse_sort(value, allowed: tuple, keyword_props: tuple = ()) -> list[tuple[str, bool]]:
+    """[(property, isAscending)] of a sort argument; unsupportedSort for others. A
+    property of keyword_props takes the Comparator's "keyword" (RFC 8621 4.4.2) and
+    comes back as "property keyword" (a keyword holds no space)."""
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > 10:
@@ -67,5 +69,16 @@ def parse_sort(value, allowed: tuple) -> list[tuple[str, bool]]:
         ascending = comparator.get("isAscending", True)
         if not isinstance(ascending, bool):
             raise MethodError("invalidArguments", "isAscending is a boolean")
-        out.append((comparator["property"], ascending))
+        prop = comparator["property"]
+        if prop in keyword_props:
+            keyword = comparator.get("keyword")
+            if not isinstance(keyword, str) or not _keyword(keyword):
+                raise MethodError("invalidArguments", f"sorting by {prop} takes a keyword")
+            prop = f"{prop} {keyword.lower()}"
+        out.append((prop, ascending))
     return out
+
+
+def _keyword(value: str) -> bool:
+    """RFC 8621 4.1.1 keyword characters (IMAP atom characters, no "]")."""
+    return 0 < len(value) <= 255 and all("\x21" <= c <= "\x7e" and c not in '(){]%*"\\' for c in value)

@@ -1,7 +1,8 @@
 """Email/queryChanges and Mailbox/queryChanges (RFC 8620 5.6), from the change log.
 
-Email: every Email sort key (receivedAt, size, subject, sentAt) is immutable
-and ties break by id, so Emails that did not change since sinceQueryState
+Email: the sort keys it follows (receivedAt, size, from, to, subject, sentAt) are
+immutable and ties break by id (keyword sorts, thread conditions and
+collapseThreads: cannotCalculateChanges, as Email/query's canCalculateChanges said), so Emails that did not change since sinceQueryState
 keep their relative order. The answer removes every Email created, updated
 or destroyed since then (the client may not have had some: 5.6 allows
 that) and adds back those now in the results, at their index. The filter may
@@ -20,7 +21,7 @@ from ..store import jmapreads
 from . import state
 from .api import MethodError, method
 from .core import check_account, check_known, max_changes
-from .email import all_ids, query_arguments
+from .email import all_ids, calculable, query_arguments
 
 
 def _since(args) -> str:
@@ -52,6 +53,8 @@ async def email_query_changes(ctx, args):
     old, most = _since(args), max_changes(args)
     if args.get("upToId") is not None and not isinstance(args["upToId"], str):
         raise MethodError("invalidArguments", "upToId must be null or an id")
+    if not calculable(args, condition, sort):  # Email/query answered canCalculateChanges false
+        raise MethodError("cannotCalculateChanges", "collapseThreads, a thread condition or a keyword sort")
     now = (await state.current(ctx))["Email"]  # before the reads: a later change is reported again
     _up_to, _more, created, updated, destroyed = await ctx.store.run_read(
         jmapreads.email_changes, ctx.account, state.parse(old, now), None)

@@ -152,3 +152,36 @@ def test_set_answers_creation_ids_by_their_ids(env):
     assert updated["updated"] == {email_id: None} and got["list"][0]["keywords"] == {"$seen": True}
     assert destroyed["destroyed"] == [email_id] and destroyed["notDestroyed"] == {"#nope": {"type": "notFound"}}
     assert renamed["updated"] == {box_id: None} and gone["destroyed"] == [box_id]
+
+
+def test_query_sorts_of_rfc_8621(env):
+    """RFC 8621 4.4.2: from and to sort by the first address's name (else its email),
+    hasKeyword/someInThreadHaveKeyword/allInThreadHaveKeyword by the Comparator's
+    keyword (without it first when ascending); a keyword sort without keyword is
+    invalidArguments. Keyword sorts change under the client, so Email/query says
+    canCalculateChanges false and /queryChanges answers cannotCalculateChanges."""
+    store, alice, session = env
+    zed = deliver(store, alice, b"From: Zed <z@r.test>\r\nTo: a@x.test\r\nSubject: b\r\n\r\nhi\r\n", at=1000)
+    amy = deliver(store, alice, b"From: Amy <a@r.test>\r\nTo: z@x.test\r\nSubject: a\r\n\r\nhi\r\n",
+                  flags={"\\Flagged"}, at=2000)
+    mid = deliver(store, alice, b"From: mid@r.test\r\nTo: Bob <m@x.test>\r\nSubject: c\r\n\r\nyo\r\n",
+                  flags={"\\Flagged"}, at=1500)
+
+    def ids(*sort):
+        return session.ok("Email/query", {"sort": list(sort)})
+
+    assert ids({"property": "from"})["ids"] == [amy, mid, zed]
+    assert ids({"property": "to", "isAscending": False})["ids"] == [amy, mid, zed]
+    flagged = ids({"property": "hasKeyword", "keyword": "$Flagged", "isAscending": False}, {"property": "receivedAt"})
+    assert flagged["ids"] == [mid, amy, zed] and flagged["canCalculateChanges"] is False
+    assert ids({"property": "someInThreadHaveKeyword", "keyword": "$flagged"})["ids"][0] == zed
+    assert ids({"property": "allInThreadHaveKeyword", "keyword": "$flagged"})["ids"][0] == zed
+    assert ids({"property": "from"})["canCalculateChanges"] is True
+    error = session.call("Email/query", {"sort": [{"property": "hasKeyword"}]})
+    assert error[0] == "error" and error[1]["type"] == "invalidArguments"
+    for args in ({"sort": [{"property": "hasKeyword", "keyword": "$flagged"}]}, {"collapseThreads": True}):
+        state = session.ok("Email/query", args)["queryState"]
+        error = session.call("Email/queryChanges", dict(args, sinceQueryState=state))
+        assert error[0] == "error" and error[1]["type"] == "cannotCalculateChanges", args
+    state = session.ok("Email/query", {"sort": [{"property": "from"}]})["queryState"]
+    assert session.ok("Email/queryChanges", {"sort": [{"property": "from"}], "sinceQueryState": state})["added"] == []

@@ -70,6 +70,7 @@ class App {
 
   showSignin(message) {
     if (this.unsubscribe) { this.unsubscribe(); this.unsubscribe = null; }
+    delete document.documentElement.dataset.push;
     clearTimeout(this.refreshTimer);
     // nothing of the last account stays in the page (a shared computer)
     this.items = [];
@@ -102,6 +103,9 @@ class App {
     this.renderMailboxes();
     await this.loadList();
     this.unsubscribe = this.client.onStateChange((changed) => {
+      // <html data-push="open|down">: whether live updates flow (tests wait on it; CSS may show it)
+      if (changed.connected) document.documentElement.dataset.push = "open";
+      if (changed.disconnected) document.documentElement.dataset.push = "down";
       if (changed.connected || changed.Email || changed.Mailbox || changed.Thread) this.scheduleRefresh();
     });
     $("message-list").focus();
@@ -252,6 +256,16 @@ class App {
     list.replaceChildren(...this.items.map((item, index) => this.renderItem(item, index)));
     $("list-empty").hidden = this.items.length > 0;
     $("load-more").hidden = this.items.length >= this.total;
+    this.markActive();
+  }
+
+  // the listbox keeps DOM focus; aria-activedescendant names the selected row for
+  // screen readers (WAI-ARIA listbox pattern), and CSS outlines it while focused
+  markActive() {
+    const list = $("message-list");
+    const li = this.selected >= 0 ? list.children[this.selected] : null;
+    if (li) list.setAttribute("aria-activedescendant", li.id);
+    else list.removeAttribute("aria-activedescendant");
   }
 
   renderItem({email, threadSize}, index) {
@@ -265,7 +279,7 @@ class App {
     }).join(", ") : "";
     const label = [unread ? "Unread" : null, flagged ? "Flagged" : null, who, email.subject || "(no subject)",
                    longDate(email.receivedAt)].filter(Boolean).join(", ");
-    return el("li", {role: "option", class: unread ? "unread" : "", dataset: {id: email.id, index},
+    return el("li", {role: "option", id: `row-${index}`, class: unread ? "unread" : "", dataset: {id: email.id, index},
                      "aria-selected": index === this.selected ? "true" : "false", "aria-label": label,
                      onclick: () => { this.select(index); this.open(); }},
       el("span", {class: "marker", "aria-hidden": "true"}, unread ? "\u25CF" : ""),
@@ -287,6 +301,7 @@ class App {
     }
     const li = $("message-list").children[index];
     if (li) li.scrollIntoView({block: "nearest"});
+    this.markActive();
   }
 
   // --- reader ---

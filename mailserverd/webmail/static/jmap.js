@@ -17,13 +17,47 @@
 //   downloadUrl(blobId, name, type)   -> a same-origin URL
 //   onStateChange(callback)           -> unsubscribe function; callback(changedStates)
 //                                        with {Email: "...", Mailbox: "...", ...} of this account,
-//                                        or {connected: true} when the stream (re)opens (refetch)
+//                                        or {connected: true} when the stream (re)opens (refetch),
+//                                        or {disconnected: true} when it fails
+//   onUnauthorized(callback)          -> unsubscribe function; callback() once the server says the
+//                                        session is gone (a 401, or the push stream ended with it)
+//
+// The push stream (EventSource, RFC 8620 7.3) ends when the server revokes the
+// session (sign-out elsewhere, password change, expiry: mailserverd/jmap/pushguard.py)
+// and when the server restarts. On every stream error this client asks
+// GET /auth/session: a 401 means the session is over (onUnauthorized, no silent
+// reconnect loop); otherwise the browser's own retry goes on, and once it has
+// failed (readyState CLOSED) or keeps failing the client reopens the stream itself
+// with a bounded exponential backoff. Every (re)open tells the listeners
+// {connected: true} so they refetch whatever changed while there was no stream.
+//
+// Signed-out page loads: a fetch answered 401 is logged by Chromium as a console
+// error that no script can suppress, so restore() asks GET /auth/session only when
+// this browser signed in before (a flag in localStorage holding no secret: the
+// session itself is the HttpOnly cookie). Without the flag the sign-in screen shows
+// at once; a dead session behind a set flag costs one logged 401 and clears the flag.
 
 export const USING = [
   "urn:ietf:params:jmap:core",
   "urn:ietf:params:jmap:mail",
   "urn:ietf:params:jmap:submission",
 ];
+
+const HINT = "webmail.signedIn";  // localStorage: this browser signed in before (no secret)
+const BACKOFF_MIN = 1000;  // ms before the first reopen of a failed push stream, doubling
+const BACKOFF_MAX = 30000;  // ms, the longest wait between two reopens
+const ERRORS_BEFORE_REOPEN = 3;  // failed browser retries in a row before this client takes over
+
+function hint(value) {
+  try {
+    if (value === undefined) return localStorage.getItem(HINT) === "1";
+    if (value) localStorage.setItem(HINT, "1");
+    else localStorage.removeItem(HINT);
+  } catch (e) {
+    return true;  // no storage (a privacy mode): always ask the server
+  }
+  return value;
+}
 
 export class AuthError extends Error {
   constructor(message, status) {
@@ -68,6 +102,10 @@ export class JMAPClient {
     this.expiresAt = null;
     this._listeners = new Set();
     this._events = null;
+    this._eventErrors = 0;    // stream errors since it last opened
+    this._reopenDelay = 0;    // ms of the next backoff, 0 = none yet
+    this._reopenTimer = null;
+    this._checking = false;   // a GET /auth/session for a stream error is under way
     this._unauthorized = new Set();
   }
 
@@ -100,6 +138,7 @@ export class JMAPClient {
   }
 
   async restore() {
+    if (!hint()) return false;  // never signed in here: no request, no logged 401
     let response;
     try {
       response = await fetch("/auth/session", {
@@ -108,7 +147,10 @@ export class JMAPClient {
     } catch (e) {
       return false;
     }
-    if (!response.ok) return false;
+    if (!response.ok) {
+      if (response.status === 401) hint(false);
+      return false;
+    }
     const body = await readJSON(response);
     if (!body || !body.csrfToken) return false;
     this._adopt(body);
@@ -123,6 +165,7 @@ export class JMAPClient {
 
   async logout() {
     const token = this.csrfToken;
+    hint(false);
     this._closeEvents();
     try {
       await fetch("/auth/logout", {
@@ -201,6 +244,7 @@ export class JMAPClient {
   // --- internals ---
 
   _adopt(body) {
+    hint(true);
     this.username = body.username;
     this.accountId = body.accountId;
     this.csrfToken = body.csrfToken;
@@ -223,13 +267,17 @@ export class JMAPClient {
       headers.set("X-CSRF-Token", this.csrfToken);
     }
     const response = await fetch(url, {...init, headers, credentials: "same-origin"});
-    if (response.status === 401 && this.session) {
-      this._clear();
-      for (const callback of this._unauthorized) {
-        try { callback(); } catch (e) { console.error(e); }
-      }
-    }
+    if (response.status === 401 && this.session) this._ended();
     return response;
+  }
+
+  // The server says the session is over: forget it and tell the page once.
+  _ended() {
+    hint(false);
+    this._clear();
+    for (const callback of this._unauthorized) {
+      try { callback(); } catch (e) { console.error(e); }
+    }
   }
 
   async _loadSession() {
@@ -252,6 +300,8 @@ export class JMAPClient {
     const source = new EventSource(url, {withCredentials: false});
     // (re)connected: whatever changed while there was no stream is caught up by the listeners
     source.addEventListener("open", () => {
+      this._eventErrors = 0;
+      this._reopenDelay = 0;
       for (const callback of this._listeners) {
         try { callback({connected: true}); } catch (e) { console.error(e); }
       }
@@ -269,10 +319,54 @@ export class JMAPClient {
         try { callback(changed); } catch (e) { console.error(e); }
       }
     });
+    source.addEventListener("error", () => this._eventsFailed(source));
     this._events = source;
   }
 
+  // The stream dropped (the server ended it or went away) or a (re)connect failed.
+  async _eventsFailed(source) {
+    if (source !== this._events) return;
+    this._eventErrors += 1;
+    for (const callback of this._listeners) {
+      try { callback({disconnected: true}); } catch (e) { console.error(e); }
+    }
+    if (this._checking) return;  // one session check at a time; its outcome covers this error
+    this._checking = true;
+    let status = 0;
+    try {
+      const response = await fetch("/auth/session", {
+        credentials: "same-origin", headers: {"Accept": "application/json"}, cache: "no-store",
+      });
+      status = response.status;
+    } catch (e) {
+      status = 0;  // the server is unreachable (restarting): keep trying
+    } finally {
+      this._checking = false;
+    }
+    if (source !== this._events) return;  // signed out or replaced meanwhile
+    if (status === 401) {
+      this._ended();
+      return;
+    }
+    const gaveUp = source.readyState === EventSource.CLOSED;
+    if (gaveUp || this._eventErrors >= ERRORS_BEFORE_REOPEN) this._reopenLater();
+  }
+
+  // Close the stream and open a new one after a bounded exponential backoff (with jitter).
+  _reopenLater() {
+    this._closeEvents();
+    this._reopenDelay = Math.min(this._reopenDelay ? this._reopenDelay * 2 : BACKOFF_MIN, BACKOFF_MAX);
+    const delay = this._reopenDelay * (0.75 + Math.random() / 2);
+    this._reopenTimer = setTimeout(() => {
+      this._reopenTimer = null;
+      this._eventErrors = 0;
+      if (this._listeners.size) this._openEvents();
+    }, delay);
+  }
+
   _closeEvents() {
+    clearTimeout(this._reopenTimer);
+    this._reopenTimer = null;
     if (this._events) {
       this._events.close();
       this._events = null;

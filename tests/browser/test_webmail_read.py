@@ -417,10 +417,15 @@ def test_long_folder_pages_in_on_scroll(webmail, webmail_server):
 
 def test_password_change_ends_the_open_session(open_webmail, webmail_server):
     """A password change revokes the browser session server-side: the next action of
-    the open webmail gets 401 and shows the sign-in screen saying the session ended."""
+    the open webmail gets 401 and shows the sign-in screen saying the session ended.
+    (The push stream's end shows it by itself too, test_webmail_session.py; here
+    GET /auth/session is made to look alive so only the JMAP call's 401 can do it.)"""
     webmail_server.ctl("user", "add", "frank@example.test", "--password", PASSWORD)
     view = open_webmail(user="frank@example.test")
     page = view.page
+    page.route("**/auth/session", lambda route: route.fulfill(
+        status=200, content_type="application/json",
+        body=json.dumps({"username": "frank@example.test", "accountId": "x", "csrfToken": "x"})))
     webmail_server.ctl("user", "passwd", "frank@example.test", "--password", "another-pw-2")
     page.click("#mailbox-list button[data-role=sent]")
     page.wait_for_selector("#signin:not([hidden])")

@@ -1,6 +1,6 @@
 // Keyboard shortcuts of the webmail (ignored while typing in a field, with a
 // modifier, or while compose.js's dialog is open): j/k or Down/Up next/previous,
-// Enter or o open, u or Escape back to the list, r reply, a reply all, f forward,
+// Home/End first/last, Enter or o open, u or Escape back to the list, r reply, a reply all, f forward,
 // c compose, s flag, # or Delete delete, ! spam / not spam, / search.
 
 function step(app, delta) {
@@ -13,6 +13,8 @@ const ACTIONS = {
   ArrowDown: (app) => step(app, 1),
   k: (app) => step(app, -1),
   ArrowUp: (app) => step(app, -1),
+  Home: (app) => step(app, -app.items.length),
+  End: (app) => step(app, app.items.length),
   Enter: (app) => app.open(),
   o: (app) => app.open(),
   u: (app) => app.closeReader(),

@@ -19,6 +19,7 @@ from . import blobs, state
 from .api import MethodError, method
 from .core import check_account, check_known, parse_utc_date
 from .email import PROPERTIES, body_arguments, checked_properties, render, thread_id_of
+from .emailparse import top_header
 from .emailset import SetError, flags_for, plan
 
 
@@ -44,7 +45,15 @@ async def _import_one(ctx, spec: dict, names: dict) -> dict:
     data = await blobs.read(ctx.store, ctx.uploads, ctx.account, spec["blobId"])
     if data is None:
         raise SetError("blobNotFound", "no such blob", None)
+    if not looks_like_message(data):
+        raise SetError("invalidEmail", "the blob has no RFC 5322 header fields")
     return await store_message(ctx, data, keywords, mailboxes, received_at, names)
+
+
+def looks_like_message(data: bytes) -> bool:
+    """RFC 8621 4.8/4.9: a blob is an Email only if it starts with RFC 5322 header
+    fields (an empty blob or arbitrary bytes is invalidEmail / notParsable)."""
+    return bool(top_header(data))
 
 
 async def store_message(ctx, data: bytes, keywords: set, mailboxes: set, received_at, names: dict) -> dict:
@@ -121,6 +130,9 @@ async def parse(ctx, args):
         try:
             check_limits(data)
         except MessageTooComplex:
+            not_parsable.append(blob_id)
+            continue
+        if not looks_like_message(data):
             not_parsable.append(blob_id)
             continue
         summary = summarize(data)

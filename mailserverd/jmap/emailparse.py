@@ -324,6 +324,8 @@ def body_value(raw: bytes, node: Node, max_bytes: int) -> dict:
     if max_bytes and len(value.encode("utf-8")) > max_bytes:
         value = value.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
         truncated = True
+        if part.content_type == "text/html" and value.rfind("<") > value.rfind(">"):
+            value = value[:value.rfind("<")]  # RFC 8621 4.2: not inside an HTML tag
     return {"value": value, "isEncodingProblem": problem, "isTruncated": truncated}
 
 

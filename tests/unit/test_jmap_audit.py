@@ -185,3 +185,33 @@ def test_query_sorts_of_rfc_8621(env):
         assert error[0] == "error" and error[1]["type"] == "cannotCalculateChanges", args
     state = session.ok("Email/query", {"sort": [{"property": "from"}]})["queryState"]
     assert session.ok("Email/queryChanges", {"sort": [{"property": "from"}], "sinceQueryState": state})["added"] == []
+
+
+def test_html_body_value_not_cut_inside_a_tag(env):
+    """RFC 8621 4.2: maxBodyValueBytes truncates a text/html value before a tag it
+    would cut in two (and marks it isTruncated)."""
+    store, alice, session = env
+    email_id = deliver(store, alice, b"From: x@r.test\r\nSubject: h\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+                                     b"<p>Hi <a href=\"https://example.com/long\">link</a></p>\r\n")
+    values = session.ok("Email/get", {"ids": [email_id], "properties": ["bodyValues"],
+                                      "fetchHTMLBodyValues": True, "maxBodyValueBytes": 20})["list"][0]["bodyValues"]
+    assert values == {"1": {"value": "<p>Hi ", "isEncodingProblem": False, "isTruncated": True}}
+
+
+def test_import_and_parse_refuse_blobs_that_are_no_message(env, tmp_path):
+    """RFC 8621 4.8/4.9: a blob without RFC 5322 header fields (empty, or arbitrary
+    bytes) is invalidEmail to Email/import and notParsable to Email/parse; nothing is stored."""
+    from twisted.internet import defer
+    from mailserverd.jmap.blobs import Uploads
+    store, alice, _session = env
+    uploads = Uploads(str(tmp_path / "uploads"), 1 << 20, run=lambda fn, *a: defer.maybeDeferred(fn, *a))
+    session = Session(store, alice, uploads)
+    junk = result_of(uploads.put(alice, b"\x00\x01 not a message at all"))
+    empty = result_of(uploads.put(alice, b""))
+    box = inbox(session)
+    answer = session.ok("Email/import", {"emails": {"j": {"blobId": junk, "mailboxIds": {box: True}},
+                                                    "e": {"blobId": empty, "mailboxIds": {box: True}}}})
+    assert answer["created"] is None and answer["oldState"] == answer["newState"]
+    assert {k: v["type"] for k, v in answer["notCreated"].items()} == {"j": "invalidEmail", "e": "invalidEmail"}
+    parsed = session.ok("Email/parse", {"blobIds": [junk, empty]})
+    assert parsed["parsed"] is None and parsed["notParsable"] == [junk, empty]

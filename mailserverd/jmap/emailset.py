@@ -16,7 +16,7 @@ from ..store import jmapreads
 from ..store.api import StoreError
 from . import state
 from .api import MethodError
-from .core import check_account, check_known, parse_id, resolve_creation
+from .core import check_account, check_known, parse_id
 
 SYSTEM = {"\\Seen": "$seen", "\\Answered": "$answered", "\\Flagged": "$flagged", "\\Draft": "$draft"}
 FLAG_OF = {keyword: flag for flag, keyword in SYSTEM.items()}
@@ -99,7 +99,9 @@ def plan(ctx, item: dict, patch: dict, mailbox_names: dict) -> tuple:
 
 
 def _mailbox(ctx, value: str, names: dict) -> int:
-    number = parse_id(resolve_creation(ctx, value), "m")
+    """A mailbox id (or "#cid") of mailboxIds; an unknown one fails this creation or
+    update only (RFC 8620 5.3), never the method: earlier creations stand."""
+    number = parse_id(_created(ctx, value), "m")
     if number not in names:
         raise SetError("invalidProperties", f"no mailbox {value}", ["mailboxIds"])
     return number

@@ -17,7 +17,7 @@ from ..store.api import MailboxExists, NoSuchMailbox, StoreError
 from . import state
 from .api import MethodError, method
 from .core import (check_account, check_known, get_ids, get_properties, max_changes, parse_id,
-                   query_window, resolve_creation, since_state, window)
+                   query_window, since_state, window)
 from .filters import matches, parse_filter, parse_sort
 
 PROPERTIES = ("id", "name", "parentId", "role", "sortOrder", "totalEmails", "unreadEmails",
@@ -193,7 +193,8 @@ class _SetError(Exception):
 def _full_name(ctx, parent, name, by_id_name) -> str:
     if parent is None:
         return name
-    number = parse_id(resolve_creation(ctx, parent), "m")
+    # an unknown "#cid" is this creation's error, not the method's (RFC 8620 5.3)
+    number = parse_id(_own_id(ctx, parent), "m") if isinstance(parent, str) else None
     if number is None or number not in by_id_name:
         raise _SetError(_bad("parentId is not a mailbox", "parentId"))
     return by_id_name[number] + "/" + name

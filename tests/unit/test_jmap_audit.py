@@ -215,3 +215,20 @@ def test_import_and_parse_refuse_blobs_that_are_no_message(env, tmp_path):
     assert {k: v["type"] for k, v in answer["notCreated"].items()} == {"j": "invalidEmail", "e": "invalidEmail"}
     parsed = session.ok("Email/parse", {"blobIds": [junk, empty]})
     assert parsed["parsed"] is None and parsed["notParsable"] == [junk, empty]
+
+
+def test_unknown_creation_id_fails_one_object_not_the_method(env):
+    """RFC 8620 5.3: a "#cid" no creation made, in mailboxIds or parentId, fails that
+    creation or update (invalidProperties) and not the whole call: an Email created
+    beside it in the same call was stored and is reported (it was a method-level
+    invalidArguments, so the client never learnt the stored Email's id)."""
+    store, alice, session = env
+    answer = session.ok("Email/set", {"create": {"ok": {"mailboxIds": {inbox(session): True}, "subject": "kept"},
+                                                 "bad": {"mailboxIds": {"#nobox": True}}}})
+    kept = answer["created"]["ok"]["id"]
+    assert answer["notCreated"]["bad"]["type"] == "invalidProperties"
+    assert session.ok("Email/query", {})["ids"] == [kept]
+    answer = session.ok("Email/set", {"update": {kept: {"mailboxIds/#nobox": True}}})
+    assert answer["notUpdated"][kept]["properties"] == ["mailboxIds"]
+    answer = session.ok("Mailbox/set", {"create": {"x": {"name": "X", "parentId": "#nobox"}}})
+    assert answer["notCreated"]["x"]["properties"] == ["parentId"]

@@ -205,6 +205,10 @@ def main():
         server.start()
         try:
             print(f"search indexer drained its queue in {wait_indexed(server, options.index_wait):.0f} s")
+            time.sleep(1)  # the indexer's merge check and warm-up after its last batch
+            cpu = cpu_seconds(server.process.pid)
+            time.sleep(3)  # nobody connected: the search indexer's polls and statistics, timers
+            print(f"daemon idle CPU: {(cpu_seconds(server.process.pid) - cpu) / 3 * 100:.1f}% of a core")
             client = Client(server.address("http"))
             session_calls = [["Mailbox/query", {"accountId": "a1", "filter": {"role": "inbox"}}, "m"]]
             connection = http.client.HTTPConnection(*server.address("http"), timeout=10)

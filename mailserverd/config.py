@@ -135,6 +135,14 @@ def parse_origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def parse_access_log(text: str) -> str:
+    """[http] access_log: 'errors' (answers with status 400 and up) or 'all' (every request)."""
+    value = text.strip().lower()
+    if value not in ("errors", "all"):
+        raise ValueError(f"expected errors or all, got {text!r}")
+    return value
+
+
 def parse_networks(text: str) -> tuple:
     """'127.0.0.0/8, ::1/128, 192.0.2.7' -> ip_network tuple (a bare address is a /32 or /128)."""
     import ipaddress
@@ -186,6 +194,10 @@ SCHEMA: dict[str, tuple[str, list[Key]]] = {
         Key("cors_origins", parse_origins, "", example="https://mail.example.org",
             doc="Other origins (scheme://host[:port], comma-separated) whose pages may call JMAP and "
                 "/v1 with a token or Basic credentials (CORS, never with cookies); empty = none."),
+        Key("access_log", parse_access_log, "errors",
+            "Which HTTP requests get an access log line (combined log format): errors = answers "
+            "with status 400 and up (401, 404, 413, 5xx...), all = every request (a busy JMAP "
+            "client makes hundreds a second). Failed logins are logged either way (auth failed: ...)."),
     ]),
     "tls": ("Certificates; both empty = a self-signed pair generated under data_dir.", [
         Key("cert", parse_str, "", "PEM certificate chain. Reloaded on SIGHUP.", reloads=True),

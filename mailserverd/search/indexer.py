@@ -57,6 +57,11 @@ class SearchService(service.Service):
         self.started = threading.Event()  # every shard checked (tests wait on it)
         self.cached_stats: dict = {}  # stats() as of cached_at, for /metrics (no I/O on the reactor)
         self.cached_at = 0.0
+        # Whoosh doc_count reads each index's table of contents from disk: it is counted
+        # again only after a change to that index (drain_once bumps its version), not on
+        # every STATS_EVERY refresh of an idle indexer.
+        self._versions: dict[int, int] = defaultdict(int)  # index number -> changes applied
+        self._documents: dict[int, tuple[int, int]] = {}  # index number -> (version, doc_count)
         # Documents are built and written in a child process (Whoosh is pure Python:
         # a second core, and the daemon's GIL stays free for the reactor).
         self.child = IndexerProcess() if use_process else None
@@ -148,6 +153,7 @@ class SearchService(service.Service):
                     self.child.apply(index, [], [], [], merge=True)
                 else:
                     index.apply([], [], [], merge=True)
+                self._versions[index.number] += 1
             if index.dirty:
                 index.warm()
             index.dirty = False
@@ -171,6 +177,7 @@ class SearchService(service.Service):
         else:
             index.apply(documents(adds), deletes, resets)
         index.dirty = True
+        self._versions[index.number] += 1
         with engine.begin() as conn:
             searchqueue.done(conn, rows[0].id, rows[-1].id)
         self.indexed_total += len(adds)
@@ -191,7 +198,17 @@ class SearchService(service.Service):
                 lag = max(lag, now - oldest)
         return {"queue_depth": depth, "lag_seconds": lag, "indexed_total": self.indexed_total,
                 "ready_shards": sum(index.ready for index in self.indexes),
-                "documents": sum(index.doc_count() for index in self.indexes if index.ready)}
+                "documents": sum(self._document_count(index) for index in self.indexes if index.ready)}
+
+    def _document_count(self, index: ShardIndex) -> int:
+        """index.doc_count() as of the index's last change (read again only after one)."""
+        version = self._versions[index.number]
+        cached = self._documents.get(index.number)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        count = index.doc_count()
+        self._documents[index.number] = (version, count)  # a change meanwhile bumped the version
+        return count
 
 
 def documents(adds) -> list:

@@ -130,8 +130,29 @@ PARSERS = {"asRaw": as_raw, "asText": as_text, "asAddresses": as_addresses,
            "asMessageIds": as_message_ids, "asDate": as_date, "asURLs": as_urls}
 
 
+ADDRESS = {"from", "sender", "reply-to", "to", "cc", "bcc", "resent-from", "resent-sender",
+           "resent-reply-to", "resent-to", "resent-cc", "resent-bcc"}
+MESSAGE_IDS = {"message-id", "in-reply-to", "references", "resent-message-id"}
+DATES = {"date", "resent-date"}
+URLS = {"list-help", "list-unsubscribe", "list-subscribe", "list-post", "list-owner", "list-archive"}
+TEXT = {"subject", "comments", "keywords", "list-id"}
+OTHER_KNOWN = {"return-path", "received"}  # RFC 5322 fields with asRaw only
+FORM_FIELDS = {"asAddresses": ADDRESS, "asGroupedAddresses": ADDRESS, "asMessageIds": MESSAGE_IDS,
+               "asDate": DATES, "asURLs": URLS, "asText": TEXT}
+KNOWN = (ADDRESS | MESSAGE_IDS | DATES | URLS | TEXT | OTHER_KNOWN) - {"list-id"}  # RFC 5322 and 2369
+
+
+def form_allowed(field: str, form: str) -> bool:
+    """RFC 8621 4.1.2.*: asRaw for any field; the other forms for the fields their
+    section lists and for any field RFC 5322 and RFC 2369 do not define."""
+    name = field.lower()
+    return form == "asRaw" or name in FORM_FIELDS[form] or name not in KNOWN
+
+
+
 def header_property(name: str):
-    """(field name, form, all) of "header:Name[:asForm][:all]", or None if malformed."""
+    """(field name, form, all) of "header:Name[:asForm][:all]", or None if malformed
+    or a form the field does not have."""
     pieces = name.split(":")
     if len(pieces) < 2 or pieces[0] != "header" or not pieces[1] or len(pieces) > 4:
         return None
@@ -140,7 +161,8 @@ def header_property(name: str):
     if every:
         rest = rest[:-1]
     form = rest[0] if rest else "asRaw"
-    if len(rest) > 1 or form not in FORMS or not re.fullmatch(r"[\x21-\x39\x3b-\x7e]+", field):
+    if len(rest) > 1 or form not in FORMS or not re.fullmatch(r"[\x21-\x39\x3b-\x7e]+", field) \
+            or not form_allowed(field, form):  # RFC 8621 4.1.3: a forbidden form is invalidArguments
         return None
     return field, form, every
 

@@ -22,27 +22,10 @@ from email.headerregistry import Address, AddressHeader, Group, HeaderRegistry, 
 from .emailparse import header_property
 from .emailset import SetError
 
-ADDRESS = {"from", "sender", "reply-to", "to", "cc", "bcc", "resent-from", "resent-sender",
-           "resent-reply-to", "resent-to", "resent-cc", "resent-bcc"}
-MESSAGE_IDS = {"message-id", "in-reply-to", "references", "resent-message-id"}
-DATES = {"date", "resent-date"}
-URLS = {"list-help", "list-unsubscribe", "list-subscribe", "list-post", "list-owner", "list-archive"}
-TEXT = {"subject", "comments", "keywords", "list-id"}
-OTHER_KNOWN = {"return-path", "received", "resent-date", "mime-version"}  # RFC 5322 / 2045: asRaw only
-FORM_FIELDS = {"asAddresses": ADDRESS, "asGroupedAddresses": ADDRESS, "asMessageIds": MESSAGE_IDS,
-               "asDate": DATES, "asURLs": URLS, "asText": TEXT}
-KNOWN = ADDRESS | MESSAGE_IDS | DATES | URLS | TEXT | OTHER_KNOWN
 _ADDRESSES = HeaderRegistry(default_class=AddressHeader, use_default_map=False)
 _TEXT = HeaderRegistry(default_class=UnstructuredHeader, use_default_map=False)
 _ID = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+")  # no < > or space
 _URL = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")
-
-
-def form_allowed(field: str, form: str) -> bool:
-    """RFC 8621 4.1.2.*: asRaw for any field; the other forms for the fields their
-    section lists and for any field RFC 5322 and RFC 2369 do not define."""
-    name = field.lower()
-    return form == "asRaw" or name in FORM_FIELDS[form] or (name not in KNOWN and not name.startswith("list-"))
 
 
 class _Written:
@@ -140,12 +123,10 @@ def fields(spec: dict, taken: dict, refused: tuple = ()) -> list[tuple[str, str]
         if not prop.startswith("header:"):
             continue
         parsed = header_property(prop)
-        if parsed is None:
-            raise _bad(f"{prop} is not a header property", prop)
+        if parsed is None:  # malformed, or a form the field does not have (RFC 8621 4.1.2)
+            raise _bad(f"{prop} is not a header property this field has", prop)
         field, form, every = parsed
         name = field.lower()
-        if not form_allowed(field, form):
-            raise _bad(f"{field} has no {form} form (RFC 8621 4.1.2)", prop)
         if any(name == r or (r.endswith("-") and name.startswith(r)) for r in refused):
             raise _bad(f"{field} is set by the server or by other properties here", prop)
         clash = taken.get(name)

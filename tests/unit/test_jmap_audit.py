@@ -232,3 +232,18 @@ def test_unknown_creation_id_fails_one_object_not_the_method(env):
     assert answer["notUpdated"][kept]["properties"] == ["mailboxIds"]
     answer = session.ok("Mailbox/set", {"create": {"x": {"name": "X", "parentId": "#nobox"}}})
     assert answer["notCreated"]["x"]["properties"] == ["parentId"]
+
+
+@pytest.mark.parametrize("prop", ["header:From:asDate", "header:Subject:asAddresses", "header:Received:asDate",
+                                  "header:Date:asText", "header:List-Post:asMessageIds", "header:To:asURLs:all"])
+def test_get_refuses_a_form_the_field_does_not_have(env, prop):
+    """RFC 8621 4.1.3: fetching a forbidden form (header:From:asDate) is invalidArguments,
+    in properties and in bodyProperties; fields RFC 5322/2369 do not define take any form."""
+    store, alice, session = env
+    email_id = deliver(store, alice, GROUPED)
+    for args in ({"properties": [prop]}, {"properties": ["bodyStructure"], "bodyProperties": [prop]}):
+        error = session.call("Email/get", dict(args, ids=[email_id]))
+        assert error[0] == "error" and error[1]["type"] == "invalidArguments", (prop, error)
+    fine = session.ok("Email/get", {"ids": [email_id], "properties": [
+        "header:X-Anything:asDate", "header:List-Id:asAddresses", "header:Content-Type:asText", "header:From:asRaw"]})
+    assert fine["list"][0]["header:From:asRaw"] == " Amy <amy@remote.test>"

@@ -211,7 +211,15 @@ class App {
     return filter || {inMailbox: this.mailboxId};
   }
 
-  async loadList({append = false, keep = false} = {}) {
+  // One list load at a time, in call order: a push refresh (keep) and a scroll append
+  // running together would otherwise let the older answer replace the newer list.
+  loadList(options = {}) {
+    const run = () => this.loadListNow(options);
+    this.listQueue = (this.listQueue || Promise.resolve()).then(run, run);
+    return this.listQueue;
+  }
+
+  async loadListNow({append = false, keep = false} = {}) {
     const position = append ? this.items.length : 0;
     const limit = keep ? Math.max(PAGE, this.items.length) : PAGE;
     const accountId = this.client.accountId;

@@ -6,8 +6,8 @@ sender, to, cc, bcc, replyTo), subject, sentAt, messageId, inReplyTo,
 references, textBody and htmlBody (one part each, its text in bodyValues)
 and attachments (blobIds of uploads or of stored messages and parts), or
 instead of those three a bodyStructure (emailstructure.py), and header:...
-properties on the Email, its attachments and bodyStructure parts (headerset.py;
-not on the textBody/htmlBody parts, nor Content-* on the Email). The message is
+properties on the Email and on its parts (headerset.py; not Content-* on the
+Email, nor the Content-* fields a part's properties make). The message is
 composed with the email package (RFC 2047 words, quoted-printable or base64
 as needed, CRLF).
 """
@@ -67,7 +67,7 @@ def _text_of(spec, prop: str, kind: str, values: dict) -> str | None:
     if not isinstance(spec, list) or len(spec) != 1 or not isinstance(spec[0], dict):
         raise _bad(f"{prop} is one body part here", prop)
     part = spec[0]
-    if part.get("type", kind) != kind or set(part) - {"partId", "type"}:
+    if part.get("type", kind) != kind or {p for p in set(part) - {"partId", "type"} if not p.startswith("header:")}:
         raise _bad(f"{prop} is a {kind} part with a partId", prop)
     value = values.get(part.get("partId"))
     if not isinstance(value, dict) or not isinstance(value.get("value"), str) \
@@ -136,8 +136,18 @@ async def compose(ctx, spec: dict) -> bytes:
         message.set_content(html, subtype="html")
     else:
         message.set_content("")
+    part_fields = {kind: headerset.fields(spec[prop][0], {}, refused=emailstructure.PART_REFUSED)
+                   for prop, kind in (("textBody", "text/plain"), ("htmlBody", "text/html"))
+                   if spec.get(prop) is not None}
     for item in spec.get("attachments") or []:
         await _attach(ctx, message, item)
+    for part in message.walk():  # RFC 8621 4.6: header:... of the textBody/htmlBody part on that part
+        if part.get_content_type() in part_fields and part.get("Content-Disposition") is None:
+            fields = part_fields.pop(part.get_content_type())
+            if part is message and own & {field.lower() for field, _text in fields}:
+                # one part: its fields are the Email's, and a field twice is a clash (RFC 8621 4.6)
+                raise _bad("a header field is set on the Email and on its only part", "textBody")
+            headerset.add(part, fields)
     return message.as_bytes()
 
 

@@ -247,3 +247,33 @@ def test_get_refuses_a_form_the_field_does_not_have(env, prop):
     fine = session.ok("Email/get", {"ids": [email_id], "properties": [
         "header:X-Anything:asDate", "header:List-Id:asAddresses", "header:Content-Type:asText", "header:From:asRaw"]})
     assert fine["list"][0]["header:From:asRaw"] == " Amy <amy@remote.test>"
+
+
+def test_create_header_properties_on_text_and_html_body(env):
+    """RFC 8621 4.6: header:... properties of the textBody and htmlBody parts go on
+    those parts (on the Email when it is one part; then a field the Email sets too is
+    invalidProperties); Content-Type there is refused (the part's type makes it)."""
+    store, alice, session = env
+    box = inbox(session)
+    answer = session.ok("Email/set", {"create": {
+        "two": {"mailboxIds": {box: True}, "header:X-Top:asText": "top",
+                "textBody": [{"partId": "1", "type": "text/plain", "header:X-Text:asText": "tx"}],
+                "htmlBody": [{"partId": "2", "type": "text/html", "header:X-Html:asText": "hx"}],
+                "bodyValues": {"1": {"value": "plain"}, "2": {"value": "<p>h</p>"}}},
+        "one": {"mailboxIds": {box: True}, "textBody": [{"partId": "1", "header:X-Text:asText": "only"}],
+                "bodyValues": {"1": {"value": "p"}}},
+        "clash": {"mailboxIds": {box: True}, "header:X-Text:asText": "a",
+                  "textBody": [{"partId": "1", "header:X-Text:asText": "b"}], "bodyValues": {"1": {"value": "p"}}},
+        "ctype": {"mailboxIds": {box: True}, "textBody": [{"partId": "1", "header:Content-Type": " text/html"}],
+                  "bodyValues": {"1": {"value": "p"}}}}})
+    assert {k: v["type"] for k, v in answer["notCreated"].items()} == {"clash": "invalidProperties",
+                                                                       "ctype": "invalidProperties"}
+    props = ["header:X-Top:asText", "header:X-Text:asText", "textBody", "htmlBody"]
+    body = ["partId", "header:X-Text:asText", "header:X-Html:asText"]
+    two = session.ok("Email/get", {"ids": [answer["created"]["two"]["id"]], "properties": props,
+                                   "bodyProperties": body})["list"][0]
+    assert two["header:X-Top:asText"] == "top" and two["header:X-Text:asText"] is None
+    assert two["textBody"][0]["header:X-Text:asText"] == "tx" and two["htmlBody"][0]["header:X-Html:asText"] == "hx"
+    one = session.ok("Email/get", {"ids": [answer["created"]["one"]["id"]], "properties": props,
+                                   "bodyProperties": body})["list"][0]
+    assert one["header:X-Text:asText"] == "only" and one["textBody"][0]["header:X-Text:asText"] == "only"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import functools
 
+from ..imap.sort import base_subject
 from ..store import jmapreads
 from . import headercache, state
 from .api import MethodError, method
@@ -319,7 +320,11 @@ def _sort_key(prop):
             return lambda item: keyword in union_keywords(item)
         field = "thread_all" if kind == "allInThreadHaveKeyword" else "thread_some"
         return lambda item: keyword in item[field]
-    return lambda item: (item["subject"] or "").casefold()
+    # RFC 8621 4.4.2: subject sorts by the RFC 5256 2.1 base subject ("Re: x" with "x")
+    return lambda item: _base_subject(item["subject"] or "")
+
+
+_base_subject = functools.lru_cache(maxsize=65536)(lambda subject: base_subject(subject).casefold())
 
 
 def _mutable_sort(sort) -> bool:

@@ -277,3 +277,13 @@ def test_create_header_properties_on_text_and_html_body(env):
     one = session.ok("Email/get", {"ids": [answer["created"]["one"]["id"]], "properties": props,
                                    "bodyProperties": body})["list"][0]
     assert one["header:X-Text:asText"] == "only" and one["textBody"][0]["header:X-Text:asText"] == "only"
+
+
+def test_subject_sort_uses_the_base_subject(env):
+    """RFC 8621 4.4.2: subject sorts by the base subject (RFC 5256 2.1): "Re: [list] b"
+    sorts as "b", between "a" and "c"."""
+    store, alice, session = env
+    ids = {subject: deliver(store, alice, b"From: x@r.test\r\nSubject: %s\r\n\r\nhi\r\n" % subject)
+           for subject in (b"c", b"Re: [list] b", b"a")}
+    answer = session.ok("Email/query", {"sort": [{"property": "subject"}]})
+    assert answer["ids"] == [ids[b"a"], ids[b"Re: [list] b"], ids[b"c"]]

@@ -73,6 +73,10 @@ def encode(field: str, form: str, value, prop: str) -> str:
         if not isinstance(value, str) or re.search(r"\r(?!\n[ \t])|(?<!\r)\n|\r\n(?![ \t])|\0", value) \
                 or not value.strip():
             raise _bad(f"{prop} is a field value, folded with CRLF and white space only", prop)
+        if not value.isascii():  # written as given: no RFC 2047 encoding happens
+            raise _bad(f"{prop} is ASCII as raw; asText encodes other text", prop)
+        if any(len(line) > 900 for line in value.split("\r\n")):  # RFC 5322 2.1.1: 998 with the name
+            raise _bad(f"{prop} has a line too long; fold it", prop)
         return value
     if form == "asText":
         return _fold(_TEXT(field, _line(value, prop)))

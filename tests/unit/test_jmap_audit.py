@@ -111,6 +111,8 @@ def test_create_header_properties_on_parts(env):
     ({"header:Content-Type": " text/plain"}, ["header:Content-Type"]),
     ({"header:MIME-Version": " 1.0"}, ["header:MIME-Version"]),
     ({"header:X-A": " x\r\ny"}, ["header:X-A"]),
+    ({"header:X-A": " h\u00e9llo"}, ["header:X-A"]),
+    ({"header:X-A:asRaw": " " + "x" * 1000}, ["header:X-A:asRaw"]),
     ({"header:X-A:asText": "x\ny"}, ["header:X-A:asText"]),
     ({"header:X-A:asText:all": "not a list"}, ["header:X-A:asText:all"]),
     ({"header:X-A:asURLs": ["has space"]}, ["header:X-A:asURLs"]),

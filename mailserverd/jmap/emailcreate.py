@@ -23,6 +23,7 @@ from email.message import EmailMessage
 
 from . import blobs, emailstructure, headerset
 from .emailimport import received_at_of, store_message
+from .emailparse import header_property
 from .emailset import SetError, plan
 
 ADDRESS_FIELDS = {"from": "From", "sender": "Sender", "to": "To", "cc": "Cc", "bcc": "Bcc",
@@ -103,6 +104,11 @@ async def compose(ctx, spec: dict) -> bytes:
         # RFC 8621 4.6: bodyStructure, or textBody/htmlBody/attachments, never both
         if any(spec.get(prop) is not None for prop in ("textBody", "htmlBody", "attachments")):
             raise _bad("bodyStructure replaces textBody, htmlBody and attachments", "bodyStructure")
+        # RFC 8621 4.6: the root part sets no field the Email sets (they share one header)
+        email_fields = own | {field for field, prop in TAKEN.items() if spec.get(prop) is not None}
+        if isinstance(structure, dict) and email_fields & {
+                header_property(p)[0].lower() for p in structure if p.startswith("header:") and header_property(p)}:
+            raise _bad("the bodyStructure root sets a header field the Email sets", "bodyStructure")
         message = await emailstructure.build(ctx, structure, values)
     else:
         message = EmailMessage(policy=policy.SMTP)

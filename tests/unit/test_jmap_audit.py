@@ -289,3 +289,23 @@ def test_subject_sort_uses_the_base_subject(env):
            for subject in (b"c", b"Re: [list] b", b"a")}
     answer = session.ok("Email/query", {"sort": [{"property": "subject"}]})
     assert answer["ids"] == [ids[b"a"], ids[b"Re: [list] b"], ids[b"c"]]
+
+
+def test_body_structure_root_cannot_repeat_an_email_field(env):
+    """RFC 8621 4.6: the bodyStructure root part shares the Email's header, so a field
+    both set (header:X-A on each, or subject and header:Subject on the root) is
+    invalidProperties; a field only the root sets is written."""
+    store, alice, session = env
+    box = inbox(session)
+    root = {"type": "text/plain", "partId": "1", "header:X-A:asText": "root"}
+    answer = session.ok("Email/set", {"create": {
+        "twice": {"mailboxIds": {box: True}, "header:X-A:asText": "email", "bodyStructure": root,
+                  "bodyValues": {"1": {"value": "x"}}},
+        "subject": {"mailboxIds": {box: True}, "subject": "s", "bodyValues": {"1": {"value": "x"}},
+                    "bodyStructure": {"type": "text/plain", "partId": "1", "header:Subject:asText": "t"}},
+        "fine": {"mailboxIds": {box: True}, "bodyStructure": root, "bodyValues": {"1": {"value": "x"}}}}})
+    assert {k: v["properties"] for k, v in answer["notCreated"].items()} == {
+        "twice": ["bodyStructure"], "subject": ["bodyStructure"]}
+    email = session.ok("Email/get", {"ids": [answer["created"]["fine"]["id"]],
+                                     "properties": ["header:X-A:asText:all"]})["list"][0]
+    assert email["header:X-A:asText:all"] == ["root"]

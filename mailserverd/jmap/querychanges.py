@@ -74,7 +74,7 @@ async def mailbox_query_changes(ctx, args):
     old, most = _since(args), max_changes(args)
     now = (await state.current(ctx))["Mailbox"]
     since = state.parse(old, now)
-    _up_to, _more, _created, _updated, _counts, destroyed = await ctx.store.run_read(
+    _up_to, _more, created, updated, _counts, destroyed = await ctx.store.run_read(
         jmapreads.mailbox_changes, ctx.account, since, None)
     query_args = {k: v for k, v in args.items() if k in ("accountId", "filter", "sort", "sortAsTree",
                                                           "filterAsTree")}
@@ -82,4 +82,6 @@ async def mailbox_query_changes(ctx, args):
     existing = [box["id"] for box in (await ctx.store.run_read(jmapreads.mailboxes, ctx.account))]
     removed = [f"m{n}" for n in existing] + [f"m{n}" for n in destroyed]
     added = [{"id": jid, "index": index} for index, jid in enumerate(result["ids"])]
+    if not (created or updated or destroyed):  # only message counts moved: no query sees those
+        removed, added = [], []  # (else maxChanges would be tooManyChanges for no change at all)
     return _answer(ctx, args, old, now, removed, added, len(result["ids"]), most)

@@ -309,3 +309,19 @@ def test_body_structure_root_cannot_repeat_an_email_field(env):
     email = session.ok("Email/get", {"ids": [answer["created"]["fine"]["id"]],
                                      "properties": ["header:X-A:asText:all"]})["list"][0]
     assert email["header:X-A:asText:all"] == ["root"]
+
+
+def test_mailbox_query_changes_without_mailbox_changes(env):
+    """RFC 8620 5.6: with no Mailbox created, changed or destroyed since the query
+    (a delivery only moves counts), Mailbox/queryChanges has no changes, so a small
+    maxChanges is no tooManyChanges; after a creation the whole list is re-sent."""
+    store, alice, session = env
+    state = session.ok("Mailbox/query", {})["queryState"]
+    deliver(store, alice, b"From: a@b.test\r\nSubject: x\r\n\r\nx\r\n")
+    quiet = session.ok("Mailbox/queryChanges", {"sinceQueryState": state, "maxChanges": 1, "calculateTotal": True})
+    assert quiet["removed"] == [] and quiet["added"] == [] and quiet["total"] == 6
+    made = session.ok("Mailbox/set", {"create": {"n": {"name": "New"}}})["created"]["n"]["id"]
+    busy = session.ok("Mailbox/queryChanges", {"sinceQueryState": state})
+    assert made in busy["removed"] and made in [a["id"] for a in busy["added"]]
+    error = session.call("Mailbox/queryChanges", {"sinceQueryState": state, "maxChanges": 1})
+    assert error[0] == "error" and error[1]["type"] == "tooManyChanges"

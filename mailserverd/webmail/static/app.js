@@ -219,10 +219,15 @@ class App {
     return this.listQueue;
   }
 
+  viewKey() {
+    return JSON.stringify([this.client.accountId, this.mailboxId, this.search, this.threads]);
+  }
+
   async loadListNow({append = false, keep = false} = {}) {
     const position = append ? this.items.length : 0;
     const limit = keep ? Math.max(PAGE, this.items.length) : PAGE;
     const accountId = this.client.accountId;
+    const view = this.viewKey();
     const responses = await this.client.call([
       ["Email/query", {accountId, filter: this.listFilter(), sort: [{property: "receivedAt", isAscending: false}],
                        collapseThreads: this.threads, position, limit, calculateTotal: true}, "q"],
@@ -230,6 +235,9 @@ class App {
                      properties: LIST_PROPERTIES}, "g"],
       ["Thread/get", {accountId, "#ids": {resultOf: "g", name: "Email/get", path: "/list/*/threadId"}}, "t"],
     ]);
+    // the folder, search or threading changed while this answer was on its way: it belongs
+    // to the old view (its title would be the new one's), and the new view's load follows
+    if (view !== this.viewKey()) return;
     const [query, got, threads] = responses.map((r) => r[1]);
     if (responses[0][0] === "error") {
       this.notify(`Search failed: ${query.description || query.type}`);

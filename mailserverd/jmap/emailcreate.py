@@ -68,7 +68,8 @@ def _text_of(spec, prop: str, kind: str, values: dict) -> str | None:
     if not isinstance(spec, list) or len(spec) != 1 or not isinstance(spec[0], dict):
         raise _bad(f"{prop} is one body part here", prop)
     part = spec[0]
-    if part.get("type", kind) != kind or {p for p in set(part) - {"partId", "type"} if not p.startswith("header:")}:
+    others = {p for p in set(part) - {"partId", "type"} if not p.startswith("header:")}
+    if part.get("type", kind) != kind or others:
         raise _bad(f"{prop} is a {kind} part with a partId", prop)
     value = values.get(part.get("partId"))
     if not isinstance(value, dict) or not isinstance(value.get("value"), str) \
@@ -106,8 +107,9 @@ async def compose(ctx, spec: dict) -> bytes:
             raise _bad("bodyStructure replaces textBody, htmlBody and attachments", "bodyStructure")
         # RFC 8621 4.6: the root part sets no field the Email sets (they share one header)
         email_fields = own | {field for field, prop in TAKEN.items() if spec.get(prop) is not None}
-        if isinstance(structure, dict) and email_fields & {
-                header_property(p)[0].lower() for p in structure if p.startswith("header:") and header_property(p)}:
+        root_fields = {header_property(p)[0].lower() for p in structure
+                       if p.startswith("header:") and header_property(p)} if isinstance(structure, dict) else set()
+        if email_fields & root_fields:
             raise _bad("the bodyStructure root sets a header field the Email sets", "bodyStructure")
         message = await emailstructure.build(ctx, structure, values)
     else:

@@ -1,9 +1,10 @@
 """Email/queryChanges and Mailbox/queryChanges (RFC 8620 5.6), from the change log.
 
-Email: the sort keys it follows (receivedAt, size, from, to, subject, sentAt) are
-immutable and ties break by id (keyword sorts, thread conditions and
-collapseThreads: cannotCalculateChanges, as Email/query's canCalculateChanges said), so Emails that did not change since sinceQueryState
-keep their relative order. The answer removes every Email created, updated
+Email: the sort keys it follows (receivedAt, size, from, to, subject, sentAt)
+are immutable and ties break by id (keyword sorts, thread conditions and
+collapseThreads: cannotCalculateChanges, as Email/query's canCalculateChanges
+said), so Emails that did not change since sinceQueryState keep their
+relative order. The answer removes every Email created, updated
 or destroyed since then (the client may not have had some: 5.6 allows
 that) and adds back those now in the results, at their index. The filter may
 use mutable properties (keywords, mailboxes): any such change is an Email

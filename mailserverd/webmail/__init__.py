@@ -20,6 +20,7 @@ nosniff and no referrer; an ETag per file answers If-None-Match with 304
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 
@@ -117,10 +118,10 @@ class WebmailResource:
         name = "index.html" if path in (b"/", b"/webmail/") else path[len(b"/webmail/"):].decode("latin-1")
         static = self.files.get(name) if _NAME.match(name) else None
         if static is None:
-            return self._error(request, 404, b"no such file\n")
+            return self._error(request, 404, "notFound", "no such file")
         if request.method not in ALLOWED:
             request.setHeader(b"allow", b", ".join(ALLOWED))
-            return self._error(request, 405, b"only GET and HEAD are allowed here\n")
+            return self._error(request, 405, "methodNotAllowed", "only GET and HEAD are allowed here")
         request.setHeader(b"etag", static.etag)
         request.setHeader(b"cache-control", b"no-cache")
         if _etag_matches(request.getHeader(b"if-none-match"), static.etag):
@@ -131,8 +132,9 @@ class WebmailResource:
         return static.body  # twisted.web sends no body for HEAD, keeping content-length
 
     @staticmethod
-    def _error(request, status: int, body: bytes) -> bytes:
+    def _error(request, status: int, kind: str, detail: str) -> bytes:
+        """JSON with a type and a detail, as every HTTP error of the server (INTERFACE.md)."""
         request.setResponseCode(status)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        return body
+        return json.dumps({"type": kind, "detail": detail}).encode() + b"\n"

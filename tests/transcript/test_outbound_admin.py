@@ -121,9 +121,11 @@ def test_healthz_answers_ok(server):
     assert status == 200 and content_type == "application/json" and json.loads(body)["status"] == "ok"
 
 
-@pytest.mark.parametrize("path", ["/", "/metrics/", "/jmap", "/jmap/nothing", "/healthz/x", "/../etc/passwd"])
+@pytest.mark.parametrize("path", ["/index.htm", "/metrics/", "/jmap", "/jmap/nothing", "/healthz/x",
+                                  "/../etc/passwd", "/webmail/../../setup.cfg"])
 def test_other_paths_are_json_404(server, path):
-    """Every path but /metrics, /healthz and JMAP's is 404 with a JSON error of type notFound."""
+    """Every path but /metrics, /healthz, JMAP's and the webmail's (/ and /webmail/FILE,
+    tests/unit/test_webmail_static.py) is 404 with a JSON error of type notFound."""
     status, content_type, body = get(server, path)
     assert status == 404 and content_type == "application/json"
     assert json.loads(body)["type"] == "notFound"

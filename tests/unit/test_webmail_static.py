@@ -3,6 +3,7 @@ routing in the http listener's Root (no daemon, no browser)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 from twisted.web.test.requesthelper import DummyRequest
@@ -66,16 +67,20 @@ def test_etag_answers_304_and_cache_revalidates():
 
 def test_unknown_names_and_traversal_are_404_and_writes_405():
     """Only names of the packaged files are served: traversal, encoded dots, the
-    Python module, hidden or nested names are 404; POST to a file is 405."""
+    Python module, hidden or nested names are 404; POST to a file is 405; both are JSON
+    with a type, as every HTTP error (INTERFACE.md)."""
     resource = WebmailResource()
     for path in (b"/webmail/../__init__.py", b"/webmail/%2e%2e/__init__.py", b"/webmail/__init__.py",
                  b"/webmail/.hidden", b"/webmail/static/app.js", b"/webmail/app.js/", b"/webmail/nope.js",
                  b"/webmail/app.js%00"):
         status, headers, _body = get(resource, path)
         assert status == 404, path
+        assert header(headers, b"content-type") == b"application/json"
+        assert json.loads(_body)["type"] == "notFound"
         assert header(headers, b"content-security-policy")  # the error pages carry the headers too
-    status, headers, _body = get(resource, b"/webmail/app.js", method=b"POST")
+    status, headers, body = get(resource, b"/webmail/app.js", method=b"POST")
     assert status == 405 and header(headers, b"allow") == b"GET, HEAD"
+    assert json.loads(body)["type"] == "methodNotAllowed"
 
 
 def test_root_routes_the_webmail_only_when_configured():

@@ -101,3 +101,19 @@ def test_sort_by_from_and_keyword(server):
                                                        "isAscending": False}]}, "1"]])
     assert [i for i in by_from[1]["ids"] if i in mine] == [made["a"]["id"], made["b"]["id"]]
     assert by_flag[1]["ids"][0] == made["a"]["id"] and by_flag[1]["canCalculateChanges"] is False
+
+
+def test_session_lists_the_sort_options(server):
+    """RFC 8621 1.3.1: the mail account capability's emailQuerySortOptions names every sort
+    Email/query takes, the RFC 8621 4.4.2 ones included."""
+    connection = HTTPConnection(*server.address("http"), timeout=10)
+    auth = base64.b64encode(f"{ALICE}:{PASSWORD}".encode()).decode()
+    connection.request("GET", "/.well-known/jmap", headers={"Authorization": "Basic " + auth})
+    response = connection.getresponse()
+    session = json.loads(response.read())
+    connection.close()
+    assert response.status == 200
+    account = session["accounts"][session["primaryAccounts"]["urn:ietf:params:jmap:mail"]]
+    options = account["accountCapabilities"]["urn:ietf:params:jmap:mail"]["emailQuerySortOptions"]
+    assert set(options) == {"receivedAt", "size", "from", "to", "subject", "sentAt", "hasKeyword",
+                            "allInThreadHaveKeyword", "someInThreadHaveKeyword"}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import smtplib
+import time
 
 import pytest
 
@@ -62,3 +63,55 @@ def test_jmapc_lists_queries_reads_and_sets(server, tmp_path):
     attachment.write_bytes(b"attachment bytes")
     blob = client.upload_blob(attachment)
     assert blob.size == len(b"attachment bytes") and blob.type == "text/plain"
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_jmapc_sends_an_attachment_another_user_receives(server, tmp_path):
+    """Over https, jmapc uploads a blob, creates a draft with it as an attachment and submits
+    it with EmailSubmission/set (onSuccessUpdateEmail moves it to Sent); Bob, reading with
+    jmapc too, receives the message with the attachment's name and bytes."""
+    from jmapc import Email, EmailAddress, EmailBodyPart, EmailBodyValue, EmailSubmission
+    from jmapc.methods import EmailSubmissionSet, IdentityGet
+
+    def connect(address):
+        client = jmapc.Client.create_with_password("%s:%d" % server.address("https"), address, PASSWORD)
+        client.requests_session.trust_env = False
+        client.requests_session.verify = False  # the daemon's self-signed certificate
+        return client
+
+    alice = connect(ALICE)
+    payload = b"quarterly,figures\n1,2\n"
+    attachment = tmp_path / "figures.csv"
+    attachment.write_bytes(payload)
+    blob = alice.upload_blob(attachment)
+    mailboxes = alice.request(MailboxGet(ids=None)).data
+    drafts = next(box.id for box in mailboxes if box.role == "drafts")
+    sent = next(box.id for box in mailboxes if box.role == "sent")
+    identity = alice.request(IdentityGet(ids=None)).data[0]
+    draft = Email(mail_from=[EmailAddress(email=ALICE)], to=[EmailAddress(email="bob@example.test")],
+                  subject="figures attached", mailbox_ids={drafts: True}, keywords={"$draft": True},
+                  body_values={"body": EmailBodyValue(value="See the figures.\n")},
+                  text_body=[EmailBodyPart(part_id="body", type="text/plain")],
+                  attachments=[EmailBodyPart(blob_id=blob.id, type="text/csv", name="figures.csv")])
+    results = alice.request([
+        EmailSet(create={"draft": draft}),
+        EmailSubmissionSet(create={"send": EmailSubmission(identity_id=identity.id, email_id="#draft")},
+                           on_success_update_email={"#send": {f"mailboxIds/{drafts}": None,
+                                                              f"mailboxIds/{sent}": True,
+                                                              "keywords/$draft": None}}),
+    ])
+    assert results[0].response.created and results[1].response.created, results
+
+    bob = connect("bob@example.test")
+    deadline = time.monotonic() + 10
+    while True:  # local delivery is done when the submission is; the loop only bounds a slow machine
+        found = bob.request([EmailQuery(), EmailGet(ids=Ref("/ids"), properties=["subject", "from", "attachments"])])
+        found = [email for email in found[1].response.data if email.subject == "figures attached"]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(found) == 1 and found[0].mail_from[0].email == ALICE
+    (part,) = found[0].attachments
+    assert part.name == "figures.csv" and part.type == "text/csv"
+    bob.download_attachment(part, tmp_path / "received.csv")
+    assert (tmp_path / "received.csv").read_bytes() == payload

@@ -223,7 +223,7 @@ def main():
                 if options.py_spy and level == (16 if 16 in levels else levels[0]):
                     spy = subprocess.Popen(
                         [shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy"),
-                         "record", "--format", "raw", "--threads", "--rate", "200", "--nonblocking",
+                         "record", "--format", "raw", "--threads", "--gil", "--rate", "200", "--nonblocking",
                          "--duration", str(int(options.seconds)), "--pid", str(server.process.pid),
                          "--output", options.py_spy], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 cpu = cpu_seconds(server.process.pid)

@@ -114,3 +114,31 @@ def test_indexer_counts_documents_only_after_a_change(tmp_path, monkeypatch):
             assert len(calls) == round_
     finally:
         store.close()
+
+
+def test_post_form_body_is_not_request_args():
+    """request.args holds the query string only: a form-encoded POST body (Twisted
+    would merge it) is left to the handler, which reads JSON."""
+    from twisted.web import resource
+
+    seen = []
+
+    class Leaf(resource.Resource):
+        isLeaf = True
+
+        def render_POST(self, request):
+            seen.append(dict(request.args))
+            return b"ok"
+    clock = task.Clock()
+    site = LimitedSite(Leaf(), reactor=clock)
+    protocol = site.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    body = b"limit=5&x=1"
+    protocol.dataReceived(b"POST /v1/messages?limit=2 HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Type: application/x-www-form-urlencoded\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    for call in clock.getDelayedCalls():
+        call.cancel()
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+    assert seen == [{b"limit": [b"2"]}]

@@ -354,7 +354,7 @@ async def route(ctx, request, read_body) -> tuple[int, dict | None]:
     path, method = request.path, request.method
     if path == b"/v1/messages":
         _allow(method, "/v1/messages")
-        return await send_message(ctx, _json(read_body()))
+        return await send_message(ctx, _json_body(request, read_body))
     if path == b"/v1/folders":
         _allow(method, "/v1/folders")
         return await folders(ctx, request)
@@ -370,7 +370,7 @@ async def route(ctx, request, read_body) -> tuple[int, dict | None]:
         _allow(method, "/v1/messages/{id}")
         message_id = match.group(1).decode()
         if method == b"PATCH":
-            return await patch_message(ctx, message_id, _json(read_body()))
+            return await patch_message(ctx, message_id, _json_body(request, read_body))
         if method == b"DELETE":
             return await delete_message(ctx, message_id)
         return await get_message(ctx, message_id)
@@ -381,6 +381,17 @@ def _allow(method: bytes, route: str) -> None:
     methods = ROUTES[route]
     if method.decode("latin-1") not in methods:
         raise RestError(405, "methodNotAllowed", "allowed: " + ", ".join(methods), allow=", ".join(methods))
+
+
+def _json_body(request, read_body):
+    """The request's JSON body; only under Content-Type application/json, as /jmap/api: an
+    HTML form can send text/plain that parses as JSON, and a browser attaches cached Basic
+    credentials to another site's form POST (CSRF), but never sends application/json
+    across origins without a CORS preflight."""
+    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if content_type != b"application/json":
+        raise RestError(400, "notJSON", "the content type must be application/json")
+    return _json(read_body())
 
 
 def _json(body: bytes):

@@ -45,6 +45,25 @@ def test_openapi_and_errors(server):
         assert status == want and answer["type"] == kind and answer["detail"], (path, answer)
 
 
+def test_form_post_that_parses_as_json_is_refused(server):
+    """CSRF through cached Basic credentials: another site's HTML form (enctype text/plain,
+    field name '{"to":...,"text":"' and value '"}') posts a body that parses as JSON. /v1
+    writes take only Content-Type application/json (which a form cannot send), so the
+    attack gets 400 notJSON and nothing is sent; PATCH likewise."""
+    alice = Client(server)
+    forged = ('{"to": ["%s"], "subject": "csrf", "text": "' % BOB + '=' + '"}').encode()
+    assert json.loads(forged)["subject"] == "csrf"  # the body is valid JSON
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        status, _h, answer = alice.request("POST", "/v1/messages", forged, headers)
+        assert status == 400 and json.loads(answer)["type"] == "notJSON", content_type
+        status, _h, answer = alice.request("PATCH", "/v1/messages/e1", b'{"is_read": true}', headers)
+        assert status == 400 and json.loads(answer)["type"] == "notJSON", content_type
+    folders = {f["role"]: f for f in rest(alice, "GET", "/v1/folders")[1]["folders"]}
+    sent = rest(alice, "GET", f"/v1/folders/{folders['sent']['id']}/messages")[1]["messages"]
+    assert not [m for m in sent if m["subject"] == "csrf"]
+
+
 def test_sent_message_reaches_another_user(server):
     """POST /v1/messages (To, Cc, Bcc) as Alice: 201, Bob delivered; Alice's copy is in
     Sent. Bob finds it unread in his inbox, reads it, marks it read, finds it by search

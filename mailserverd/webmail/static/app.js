@@ -15,7 +15,8 @@ import {JMAPClient} from "./jmap.js";
 import {FULL_PROPERTIES, renderConversation} from "./reader.js";
 import {parseSearch} from "./search.js";
 import {shortcut} from "./keys.js";
-import {el, $, addressText, shortDate, longDate, ROLE_ORDER} from "./util.js";
+import {mailboxDepth, orderedMailboxes, messageRow} from "./listview.js";
+import {el, $, ROLE_ORDER} from "./util.js";
 
 const PAGE = 40;
 const LIST_PROPERTIES = ["id", "threadId", "mailboxIds", "keywords", "from", "to", "subject", "preview",
@@ -151,34 +152,13 @@ class App {
                                       a.name.localeCompare(b.name));
   }
 
-  depth(mailbox) {
-    let depth = 0;
-    for (let m = mailbox; m && m.parentId && depth < 5; depth++) {
-      m = this.mailboxes.find((other) => other.id === m.parentId);
-    }
-    return depth;
-  }
-
-  ordered() {
-    // parents before their children, siblings in this.mailboxes order
-    const out = [];
-    const add = (parentId) => {
-      for (const m of this.mailboxes) {
-        if ((m.parentId || null) === parentId && !out.includes(m)) { out.push(m); add(m.id); }
-      }
-    };
-    add(null);
-    for (const m of this.mailboxes) if (!out.includes(m)) out.push(m);
-    return out;
-  }
-
   renderMailboxes() {
     const list = $("mailbox-list");
-    list.replaceChildren(...this.ordered().map((mailbox) => {
+    list.replaceChildren(...orderedMailboxes(this.mailboxes).map((mailbox) => {
       const unread = this.threads ? mailbox.unreadThreads : mailbox.unreadEmails;
       const current = !this.search && mailbox.id === this.mailboxId;
       return el("li", {},
-        el("button", {type: "button", class: `depth-${Math.min(this.depth(mailbox), 2)}`,
+        el("button", {type: "button", class: `depth-${Math.min(mailboxDepth(this.mailboxes, mailbox), 2)}`,
                       dataset: {id: mailbox.id, role: mailbox.role || ""},
                       "aria-current": current ? "true" : "false",
                       "aria-label": `${mailbox.name}${unread ? `, ${unread} unread` : ""}`,
@@ -189,7 +169,7 @@ class App {
     }));
     const move = $("move-to");
     move.replaceChildren(el("option", {value: ""}, "Move to\u2026"),
-      ...this.ordered().map((m) => el("option", {value: m.id}, "\u00A0".repeat(2 * this.depth(m)) + m.name)));
+      ...orderedMailboxes(this.mailboxes).map((m) => el("option", {value: m.id}, "\u00A0".repeat(2 * mailboxDepth(this.mailboxes, m)) + m.name)));
     const total = this.mailboxes.reduce((sum, m) => sum + (m.role === "inbox" ? m.unreadEmails : 0), 0);
     document.title = total ? `(${total}) Webmail` : "Webmail";
   }
@@ -269,7 +249,7 @@ class App {
   renderList() {
     $("list-title").textContent = this.listTitle();
     const list = $("message-list");
-    list.replaceChildren(...this.items.map((item, index) => this.renderItem(item, index)));
+    list.replaceChildren(...this.items.map((item, index) => messageRow(this, item, index)));
     $("list-empty").hidden = this.items.length > 0;
     $("load-more").hidden = this.items.length >= this.total;
     this.markActive();
@@ -282,31 +262,6 @@ class App {
     const li = this.selected >= 0 ? list.children[this.selected] : null;
     if (li) list.setAttribute("aria-activedescendant", li.id);
     else list.removeAttribute("aria-activedescendant");
-  }
-
-  renderItem({email, threadSize}, index) {
-    const unread = !email.keywords.$seen;
-    const flagged = !!email.keywords.$flagged;
-    const inSent = this.mailboxByRole("sent") && email.mailboxIds[this.mailboxByRole("sent").id];
-    const who = inSent ? `To: ${(email.to || []).map(addressText).join(", ")}` : (email.from || []).map(addressText).join(", ");
-    const where = this.search ? Object.keys(email.mailboxIds).map((id) => {
-      const mailbox = this.mailboxes.find((m) => m.id === id);
-      return mailbox ? mailbox.name : "";
-    }).join(", ") : "";
-    const label = [unread ? "Unread" : null, flagged ? "Flagged" : null, who, email.subject || "(no subject)",
-                   longDate(email.receivedAt)].filter(Boolean).join(", ");
-    return el("li", {role: "option", id: `row-${index}`, class: unread ? "unread" : "", dataset: {id: email.id, index},
-                     "aria-selected": index === this.selected ? "true" : "false", "aria-label": label,
-                     onclick: () => { this.select(index); this.open(); }},
-      el("span", {class: "marker", "aria-hidden": "true"}, unread ? "\u25CF" : ""),
-      el("span", {class: "from"}, who || "(no sender)",
-         threadSize > 1 && this.threads ? el("span", {class: "thread-count"}, `(${threadSize})`) : null,
-         where ? el("span", {class: "where"}, where) : null),
-      el("span", {class: "date"}, flagged ? el("span", {class: "glyph flag", title: "Flagged"}) : null,
-         email.hasAttachment ? el("span", {class: "glyph clip", title: "Has attachments"}) : null,
-         shortDate(email.receivedAt)),
-      el("span", {class: "subject"}, email.subject || "(no subject)"),
-      el("span", {class: "preview"}, email.preview || ""));
   }
 
   select(index) {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -208,10 +209,7 @@ class JMAPResource:
     async def _rest(self, request, account):
         """The /v1 REST API (rest.py) on the JMAP methods, one account request at a time
         per RUNNING_PER_ACCOUNT slot, as for /jmap/api."""
-        gate = self.gates.setdefault(account.id, defer.DeferredSemaphore(api.RUNNING_PER_ACCOUNT))
-        self.running[account.id] += 1
-        await gate.acquire()
-        try:
+        async with self.account_slot(account):
             ctx = self._context(request, account)
 
             def read_body() -> bytes:
@@ -222,15 +220,28 @@ class JMAPResource:
             except rest.RestError as exc:
                 headers = {b"allow": exc.extra.pop("allow").encode()} if "allow" in exc.extra else None
                 raise HTTPError(exc.status, exc.kind, exc.detail, headers=headers, **exc.extra)
+        if answer is None:
+            return send(request, status, b"", JSON)
+        send_json(request, status, answer)
+
+    @contextlib.asynccontextmanager
+    async def account_slot(self, account):
+        """One of the account's RUNNING_PER_ACCOUNT running slots, for /jmap/api, /v1 and
+        WebSocket requests alike; `running` counts the account's requests waiting or
+        running (maxConcurrentRequests is checked against it before entering)."""
+        self.running[account.id] += 1
+        gate = self.gates.setdefault(account.id, defer.DeferredSemaphore(api.RUNNING_PER_ACCOUNT))
+        try:
+            await gate.acquire()
+            try:
+                yield
+            finally:
+                gate.release()
         finally:
-            gate.release()
             self.running[account.id] -= 1
             if not self.running[account.id]:
                 del self.running[account.id]
                 del self.gates[account.id]
-        if answer is None:
-            return send(request, status, b"", JSON)
-        send_json(request, status, answer)
 
     def _context(self, request, account) -> api.Context:
         return api.Context(account=account, store=self.store, limits=self.limits, reactor=self.reactor,
@@ -330,20 +341,11 @@ class JMAPResource:
         if self.running[account.id] >= self.limits["maxConcurrentRequests"]:
             error = api.RequestError("limit", "too many concurrent requests", limit="maxConcurrentRequests")
             return send_json(request, 400, error.problem(), PROBLEM)
-        self.running[account.id] += 1
-        gate = self.gates.setdefault(account.id, defer.DeferredSemaphore(api.RUNNING_PER_ACCOUNT))
-        await gate.acquire()
-        try:
+        async with self.account_slot(account):
             request.content.seek(0)
             body = request.content.read()
             ctx = self._context(request, account)
             status, answer = await api.process(ctx, body, session.session_state(account, self.limits))
-        finally:
-            gate.release()
-            self.running[account.id] -= 1
-            if not self.running[account.id]:
-                del self.running[account.id]
-                del self.gates[account.id]
         send_json(request, status, answer, JSON if status == 200 else PROBLEM)
 
     def _account_matches(self, account, value: bytes) -> None:

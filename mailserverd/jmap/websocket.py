@@ -333,20 +333,11 @@ class JMAPSocket(WebSocketServerProtocol):
                 "limit", "too many concurrent requests", limit="maxConcurrentRequests"), request_id)
         # The same slots as POST /jmap/api (web.py _api): maxConcurrentRequests accepted,
         # RUNNING_PER_ACCOUNT running at once.
-        owner.running[account.id] += 1
-        gate = owner.gates.setdefault(account.id, defer.DeferredSemaphore(api.RUNNING_PER_ACCOUNT))
-        await gate.acquire()
-        try:
+        async with owner.account_slot(account):
             if self.closed:
                 return
             ctx = owner._context(self.http_request, account)
             status, answer = await api.process(ctx, message, session.session_state(account, owner.limits))
-        finally:
-            gate.release()
-            owner.running[account.id] -= 1
-            if not owner.running[account.id]:
-                del owner.running[account.id]
-                del owner.gates[account.id]
         head = {"@type": "Response" if status == 200 else "RequestError"}
         if request_id is not None:
             head["requestId"] = request_id

@@ -159,6 +159,8 @@ def test_attachments_listed_and_downloadable(webmail, deliver):
            f"--{boundary}--\r\n")
     deliver(raw=raw)
     page = webmail.page
+    failed = []  # answers that were not 2xx/304, shown if the inline image never appears
+    page.on("response", lambda response: response.status >= 400 and failed.append((response.status, response.url)))
     open_row(page, "With files")
     link = page.locator("#conversation .attachments a", has_text="report.csv")
     link.wait_for()
@@ -170,7 +172,11 @@ def test_attachments_listed_and_downloadable(webmail, deliver):
         stored = page.evaluate("url => fetch(url, {credentials: 'same-origin'}).then(r => r.text())", whole)
         pytest.fail(f"downloaded {data!r} from {href}; the stored message:\n{stored}")
     inline = page.frame_locator("#conversation iframe").locator("#logo[src^='data:image/gif']")
-    inline.wait_for(state="attached")  # frame_locator finds the frame again if it was redrawn
+    try:
+        inline.wait_for(state="attached")  # frame_locator finds the frame again if it was redrawn
+    except Exception:
+        srcdoc = page.locator("#conversation iframe").first.get_attribute("srcdoc")
+        pytest.fail(f"no inline image; failed answers {failed}; frame document:\n{srcdoc}")
 
 
 def test_conversation_view_groups_a_thread(webmail, deliver):

@@ -55,11 +55,26 @@ function htmlSource(email) {
   }).join("\n");
 }
 
+// A transient failure (network, 429, 5xx) is retried twice: a missing inline image
+// is never fetched again once the message is drawn.
+async function fetchBlob(url, attempts = 3) {
+  for (let attempt = 1; ; attempt++) {
+    let response = null;
+    try {
+      response = await fetch(url, {credentials: "same-origin"});
+    } catch (e) {
+      if (attempt >= attempts) throw e;
+    }
+    if (response && response.ok) return await response.blob();
+    if (response && response.status < 500 && response.status !== 429) return null;
+    if (attempt >= attempts) return null;
+    await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+  }
+}
+
 async function blobAsDataURL(app, part) {
-  const response = await fetch(app.client.downloadUrl(part.blobId, part.name || "image", part.type),
-                               {credentials: "same-origin"});
-  if (!response.ok) return null;
-  const blob = await response.blob();
+  const blob = await fetchBlob(app.client.downloadUrl(part.blobId, part.name || "image", part.type));
+  if (!blob) return null;
   return await new Promise((resolve) => {
     const reader = new FileReader();
     reader.onload = () => resolve(reader.result);

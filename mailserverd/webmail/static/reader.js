@@ -118,11 +118,15 @@ function renderHTML(app, email, body, notice) {
                                   onclick: () => { loadImages = true; draw(); }}, "Load images"));
     }
   };
-  draw();
+  // One srcdoc write when the body references inline images: a second write while the
+  // first document is still loading was seen to leave the first one showing.
+  if (!/cid:/i.test(source)) {
+    draw();
+    body.append(frame);
+    return;
+  }
   body.append(frame);
-  inlineImages(app, email, source).then((map) => {
-    if (map.size) { cids = map; draw(); }
-  });
+  inlineImages(app, email, source).catch(() => new Map()).then((map) => { cids = map; draw(); });
 }
 
 function attachmentList(app, email) {

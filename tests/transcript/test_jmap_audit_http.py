@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.support.daemon import PASSWORD, MailServer
+from tests.support.daemon import PASSWORD
 
 ALICE = "alice@example.test"
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
@@ -21,12 +21,10 @@ USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
     """One daemon (http) for the module."""
-    server = MailServer(tmp_path_factory.mktemp("mailserver"), ("http",))
-    server.copy_data_from(request.getfixturevalue("mailserver_seed_data"))
-    server.start()
-    yield server
-    server.stop()
-    print(f"--- {server.conf_path}\n{server.log_tail(200)}")
+    from tests.conftest import _make_servers, _stop_all
+    make, servers = _make_servers(request, tmp_path_factory)
+    yield make(listeners=("http",))
+    _stop_all(servers)
 
 
 def jmap(server, calls) -> list:

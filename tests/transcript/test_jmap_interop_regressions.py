@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.support.daemon import PASSWORD, MailServer
+from tests.support.daemon import PASSWORD
 
 ALICE = "alice@example.test"
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail", "urn:ietf:params:jmap:submission",
@@ -20,12 +20,10 @@ USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail", "urn:ietf:par
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
     """One daemon (http) for the module; tests only add messages of their own."""
-    server = MailServer(tmp_path_factory.mktemp("mailserver"), ("http",))
-    server.copy_data_from(request.getfixturevalue("mailserver_seed_data"))
-    server.start()
-    yield server
-    server.stop()
-    print(f"--- {server.conf_path}\n{server.log_tail(200)}")
+    from tests.conftest import _make_servers, _stop_all
+    make, servers = _make_servers(request, tmp_path_factory)
+    yield make(listeners=("http",))
+    _stop_all(servers)
 
 
 def http(server, method, path, body=None, headers=None):
